@@ -1,0 +1,58 @@
+"""Work-directory helpers shared by the experiment entrypoints."""
+
+from __future__ import annotations
+
+import json
+import pathlib
+
+import ml_collections
+
+
+class WorkdirConflictError(FileExistsError):
+  """The work directory holds results of a different config."""
+
+
+def prepare_workdir(workdir, config: ml_collections.ConfigDict, *,
+                    ignore: tuple[str, ...] = ()) -> tuple[pathlib.Path, bool]:
+  """Creates ``workdir`` and writes config.json; refuses to mix two configs.
+
+  Returns ``(path, resuming)``: ``resuming`` is True when the directory already
+  holds a run of the same config (the caller then resumes from its checkpoint).
+  A different config raises instead of overwriting the earlier results.
+  Keys in ``ignore`` (e.g. the total number of generations, which a resumed
+  run may extend) are left out of the comparison.
+  """
+  workdir = pathlib.Path(workdir)
+  try:
+    workdir.mkdir(parents=True, exist_ok=True)
+  except OSError as e:
+    raise OSError(f"Cannot create work directory {workdir}: {e}. Fix: pass a writable "
+                  "--workdir.") from e
+  config_path = workdir / "config.json"
+  current = config.to_dict()
+  if config_path.exists():
+    previous = json.loads(config_path.read_text())
+    strip = lambda d: {k: v for k, v in d.items() if k not in ignore}
+    if strip(previous) != strip(json.loads(json.dumps(current))):
+      changed = sorted(k for k in set(previous) | set(current)
+                       if k not in ignore and previous.get(k) != current.get(k))
+      raise WorkdirConflictError(
+          f"{workdir} holds a run with a different config (differs in: "
+          f"{', '.join(changed)}). Refusing to overwrite it. Fix: pass a new --workdir, "
+          "or the same config to resume.")
+    config_path.write_text(json.dumps(current, indent=2, sort_keys=True))
+    return workdir, True
+  config_path.write_text(json.dumps(current, indent=2, sort_keys=True))
+  return workdir, False
+
+
+def append_jsonl(path, record: dict) -> None:
+  with open(path, "a") as f:
+    f.write(json.dumps(record) + "\n")
+
+
+def write_json(path, obj) -> None:
+  path = pathlib.Path(path)
+  tmp = path.with_name(path.name + ".tmp")
+  tmp.write_text(json.dumps(obj, indent=2, sort_keys=True))
+  tmp.replace(path)

@@ -1,0 +1,112 @@
+"""Colour conversions (pure jnp) and labelled image grids saved as PNG."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+from typing import Sequence
+
+import jax.numpy as jnp
+import numpy as np
+
+
+def hsv_to_rgb(hsv: jnp.ndarray) -> jnp.ndarray:
+  """HSV in [0, 1]^3 (last axis) -> RGB in [0, 1]^3."""
+  h, s, v = hsv[..., 0], hsv[..., 1], hsv[..., 2]
+  # The standard piecewise formula, written with one smooth expression per channel.
+  def f(n):
+    k = jnp.mod(n + h * 6.0, 6.0)
+    return v - v * s * jnp.clip(jnp.minimum(k, 4.0 - k), 0.0, 1.0)
+  return jnp.stack([f(5.0), f(3.0), f(1.0)], axis=-1)
+
+
+def hls_to_rgb(hls: jnp.ndarray) -> jnp.ndarray:
+  """HLS in [0, 1]^3 (last axis; hue, lightness, saturation) -> RGB in [0, 1]^3.
+
+  Matches :func:`colorsys.hls_to_rgb`, which the original CPPN code used.
+  """
+  h, l, s = hls[..., 0], hls[..., 1], hls[..., 2]
+  a = s * jnp.minimum(l, 1.0 - l)
+  def f(n):
+    k = jnp.mod(n + h * 12.0, 12.0)
+    return l - a * jnp.clip(jnp.minimum(k - 3.0, 9.0 - k), -1.0, 1.0)
+  return jnp.stack([f(0.0), f(8.0), f(4.0)], axis=-1)
+
+
+def to_uint8(images) -> np.ndarray:
+  """Float images in [0, 1] -> uint8, clipping out-of-range values."""
+  return np.asarray(np.clip(np.asarray(images, np.float32), 0.0, 1.0) * 255.0 + 0.5,
+                    np.uint8)
+
+
+def save_grid(path: str | os.PathLike, images, *, titles: Sequence[str] | None = None,
+              labels: Sequence | None = None, confidences: Sequence[float] | None = None,
+              ncols: int | None = None, title: str | None = None, scale: float = 1.6,
+              overwrite: bool = True) -> pathlib.Path:
+  """Saves a grid of images, each captioned with its class and confidence.
+
+  Args:
+    path: PNG destination (parent directories are created).
+    images: float ``[N, H, W, C]`` in [0, 1] (C = 1 or 3) or uint8.
+    titles: captions; built from ``labels`` and ``confidences`` when omitted.
+    labels: class names or ids, one per image.
+    confidences: probabilities in [0, 1], one per image, shown as percentages.
+    ncols: columns (default: up to 10).
+    title: figure title.
+    scale: inches per tile.
+    overwrite: if False, refuse to replace an existing file.
+
+  Returns:
+    The path written.
+  """
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  path = pathlib.Path(path)
+  if not overwrite and path.exists():
+    raise FileExistsError(f"{path} exists; refusing to overwrite it. Fix: choose another path.")
+  images = np.asarray(images)
+  if images.ndim != 4 or images.shape[-1] not in (1, 3):
+    raise ValueError(f"save_grid expects [N, H, W, 1 or 3] images; got {images.shape}.")
+  if images.dtype != np.uint8:
+    images = to_uint8(images)
+  n = images.shape[0]
+  if titles is None:
+    titles = []
+    for i in range(n):
+      parts = []
+      if labels is not None:
+        parts.append(str(labels[i]))
+      if confidences is not None:
+        parts.append(_format_confidence(float(confidences[i])))
+      titles.append("\n".join(parts))
+  ncols = ncols or min(n, 10)
+  nrows = -(-n // ncols)
+  fig, axes = plt.subplots(nrows, ncols, figsize=(scale * ncols, scale * nrows + 0.4),
+                           squeeze=False)
+  for i, ax in enumerate(axes.flat):
+    ax.axis("off")
+    if i < n:
+      img = images[i]
+      if img.shape[-1] == 1:
+        ax.imshow(img[..., 0], cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+      else:
+        ax.imshow(img, interpolation="nearest")
+      if titles[i]:
+        ax.set_title(titles[i], fontsize=8)
+  if title:
+    fig.suptitle(title, fontsize=10)
+  fig.tight_layout()
+  path.parent.mkdir(parents=True, exist_ok=True)
+  tmp = path.with_name(path.name + ".tmp.png")
+  fig.savefig(tmp, dpi=100)
+  plt.close(fig)
+  os.replace(tmp, path)
+  return path
+
+
+def _format_confidence(p: float) -> str:
+  if p >= 0.9999:
+    return f"{p * 100:.3f}%"
+  return f"{p * 100:.2f}%"

@@ -1,0 +1,38 @@
+import os
+import pathlib
+
+import jax
+import pytest
+
+jax.config.update("jax_numpy_rank_promotion", "raise")
+
+
+@pytest.fixture
+def key():
+  return jax.random.key(0)
+
+
+@pytest.fixture(scope="session")
+def mnist_test():
+  from foolingjax import data
+  return data.load("mnist", "test")
+
+
+@pytest.fixture(scope="session")
+def lenet():
+  """The bundled trained LeNet (seed 0): no training in the test run."""
+  from foolingjax import zoo
+  return zoo.load_classifier("lenet_mnist", seed=0, train_if_missing=False)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _isolated_cache(tmp_path_factory):
+  # Tests never write into the user's cache; bundled weights are still found.
+  if "FOOLINGJAX_TEST_CACHE" in os.environ:
+    os.environ["FOOLINGJAX_CACHE"] = os.environ["FOOLINGJAX_TEST_CACHE"]
+  else:
+    os.environ["FOOLINGJAX_CACHE"] = str(tmp_path_factory.mktemp("cache"))
+  yield
+
+
+REPO = pathlib.Path(__file__).resolve().parent.parent

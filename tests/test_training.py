@@ -1,0 +1,121 @@
+import json
+
+import chex
+import jax
+import numpy as np
+import pytest
+
+from foolingjax import checkpoint, data, models, training, zoo
+
+
+def _small_config(**overrides):
+  config = training.default_config()
+  config.update(dict(epochs=2, batch_size=32, eval_batch_size=100), **{})
+  config.update(overrides)
+  return config
+
+
+@pytest.fixture(scope="module")
+def small_mnist():
+  x, y = data.load("mnist", "test")
+  return (x[:512], y[:512]), (x[512:712], y[512:712])
+
+
+def test_training_is_deterministic_and_learns(small_mnist):
+  train, test = small_mnist
+  config = _small_config(model="fc100_100_10")
+  clf_a, hist_a = training.fit(config, train, test, log=None)
+  clf_b, _ = training.fit(config, train, test, log=None)
+  chex.assert_trees_all_equal(clf_a.params, clf_b.params)
+  assert hist_a["train_loss"][-1] < hist_a["train_loss"][0]
+  assert hist_a["test_accuracy"][-1] > 0.6
+
+
+def test_interrupted_fit_resumes_to_the_same_params(small_mnist, tmp_path):
+  train, test = small_mnist
+  full, _ = training.fit(_small_config(model="fc10", epochs=3), train, None, log=None)
+  # "Interrupt" after 1 epoch: run a 3-epoch job that we stop by raising in log().
+  calls = []
+
+  def stop_after_first(msg):
+    calls.append(msg)
+    if "epoch 1/3" in msg:
+      raise KeyboardInterrupt
+  with pytest.raises(KeyboardInterrupt):
+    training.fit(_small_config(model="fc10", epochs=3), train, None, workdir=tmp_path,
+                 log=stop_after_first)
+  resumed, hist = training.fit(_small_config(model="fc10", epochs=3), train, None,
+                               workdir=tmp_path, log=None)
+  chex.assert_trees_all_close(resumed.params, full.params, rtol=1e-6, atol=1e-6)
+  assert hist["epoch"] == [1, 2, 3]
+
+
+def test_autoencoder_pretraining_runs(small_mnist):
+  train, test = small_mnist
+  config = _small_config(model="ae400_10", ae_pretrain_epochs=1, epochs=1)
+  clf, hist = training.fit(config, train, test, log=None)
+  assert hist["phase"] == ["pretrain", "train"]
+
+
+def test_bad_training_inputs(small_mnist):
+  (x, y), _ = small_mnist
+  with pytest.raises(ValueError, match="uint8"):
+    training.fit(_small_config(), (x.astype(np.float32), y), log=None)
+  with pytest.raises(ValueError, match=r"labels must lie in \[0, 3\)"):
+    training.fit(_small_config(num_classes=3), (x, y), log=None)
+
+
+def test_checkpoint_round_trip_and_mismatch(tmp_path, key):
+  _, params = models.init("lenet", key)
+  path = checkpoint.save(tmp_path / "p.msgpack", params, meta={"note": "x"})
+  restored, meta = checkpoint.restore(path, params)
+  chex.assert_trees_all_equal(restored, params)
+  assert meta == {"note": "x"}
+  _, other = models.init("fc100_100_10", key)
+  with pytest.raises(checkpoint.CheckpointError, match="does not match"):
+    checkpoint.restore(path, other)
+  _, lenet5 = models.init("lenet", key, num_classes=5)
+  with pytest.raises(checkpoint.CheckpointError, match=r"ip2/kernel.*\[500, 10\]"):
+    checkpoint.restore(path, lenet5)
+  bad = tmp_path / "bad.msgpack"
+  bad.write_bytes(b"\x00garbage" * 10)
+  with pytest.raises(checkpoint.CheckpointError, match="corrupt"):
+    checkpoint.restore(bad, params)
+  # A failed restore leaves the file as it was.
+  assert bad.read_bytes() == b"\x00garbage" * 10
+
+
+def test_unwritable_cache_is_one_clear_error(tmp_path, monkeypatch):
+  blocker = tmp_path / "file"
+  blocker.write_text("not a directory")
+  monkeypatch.setenv("FOOLINGJAX_CACHE", str(blocker / "cache"))
+  with pytest.raises(OSError, match="FOOLINGJAX_CACHE"):
+    zoo.load_classifier("fc10_wd1e-4_mnist", seed=7, log=None)
+  assert blocker.read_text() == "not a directory"
+
+
+def test_unknown_classifier():
+  with pytest.raises(ValueError, match="Unknown classifier 'vgg_mnist'.*lenet_mnist"):
+    zoo.load_classifier("vgg_mnist")
+
+
+def test_bundled_lenet_meets_caffe_accuracy(lenet, mnist_test):
+  acc = training.accuracy(lenet, *mnist_test)
+  assert acc >= 0.99, acc
+
+
+def test_two_seeds_are_different_nets(lenet, mnist_test):
+  other = zoo.load_classifier("lenet_mnist", seed=1, train_if_missing=False)
+  x = mnist_test[0][:100].astype(np.float32) / 255
+  assert not np.allclose(lenet.apply_fn(lenet.params, x), other.apply_fn(other.params, x))
+  assert training.accuracy(other, *mnist_test) >= 0.99
+
+
+def test_train_experiment_smoke(tmp_path):
+  from experiments import train
+  from experiments.configs import train as train_config
+  summary = train.run(train_config.get_config("smoke"), tmp_path)
+  written = json.loads((tmp_path / "summary.json").read_text())
+  assert written["test_error"] == pytest.approx(summary["test_error"])
+  assert written["test_error"] < 0.3
+  assert (tmp_path / "params.msgpack").exists()
