@@ -1,0 +1,782 @@
+"""CPPN image encoding that grows NEAT-style (Nguyen, Yosinski & Clune 2015).
+
+A compositional pattern-producing network maps a pixel's coordinates
+``(x, y, d, bias)`` to its value; evolving the network instead of the pixels
+gives regular images (symmetry, repetition, stripes). This module follows the
+fooling paper's sferes2 code (``exp/images/dl_map_elites_images*.cpp`` with
+``modules/nn2/gen_dnn.hpp``) with the same start and mutation rates, and keeps
+the graph acyclic (the original also allowed recurrent links, evaluated by
+stepping the network a fixed number of times).
+
+**Genome layout.** Every genome of a run has ``N = max_nodes`` node slots and
+``C = max_conns`` connection slots, so a population is one pytree whose leaves
+have a leading population axis, and every function here is vmappable and
+jittable. Node slots are ordered::
+
+    0..3             inputs x, y, d, bias (always present)
+    4..4+h-1         the h hidden nodes, in topological order (a prefix of the
+                     hidden slots; ``node_mask`` marks them)
+    4+h..N-O-1       free hidden slots
+    N-O..N-1         the O outputs (1: grey; 3: hue, lightness, saturation)
+
+and every active connection runs from a lower to a higher slot
+(``src < dst``), from a non-output to a non-input. Slot order is therefore a
+topological order: the graph is acyclic by construction and the renderer
+evaluates nodes in slot order. Adding a node by splitting ``a -> b`` inserts it
+just before ``b`` (shifting later hidden nodes up by one slot); deleting one
+shifts them down. Free connection slots are zero (``src = dst = 0``,
+``weight = 0``, ``conn_mask = False``).
+
+**Mutation** (:func:`mutate`, in the order of sferes2's ``Dnn::mutate``):
+
+* every weight with probability 0.1: polynomial mutation (η_m = 15) on
+  [-10, 10] (the paper's ``evo_float`` and ``parameters`` settings);
+* change connection, 0.5: one connection moves its source or its target to a
+  random valid node, keeping its weight (``gen_dnn``'s ``_change_conns``);
+* every non-input node's activation is redrawn with probability 0.1
+  (``cppn::sampled``);
+* add connection 0.5 (weight uniform in [-10, 10], never a duplicate),
+  delete connection 0.3, add node by splitting a connection 0.5 (both halves
+  keep the old weight, as ``_add_neuron_on_conn``), delete node 0.2 (with its
+  connections).
+
+A genome that is full skips an add and :func:`mutate` reports it in its stats
+(``cppn_add_conn_full``, ``cppn_add_node_full``). The original has no
+crossover (``Dnn::cross`` copies the parents); :func:`make_encoding`'s ``vary``
+ignores its mate too.
+
+**Rendering.** See :func:`render` for the coordinate scaling. Hidden and output
+nodes take one of :data:`ACTIVATIONS`; outputs in [-1, 1] map to [0, 1] by
+``(v + 1) / 2``; three outputs are read as HLS and converted to RGB.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import Iterable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import struct
+
+from foolingjax import images
+from foolingjax.evolution.encoding import Encoding
+
+NUM_INPUTS = 4
+INPUT_NAMES = ("x", "y", "d", "bias")
+# Indices of the activations a node can take; the names are the paper's.
+SINE, SIGMOID, GAUSSIAN, LINEAR = range(4)
+ACTIVATIONS = ("sine", "sigmoid", "gaussian", "linear")
+
+
+class InvalidGenomeError(ValueError):
+  """A genome from outside (a checkpoint, a hand-built graph) is malformed."""
+
+
+@struct.dataclass
+class CPPNGenome:
+  """One CPPN, or a population of them (then every leaf has a leading axis).
+
+  Attributes:
+    node_mask: bool ``[N]``; True for inputs, outputs and the hidden prefix.
+    activation: int32 ``[N]``; index into :data:`ACTIVATIONS` (ignored for
+      inputs; 0 in free slots).
+    conn_mask: bool ``[C]``; True for connections in use.
+    conn_src: int32 ``[C]``; source node slot (``< conn_dst``).
+    conn_dst: int32 ``[C]``; target node slot.
+    conn_weight: float32 ``[C]``; weight in [-weight_limit, weight_limit].
+    num_outputs: static; 1 (grey) or 3 (HLS colour).
+  """
+
+  node_mask: jax.Array
+  activation: jax.Array
+  conn_mask: jax.Array
+  conn_src: jax.Array
+  conn_dst: jax.Array
+  conn_weight: jax.Array
+  num_outputs: int = struct.field(pytree_node=False, default=1)
+
+  @property
+  def max_nodes(self) -> int:
+    return self.node_mask.shape[-1]
+
+  @property
+  def max_conns(self) -> int:
+    return self.conn_mask.shape[-1]
+
+
+# --------------------------------------------------------------------------
+# Construction
+
+
+def _check_capacity(num_outputs: int, max_nodes: int, max_conns: int) -> None:
+  if num_outputs not in (1, 3):
+    raise ValueError(f"A CPPN has 1 (grey) or 3 (HLS colour) outputs; got {num_outputs}.")
+  if max_nodes < NUM_INPUTS + num_outputs:
+    raise ValueError(
+        f"max_nodes={max_nodes} cannot hold the {NUM_INPUTS} inputs and {num_outputs} "
+        f"outputs. Fix: max_nodes >= {NUM_INPUTS + num_outputs} (plus room to grow).")
+  if max_conns < NUM_INPUTS * num_outputs:
+    raise ValueError(
+        f"max_conns={max_conns} cannot hold the initial {NUM_INPUTS}x{num_outputs} "
+        f"input-to-output connections. Fix: max_conns >= {NUM_INPUTS * num_outputs}.")
+
+
+def init_genome(key: jax.Array, *, num_outputs: int = 1, max_nodes: int = 32,
+                max_conns: int = 128, weight_limit: float = 10.0) -> CPPNGenome:
+  """The original's starting CPPN: no hidden nodes, every input to every output.
+
+  Args:
+    key: PRNG key.
+    num_outputs: 1 (grey) or 3 (HLS colour).
+    max_nodes: node slots N, inputs and outputs included.
+    max_conns: connection slots C.
+    weight_limit: weights are drawn uniformly from [-limit, limit].
+
+  Returns:
+    A :class:`CPPNGenome` with leaves ``[N]`` / ``[C]``; output activations are
+    uniform over :data:`ACTIVATIONS`.
+  """
+  _check_capacity(num_outputs, max_nodes, max_conns)
+  k_weight, k_act = jax.random.split(key)
+  n_init = NUM_INPUTS * num_outputs
+  first_out = max_nodes - num_outputs
+  src = np.zeros(max_conns, np.int32)
+  dst = np.zeros(max_conns, np.int32)
+  src[:n_init] = np.tile(np.arange(NUM_INPUTS), num_outputs)
+  dst[:n_init] = np.repeat(np.arange(first_out, max_nodes), NUM_INPUTS)
+  conn_mask = np.arange(max_conns) < n_init
+  weights = jax.random.uniform(k_weight, (max_conns,), jnp.float32, -weight_limit,
+                               weight_limit)
+  node_mask = np.zeros(max_nodes, bool)
+  node_mask[:NUM_INPUTS] = True
+  node_mask[first_out:] = True
+  out_act = jax.random.randint(k_act, (num_outputs,), 0, len(ACTIVATIONS), jnp.int32)
+  activation = jnp.zeros(max_nodes, jnp.int32).at[first_out:].set(out_act)
+  return CPPNGenome(
+      node_mask=jnp.asarray(node_mask), activation=activation,
+      conn_mask=jnp.asarray(conn_mask), conn_src=jnp.asarray(src),
+      conn_dst=jnp.asarray(dst), conn_weight=jnp.where(conn_mask, weights, 0.0),
+      num_outputs=num_outputs)
+
+
+def genome_from_graph(connections: Iterable[tuple[str, str, float]], *,
+                      hidden: Sequence[tuple[str, str]] = (),
+                      outputs: Sequence[str] = ("sine",), max_nodes: int = 32,
+                      max_conns: int = 128) -> CPPNGenome:
+  """Builds a genome from a readable graph, e.g. to draw a known pattern.
+
+  Nodes are named ``x``, ``y``, ``d``, ``bias``, the given hidden names and
+  ``out0``, ``out1``, ... Hidden nodes may be listed in any order; they are
+  placed in a topological order.
+
+  Args:
+    connections: ``(source, target, weight)`` triples.
+    hidden: ``(name, activation)`` pairs, activation from :data:`ACTIVATIONS`.
+    outputs: one activation name per output (1 or 3 outputs).
+    max_nodes: node slots N.
+    max_conns: connection slots C.
+
+  Returns:
+    A validated :class:`CPPNGenome`.
+
+  Raises:
+    InvalidGenomeError: unknown name, cycle, duplicate, too many nodes or
+      connections.
+  """
+  outputs = tuple(outputs)
+  _check_capacity(len(outputs), max_nodes, max_conns)
+  connections = [(str(s), str(t), float(w)) for s, t, w in connections]
+  hidden = [(str(n), str(a)) for n, a in hidden]
+  out_names = [f"out{k}" for k in range(len(outputs))]
+  names = list(INPUT_NAMES) + [n for n, _ in hidden] + out_names
+  if len(set(names)) != len(names):
+    raise InvalidGenomeError(f"Node names must be unique; got {names}.")
+  for n, a in list(hidden) + list(zip(out_names, outputs)):
+    if a not in ACTIVATIONS:
+      raise InvalidGenomeError(
+          f"Node {n!r} has unknown activation {a!r}; choose from {ACTIVATIONS}.")
+  for s, t, _ in connections:
+    for n in (s, t):
+      if n not in names:
+        raise InvalidGenomeError(f"Connection {s} -> {t} names unknown node {n!r}; "
+                                 f"known nodes: {names}.")
+  if NUM_INPUTS + len(hidden) + len(outputs) > max_nodes:
+    raise InvalidGenomeError(
+        f"{len(hidden)} hidden nodes do not fit in max_nodes={max_nodes} with "
+        f"{NUM_INPUTS} inputs and {len(outputs)} outputs.")
+  if len(connections) > max_conns:
+    raise InvalidGenomeError(
+        f"{len(connections)} connections do not fit in max_conns={max_conns}.")
+  # Kahn's algorithm over the hidden nodes: their slot order must be topological.
+  hidden_names = [n for n, _ in hidden]
+  edges = [(s, t) for s, t, _ in connections]
+  order, cycle = _topological_order(hidden_names, edges)
+  if cycle:
+    raise InvalidGenomeError(
+        f"The graph has a cycle {' -> '.join(cycle)}; a CPPN must be acyclic.")
+  slot = {n: i for i, n in enumerate(INPUT_NAMES)}
+  slot.update({n: NUM_INPUTS + i for i, n in enumerate(order)})
+  first_out = max_nodes - len(outputs)
+  slot.update({n: first_out + k for k, n in enumerate(out_names)})
+  act_of = dict(hidden)
+  node_mask = np.zeros(max_nodes, bool)
+  node_mask[:NUM_INPUTS + len(hidden)] = True
+  node_mask[first_out:] = True
+  activation = np.zeros(max_nodes, np.int32)
+  for n in order:
+    activation[slot[n]] = ACTIVATIONS.index(act_of[n])
+  for k, a in enumerate(outputs):
+    activation[first_out + k] = ACTIVATIONS.index(a)
+  src = np.zeros(max_conns, np.int32)
+  dst = np.zeros(max_conns, np.int32)
+  weight = np.zeros(max_conns, np.float32)
+  for i, (s, t, w) in enumerate(connections):
+    src[i], dst[i], weight[i] = slot[s], slot[t], w
+  genome = CPPNGenome(
+      node_mask=jnp.asarray(node_mask), activation=jnp.asarray(activation),
+      conn_mask=jnp.asarray(np.arange(max_conns) < len(connections)),
+      conn_src=jnp.asarray(src), conn_dst=jnp.asarray(dst),
+      conn_weight=jnp.asarray(weight), num_outputs=len(outputs))
+  return validate_genome(genome, weight_limit=None)
+
+
+def _topological_order(nodes: Sequence[str], edges: Sequence[tuple[str, str]]):
+  """``(order of nodes, [])`` or ``([], a cycle as a closed list of names)``."""
+  succ = {n: [] for n in nodes}
+  indeg = {n: 0 for n in nodes}
+  for s, t in edges:
+    if s in succ and t in succ:
+      succ[s].append(t)
+      indeg[t] += 1
+  ready = [n for n in nodes if indeg[n] == 0]
+  order = []
+  while ready:
+    n = ready.pop(0)
+    order.append(n)
+    for t in succ[n]:
+      indeg[t] -= 1
+      if indeg[t] == 0:
+        ready.append(t)
+  if len(order) == len(nodes):
+    return order, []
+  # Walk backwards along unresolved edges until a node repeats: that is a cycle.
+  left = {n for n in nodes if indeg[n] > 0}
+  pred = {t: s for s, t in edges if s in left and t in left}
+  walk, seen = [next(iter(sorted(left)))], set()
+  while walk[-1] not in seen:
+    seen.add(walk[-1])
+    walk.append(pred[walk[-1]])
+  start = walk.index(walk[-1])
+  return [], list(reversed(walk[start:]))
+
+
+# --------------------------------------------------------------------------
+# Validation (host side, for genomes that enter from outside)
+
+
+def validate_genome(genome: CPPNGenome, *, weight_limit: float | None = 10.0
+                    ) -> CPPNGenome:
+  """Checks a genome or a population of genomes; raises one clear error.
+
+  Call it where genomes enter from outside (restored checkpoints, hand-built
+  graphs, other code). It runs on the host in numpy, so not under ``jit``.
+
+  Args:
+    genome: a :class:`CPPNGenome` whose leaves are ``[..., N]`` / ``[..., C]``
+      (any leading population axes).
+    weight_limit: if not None, weights must lie in [-limit, limit].
+
+  Returns:
+    ``genome`` unchanged.
+
+  Raises:
+    InvalidGenomeError: wrong type, shapes or dtypes; an index out of range;
+      a connection from an output, into an input, to an unused slot, against
+      the slot order, duplicated, or forming a cycle; an unknown activation;
+      a non-finite or out-of-range weight. The message names the individual
+      and the connection slot.
+  """
+  if not isinstance(genome, CPPNGenome):
+    raise InvalidGenomeError(
+        f"Expected a CPPNGenome, got {type(genome).__name__}. Fix: restore "
+        "checkpoints with a CPPNGenome target (e.g. init_genome) and validate that.")
+  try:
+    node_mask = np.asarray(genome.node_mask)
+    act = np.asarray(genome.activation)
+    conn_mask = np.asarray(genome.conn_mask)
+    src = np.asarray(genome.conn_src)
+    dst = np.asarray(genome.conn_dst)
+    weight = np.asarray(genome.conn_weight)
+  except Exception as e:  # e.g. tracers
+    raise InvalidGenomeError(
+        f"validate_genome needs concrete arrays (it runs outside jit): {e}") from e
+  num_out = genome.num_outputs
+  if num_out not in (1, 3):
+    raise InvalidGenomeError(f"num_outputs must be 1 or 3; got {num_out!r}.")
+  batch = node_mask.shape[:-1]
+  n = node_mask.shape[-1] if node_mask.ndim else 0
+  c = conn_mask.shape[-1] if conn_mask.ndim else 0
+  for name, a, last in (("node_mask", node_mask, n), ("activation", act, n),
+                        ("conn_mask", conn_mask, c), ("conn_src", src, c),
+                        ("conn_dst", dst, c), ("conn_weight", weight, c)):
+    if a.ndim == 0 or a.shape != (*batch, last):
+      raise InvalidGenomeError(
+          f"Genome field {name} has shape {a.shape}; expected {(*batch, last)} "
+          f"(node fields [..., N], connection fields [..., C]).")
+  for name, a, want in (("node_mask", node_mask, "bool"), ("conn_mask", conn_mask, "bool"),
+                        ("activation", act, "int32"), ("conn_src", src, "int32"),
+                        ("conn_dst", dst, "int32"), ("conn_weight", weight, "float32")):
+    if a.dtype != np.dtype(want):
+      raise InvalidGenomeError(f"Genome field {name} has dtype {a.dtype}; expected {want}.")
+  if n < NUM_INPUTS + num_out:
+    raise InvalidGenomeError(f"A genome with {num_out} outputs needs at least "
+                             f"{NUM_INPUTS + num_out} node slots; it has {n}.")
+  first_out = n - num_out
+  flat = lambda a: a.reshape(-1, a.shape[-1])  # noqa: E731
+  node_mask, act, conn_mask = flat(node_mask), flat(act), flat(conn_mask)
+  src, dst, weight = flat(src), flat(dst), flat(weight)
+
+  def where_(b):
+    ind = np.unravel_index(int(b), batch) if batch else ()
+    return f"individual {tuple(int(i) for i in ind)}" if batch else "the genome"
+
+  def fail(bad, what):
+    b, *rest = np.argwhere(bad)[0]
+    msg = what(b, *rest) if callable(what) else what
+    raise InvalidGenomeError(f"Malformed CPPN genome ({where_(b)}): {msg}")
+
+  io = np.zeros(n, bool)
+  io[:NUM_INPUTS] = io[first_out:] = True
+  if (~node_mask[:, io]).any():
+    fail(~node_mask[:, io], "an input or output slot is marked unused.")
+  hid = node_mask[:, NUM_INPUTS:first_out]
+  if (hid[:, 1:] & ~hid[:, :-1]).any():
+    fail(hid[:, 1:] & ~hid[:, :-1],
+         lambda b, i: f"hidden slot {NUM_INPUTS + i + 1} is used but slot "
+         f"{NUM_INPUTS + i} is not; hidden nodes must fill a prefix of the slots.")
+  bad_act = (node_mask & (np.arange(n) >= NUM_INPUTS)
+             & ((act < 0) | (act >= len(ACTIVATIONS))))
+  if bad_act.any():
+    fail(bad_act, lambda b, i: f"node {i} has activation index {act[b, i]}, out of "
+         f"range [0, {len(ACTIVATIONS)}).")
+  on = conn_mask
+  for name, a in (("source", src), ("target", dst)):
+    bad = on & ((a < 0) | (a >= n))
+    if bad.any():
+      fail(bad, lambda b, k, name=name, a=a: f"connection slot {k} has {name} node "
+           f"index {a[b, k]}, out of range [0, {n}).")
+  rows = np.arange(len(on))[:, None]
+  s_safe, d_safe = np.where(on, src, 0), np.where(on, dst, 0)
+  bad = on & (~node_mask[rows, s_safe] | ~node_mask[rows, d_safe])
+  if bad.any():
+    fail(bad, lambda b, k: f"connection slot {k} ({src[b, k]} -> {dst[b, k]}) "
+         "touches an unused node slot.")
+  bad = on & (src >= first_out)
+  if bad.any():
+    fail(bad, lambda b, k: f"connection slot {k} starts at output node {src[b, k]}; "
+         "outputs have no outgoing connections.")
+  bad = on & (dst < NUM_INPUTS)
+  if bad.any():
+    fail(bad, lambda b, k: f"connection slot {k} ends at input node {dst[b, k]}; "
+         "inputs have no incoming connections.")
+  bad = on & (src >= dst)
+  if bad.any():
+    b = int(np.argwhere(bad)[0][0])
+    edges = [(int(s), int(t)) for s, t, m in zip(src[b], dst[b], on[b]) if m]
+    _, cycle = _topological_order(sorted({v for e in edges for v in e}), edges)
+    if cycle:
+      fail(bad, f"the graph has a cycle through node slots "
+           f"{' -> '.join(map(str, cycle))}; a CPPN must be acyclic.")
+    fail(bad, lambda b, k: f"connection slot {k} ({src[b, k]} -> {dst[b, k]}) runs "
+         "against the slot order (sources must come before targets); this genome "
+         "was not made by foolingjax.evolution.cppn. Fix: rebuild it with "
+         "genome_from_graph, which orders the hidden nodes.")
+  key = np.where(on, src * n + dst, -1 - np.arange(c)[None])
+  order = np.sort(key, axis=-1)
+  dup = (order[:, 1:] == order[:, :-1]) & (order[:, 1:] >= 0)
+  if dup.any():
+    fail(dup, lambda b, k: f"connection {order[b, k] // n} -> {order[b, k] % n} is "
+         "duplicated.")
+  bad = on & ~np.isfinite(weight)
+  if weight_limit is not None:
+    bad |= on & (np.abs(weight) > weight_limit)
+  if bad.any():
+    fail(bad, lambda b, k: f"connection slot {k} has weight {weight[b, k]}, outside "
+         f"[-{weight_limit}, {weight_limit}] or not finite.")
+  return genome
+
+
+# --------------------------------------------------------------------------
+# Mutations: pure functions of (key, genome) for one genome; vmap them.
+
+
+def count_hidden(genome: CPPNGenome) -> jax.Array:
+  """int32 scalar: hidden nodes in use."""
+  return (jnp.sum(genome.node_mask, dtype=jnp.int32) - NUM_INPUTS
+          - genome.num_outputs)
+
+
+def count_connections(genome: CPPNGenome) -> jax.Array:
+  """int32 scalar: connections in use."""
+  return jnp.sum(genome.conn_mask, dtype=jnp.int32)
+
+
+def _hidden_capacity(genome: CPPNGenome) -> int:
+  return genome.max_nodes - NUM_INPUTS - genome.num_outputs
+
+
+def _choose(key: jax.Array, mask: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """A uniform index among the True entries of a 1-D ``mask``, and any(mask)."""
+  scores = jnp.where(mask, jax.random.gumbel(key, mask.shape), -jnp.inf)
+  return jnp.argmax(scores).astype(jnp.int32), jnp.any(mask)
+
+
+def _select(pred: jax.Array, on_true: CPPNGenome, on_false: CPPNGenome) -> CPPNGenome:
+  return jax.tree.map(lambda a, b: jnp.where(pred, a, b), on_true, on_false)
+
+
+def _adjacency(genome: CPPNGenome) -> jax.Array:
+  """bool ``[N, N]``: ``A[i, j]`` iff an active connection i -> j exists."""
+  n = genome.max_nodes
+  counts = jnp.zeros((n, n), jnp.int32).at[genome.conn_src, genome.conn_dst].add(
+      genome.conn_mask.astype(jnp.int32))
+  return counts > 0
+
+
+def _roles(genome: CPPNGenome) -> tuple[jax.Array, jax.Array]:
+  """Which slots may be a connection's source, and which its target."""
+  slots = jnp.arange(genome.max_nodes)
+  first_out = genome.max_nodes - genome.num_outputs
+  return genome.node_mask & (slots < first_out), genome.node_mask & (slots >= NUM_INPUTS)
+
+
+def polynomial_delta(key: jax.Array, shape, *, eta: float) -> jax.Array:
+  """Deb's polynomial mutation step in [-1, 1], as sferes2's ``evo_float``."""
+  u = jax.random.uniform(key, shape)
+  power = 1.0 / (eta + 1.0)
+  return jnp.where(u < 0.5, (2.0 * u) ** power - 1.0, 1.0 - (2.0 * (1.0 - u)) ** power)
+
+
+def mutate_weights(key: jax.Array, genome: CPPNGenome, *, rate: float = 0.1,
+                   eta: float = 15.0, weight_limit: float = 10.0) -> CPPNGenome:
+  """Polynomial mutation of each weight with probability ``rate``.
+
+  The step is taken on the weight range normalised to [0, 1] (sferes2 stores
+  each weight as a gene in [0, 1]), then clipped to [-limit, limit].
+  """
+  k_flip, k_step = jax.random.split(key)
+  flip = genome.conn_mask & (jax.random.uniform(k_flip, genome.conn_mask.shape) < rate)
+  step = polynomial_delta(k_step, genome.conn_weight.shape, eta=eta) * 2.0 * weight_limit
+  new = jnp.clip(genome.conn_weight + step, -weight_limit, weight_limit)
+  return genome.replace(conn_weight=jnp.where(flip, new, genome.conn_weight))
+
+
+def mutate_activations(key: jax.Array, genome: CPPNGenome, *, rate: float = 0.1
+                       ) -> CPPNGenome:
+  """Redraws each hidden/output activation uniformly with probability ``rate``."""
+  k_flip, k_new = jax.random.split(key)
+  slots = jnp.arange(genome.max_nodes)
+  flip = (genome.node_mask & (slots >= NUM_INPUTS)
+          & (jax.random.uniform(k_flip, slots.shape) < rate))
+  new = jax.random.randint(k_new, slots.shape, 0, len(ACTIVATIONS), jnp.int32)
+  return genome.replace(activation=jnp.where(flip, new, genome.activation))
+
+
+def rewire_connection(key: jax.Array, genome: CPPNGenome) -> CPPNGenome:
+  """Moves one random connection's source or target (a coin flip) elsewhere.
+
+  The new endpoint is uniform among nodes that keep the graph acyclic and
+  create no duplicate; the weight is kept. No change if there is none.
+  """
+  k_conn, k_coin, k_node = jax.random.split(key, 3)
+  k, any_conn = _choose(k_conn, genome.conn_mask)
+  s, d = genome.conn_src[k], genome.conn_dst[k]
+  adj = _adjacency(genome)
+  can_src, can_dst = _roles(genome)
+  slots = jnp.arange(genome.max_nodes)
+  move_src = jax.random.bernoulli(k_coin)
+  cand = jnp.where(move_src, can_src & (slots < d) & ~adj[:, d],
+                   can_dst & (slots > s) & ~adj[s, :])
+  v, any_cand = _choose(k_node, cand)
+  ok = any_conn & any_cand
+  new_src = jnp.where(ok & move_src, v, s)
+  new_dst = jnp.where(ok & ~move_src, v, d)
+  return genome.replace(conn_src=genome.conn_src.at[k].set(new_src),
+                        conn_dst=genome.conn_dst.at[k].set(new_dst))
+
+
+def add_connection(key: jax.Array, genome: CPPNGenome, *, weight_limit: float = 10.0
+                   ) -> CPPNGenome:
+  """Adds one new connection (uniform over valid pairs, weight uniform).
+
+  Valid pairs run forward in slot order and do not exist yet. No change if
+  the connection slots are full or no pair is left.
+  """
+  k_pair, k_w = jax.random.split(key)
+  n = genome.max_nodes
+  can_src, can_dst = _roles(genome)
+  slots = jnp.arange(n)
+  valid = (can_src[:, None] & can_dst[None, :] & (slots[:, None] < slots[None, :])
+           & ~_adjacency(genome))
+  pair, any_pair = _choose(k_pair, valid.reshape(-1))
+  free = jnp.argmin(genome.conn_mask).astype(jnp.int32)  # the first free slot
+  any_free = ~jnp.all(genome.conn_mask)
+  w = jax.random.uniform(k_w, (), jnp.float32, -weight_limit, weight_limit)
+  added = genome.replace(
+      conn_mask=genome.conn_mask.at[free].set(True),
+      conn_src=genome.conn_src.at[free].set(pair // n),
+      conn_dst=genome.conn_dst.at[free].set(pair % n),
+      conn_weight=genome.conn_weight.at[free].set(w))
+  return _select(any_pair & any_free, added, genome)
+
+
+def delete_connection(key: jax.Array, genome: CPPNGenome) -> CPPNGenome:
+  """Removes one random connection (its slot is zeroed). No change if none."""
+  k, _ = _choose(key, genome.conn_mask)
+  return genome.replace(conn_mask=genome.conn_mask.at[k].set(False),
+                        conn_src=genome.conn_src.at[k].set(0),
+                        conn_dst=genome.conn_dst.at[k].set(0),
+                        conn_weight=genome.conn_weight.at[k].set(0.0))
+
+
+def add_node(key: jax.Array, genome: CPPNGenome) -> CPPNGenome:
+  """Splits a random connection ``a -> b`` into ``a -> new -> b``.
+
+  Both halves keep the old weight and the new node's activation is uniform
+  (sferes2's ``_add_neuron_on_conn``). The new node takes the slot just before
+  ``b`` (or the first free hidden slot if ``b`` is an output); later hidden
+  nodes shift up one slot, so slot order stays topological. No change if
+  there is no connection, no free hidden slot or no free connection slot.
+  """
+  k_conn, k_act = jax.random.split(key)
+  k, any_conn = _choose(k_conn, genome.conn_mask)
+  h = count_hidden(genome)
+  end = NUM_INPUTS + h  # first free hidden slot; it becomes used
+  a, b, w = genome.conn_src[k], genome.conn_dst[k], genome.conn_weight[k]
+  first_out = genome.max_nodes - genome.num_outputs
+  q = jnp.where(b >= first_out, end, b)  # the new node's slot
+  slots = jnp.arange(genome.max_nodes)
+  shift = lambda i: i + ((i >= q) & (i < end)).astype(i.dtype)  # noqa: E731
+  from_slot = jnp.where((slots > q) & (slots <= end), slots - 1, slots)
+  new_act = jax.random.randint(k_act, (), 0, len(ACTIVATIONS), jnp.int32)
+  activation = genome.activation[from_slot].at[q].set(new_act)
+  src = jnp.where(genome.conn_mask, shift(genome.conn_src), 0)
+  dst = jnp.where(genome.conn_mask, shift(genome.conn_dst), 0)
+  free = jnp.argmin(genome.conn_mask).astype(jnp.int32)
+  conn_mask = genome.conn_mask.at[free].set(True)
+  # The old slot k becomes a -> new, the free slot new -> b (b shifted).
+  src = src.at[k].set(a).at[free].set(q)
+  dst = dst.at[free].set(shift(b)).at[k].set(q)
+  weight = genome.conn_weight.at[free].set(w)
+  split = genome.replace(node_mask=genome.node_mask.at[end].set(True),
+                         activation=activation, conn_mask=conn_mask, conn_src=src,
+                         conn_dst=dst, conn_weight=weight)
+  ok = any_conn & (h < _hidden_capacity(genome)) & ~jnp.all(genome.conn_mask)
+  return _select(ok, split, genome)
+
+
+def delete_node(key: jax.Array, genome: CPPNGenome) -> CPPNGenome:
+  """Removes a random hidden node and its connections. No change if none.
+
+  Later hidden nodes shift down one slot, keeping the hidden slots a prefix.
+  """
+  h = count_hidden(genome)
+  end = NUM_INPUTS + h
+  slots = jnp.arange(genome.max_nodes)
+  p, any_hidden = _choose(key, (slots >= NUM_INPUTS) & (slots < end))
+  keep = genome.conn_mask & (genome.conn_src != p) & (genome.conn_dst != p)
+  shift = lambda i: i - ((i > p) & (i < end)).astype(i.dtype)  # noqa: E731
+  from_slot = jnp.where((slots >= p) & (slots < end - 1), slots + 1, slots)
+  last = end - 1
+  pruned = genome.replace(
+      node_mask=genome.node_mask.at[last].set(False),
+      activation=genome.activation[from_slot].at[last].set(0),
+      conn_mask=keep,
+      conn_src=jnp.where(keep, shift(genome.conn_src), 0),
+      conn_dst=jnp.where(keep, shift(genome.conn_dst), 0),
+      conn_weight=jnp.where(keep, genome.conn_weight, 0.0))
+  return _select(any_hidden, pruned, genome)
+
+
+def mutate(key: jax.Array, genome: CPPNGenome, *, weight_rate: float = 0.1,
+           eta: float = 15.0, weight_limit: float = 10.0,
+           change_conn_rate: float = 0.5, activation_rate: float = 0.1,
+           add_conn_rate: float = 0.5, del_conn_rate: float = 0.3,
+           add_node_rate: float = 0.5, del_node_rate: float = 0.2
+           ) -> tuple[CPPNGenome, dict[str, jax.Array]]:
+  """One application of the original's mutation operator (see module doc).
+
+  Args:
+    key: PRNG key.
+    genome: one genome (leaves ``[N]`` / ``[C]``).
+    weight_rate: per-weight probability of polynomial mutation.
+    eta: polynomial mutation's η_m.
+    weight_limit: weights stay in [-limit, limit].
+    change_conn_rate: probability of moving one connection's endpoint.
+    activation_rate: per-node probability of redrawing the activation.
+    add_conn_rate, del_conn_rate, add_node_rate, del_node_rate: probabilities
+      of the structural mutations.
+
+  Returns:
+    ``(child, stats)``; stats are float32 scalars: ``cppn_hidden_nodes``,
+    ``cppn_connections`` (after mutation), ``cppn_add_conn_full`` and
+    ``cppn_add_node_full`` (1 when that add was drawn but skipped because the
+    genome was full).
+  """
+  keys = jax.random.split(key, 12)
+  g = mutate_weights(keys[0], genome, rate=weight_rate, eta=eta,
+                     weight_limit=weight_limit)
+  g = _select(jax.random.bernoulli(keys[1], change_conn_rate),
+              rewire_connection(keys[2], g), g)
+  g = mutate_activations(keys[3], g, rate=activation_rate)
+
+  do_add_conn = jax.random.bernoulli(keys[4], add_conn_rate)
+  conns_full = jnp.all(g.conn_mask)
+  g = _select(do_add_conn, add_connection(keys[5], g, weight_limit=weight_limit), g)
+  g = _select(jax.random.bernoulli(keys[6], del_conn_rate),
+              delete_connection(keys[7], g), g)
+  do_add_node = jax.random.bernoulli(keys[8], add_node_rate)
+  node_full = (count_hidden(g) >= _hidden_capacity(g)) | jnp.all(g.conn_mask)
+  g = _select(do_add_node, add_node(keys[9], g), g)
+  g = _select(jax.random.bernoulli(keys[10], del_node_rate), delete_node(keys[11], g), g)
+  stats = {
+      "cppn_hidden_nodes": count_hidden(g).astype(jnp.float32),
+      "cppn_connections": count_connections(g).astype(jnp.float32),
+      "cppn_add_conn_full": (do_add_conn & conns_full).astype(jnp.float32),
+      "cppn_add_node_full": (do_add_node & node_full).astype(jnp.float32),
+  }
+  return g, stats
+
+
+# --------------------------------------------------------------------------
+# Rendering
+
+
+def coordinates(height: int, width: int) -> np.ndarray:
+  """float32 ``[4, H * W]``: the inputs x, y, d, bias at every pixel (row-major)."""
+  xs = (2.0 * np.arange(width) + 1.0) / width - 1.0
+  ys = (2.0 * np.arange(height) + 1.0) / height - 1.0
+  y, x = np.meshgrid(ys, xs, indexing="ij")
+  d = np.sqrt(x * x + y * y) / math.sqrt(2.0)
+  return np.stack([x, y, d, np.ones_like(x)]).reshape(4, -1).astype(np.float32)
+
+
+def activate(index: jax.Array, z: jax.Array) -> jax.Array:
+  """The activation ``index`` (scalar int) of :data:`ACTIVATIONS` applied to ``z``.
+
+  sine: sin(z); sigmoid rescaled to [-1, 1]: 2 / (1 + e^-z) - 1 = tanh(z / 2);
+  Gaussian: exp(-z^2); linear: clip(z, -3, 3) / 3.
+  """
+  return jnp.select(
+      [index == SINE, index == SIGMOID, index == GAUSSIAN],
+      [jnp.sin(z), jnp.tanh(0.5 * z), jnp.exp(-z * z)],
+      jnp.clip(z, -3.0, 3.0) / 3.0)
+
+
+def render(genome: CPPNGenome, *, height: int, width: int, channels: int) -> jax.Array:
+  """Evaluates the CPPN at every pixel of a ``height x width`` image.
+
+  Coordinates: ``x`` and ``y`` run over pixel centres in [-1, 1]
+  (``x_j = (2j + 1) / W - 1``), ``d = sqrt(x^2 + y^2) / sqrt(2)`` in [0, 1]
+  and ``bias = 1``. Why not the original's raw pixel indices: with weights up
+  to 10, ``sin(10 * j)`` changes faster than once per pixel, so a first
+  mutation already gives aliased noise rather than stripes, and the same
+  genome draws a different picture at 28 and at 224 pixels. On [-1, 1] the
+  steepest single input weight gives about 3 periods across the image, far
+  below the 14-period Nyquist limit at 28 pixels, so regularity has to be
+  built by composition, as in Picbreeder; the pattern is independent of the
+  resolution; and pixel centres make the coordinates exactly mirror-symmetric
+  (``x_j = -x_{W-1-j}``), so a Gaussian of x draws an exactly symmetric image.
+
+  Nodes are evaluated in slot order (a topological order): ``v_j =
+  act_j(sum_i w_ij v_i)`` over all pixels at once, one dense ``[N, N]`` weight
+  matrix per genome, so the cost does not depend on the graph's shape.
+
+  Args:
+    genome: one genome (leaves ``[N]`` / ``[C]``); vmap over a population.
+    height: H.
+    width: W.
+    channels: 1 (grey) or 3 (the three outputs read as hue, lightness,
+      saturation, converted to RGB); must equal ``genome.num_outputs``.
+
+  Returns:
+    float32 ``[H, W, channels]`` in [0, 1].
+  """
+  if channels != genome.num_outputs:
+    raise ValueError(f"render(channels={channels}) needs a genome with {channels} "
+                     f"outputs; this one has {genome.num_outputs}.")
+  if genome.node_mask.ndim != 1:
+    raise ValueError(f"render takes one genome (node_mask [N]); got leaves of shape "
+                     f"{genome.node_mask.shape}. Fix: jax.vmap(render) over the "
+                     "population.")
+  n = genome.max_nodes
+  weights = jnp.where(genome.conn_mask, genome.conn_weight, 0.0)
+  # w_in[j, i] is the weight of i -> j; free slots add zero at (0, 0).
+  w_in = jnp.zeros((n, n), jnp.float32).at[genome.conn_dst, genome.conn_src].add(weights)
+  inputs = jnp.asarray(coordinates(height, width))
+  values = jnp.zeros((n, height * width), jnp.float32).at[:NUM_INPUTS].set(inputs)
+
+  def evaluate_node(j, values):
+    z = jnp.dot(w_in[j], values, precision=jax.lax.Precision.HIGHEST)
+    return values.at[j].set(activate(genome.activation[j], z))
+
+  values = jax.lax.fori_loop(NUM_INPUTS, n, evaluate_node, values)
+  out = (values[n - channels:] + 1.0) * 0.5  # [-1, 1] -> [0, 1]
+  image = out.reshape(channels, height, width).transpose(1, 2, 0)
+  if channels == 3:
+    image = images.hls_to_rgb(image)
+  return jnp.clip(image, 0.0, 1.0)
+
+
+# --------------------------------------------------------------------------
+# The Encoding used by MAP-Elites
+
+
+def make_encoding(*, height: int, width: int, channels: int, max_nodes: int = 32,
+                  max_conns: int = 128, weight_limit: float = 10.0,
+                  weight_rate: float = 0.1, eta: float = 15.0,
+                  change_conn_rate: float = 0.5, activation_rate: float = 0.1,
+                  add_conn_rate: float = 0.5, del_conn_rate: float = 0.3,
+                  add_node_rate: float = 0.5, del_node_rate: float = 0.2) -> Encoding:
+  """The CPPN encoding for :mod:`foolingjax.evolution` (defaults: the paper's).
+
+  Args:
+    height, width, channels: the image shape; channels 1 (grey) or 3 (colour).
+    max_nodes: node slots per genome, 4 inputs and the outputs included.
+    max_conns: connection slots per genome.
+    weight_limit, weight_rate, eta, change_conn_rate, activation_rate,
+      add_conn_rate, del_conn_rate, add_node_rate, del_node_rate: see
+      :func:`mutate`.
+
+  Returns:
+    An :class:`~foolingjax.evolution.encoding.Encoding` whose genomes are
+    :class:`CPPNGenome` and whose ``vary`` ignores the mate (the original has
+    no CPPN crossover).
+  """
+  _check_capacity(channels, max_nodes, max_conns)
+  if height < 1 or width < 1:
+    raise ValueError(f"Image size must be positive; got {height}x{width}.")
+  for name, p in (("weight_rate", weight_rate), ("change_conn_rate", change_conn_rate),
+                  ("activation_rate", activation_rate), ("add_conn_rate", add_conn_rate),
+                  ("del_conn_rate", del_conn_rate), ("add_node_rate", add_node_rate),
+                  ("del_node_rate", del_node_rate)):
+    if not 0.0 <= p <= 1.0:
+      raise ValueError(f"{name} must be a probability in [0, 1]; got {p}.")
+  init = functools.partial(init_genome, num_outputs=channels, max_nodes=max_nodes,
+                           max_conns=max_conns, weight_limit=weight_limit)
+  mutate_fn = functools.partial(
+      mutate, weight_rate=weight_rate, eta=eta, weight_limit=weight_limit,
+      change_conn_rate=change_conn_rate, activation_rate=activation_rate,
+      add_conn_rate=add_conn_rate, del_conn_rate=del_conn_rate,
+      add_node_rate=add_node_rate, del_node_rate=del_node_rate)
+
+  def vary(key, parent, mate, generation):
+    del mate, generation  # no crossover, no schedule in the original
+    return mutate_fn(key, parent)
+
+  render_fn = functools.partial(render, height=height, width=width, channels=channels)
+  return Encoding(init=init, vary=vary, render=render_fn,
+                  image_shape=(height, width, channels), name="cppn")
