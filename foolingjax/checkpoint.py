@@ -42,6 +42,9 @@ def save(path: str | os.PathLike, tree: Any, *, meta: dict | None = None) -> pat
     raise OSError(f"Cannot write a checkpoint in {path.parent}: {e}. "
                   "Fix: choose a writable directory.") from e
   try:
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the usual file mode.
     with os.fdopen(fd, "wb") as f:
       f.write(payload)
       f.flush()

@@ -107,6 +107,7 @@ def save_grid(path: str | os.PathLike, images, *, titles: Sequence[str] | None =
 
 
 def _format_confidence(p: float) -> str:
+  # Truncate, never round up: a float32 softmax of 0.99999988 is not "100%".
   if p >= 0.9999:
-    return f"{p * 100:.3f}%"
-  return f"{p * 100:.2f}%"
+    return f"{np.floor(p * 1e6) / 1e4:.4f}%"
+  return f"{np.floor(p * 1e4) / 1e2:.2f}%"

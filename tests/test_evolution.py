@@ -1,0 +1,145 @@
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from foolingjax.evolution import direct, map_elites
+
+
+def _toy(num_cells=2, shape=(4, 4, 1)):
+  """Cell k rewards images close to the constant image k / (num_cells - 1)."""
+  encoding = direct.make_encoding(height=shape[0], width=shape[1], channels=shape[2])
+  targets = jnp.linspace(0.0, 1.0, num_cells)
+
+  def score_fn(images):
+    err = jnp.mean(jnp.square(images.reshape(images.shape[0], 1, -1) - targets[None, :, None]),
+                   axis=-1)
+    return jnp.exp(-10.0 * err)  # 1.0 exactly at the optimum
+  return encoding, score_fn
+
+
+def _run(key, encoding, score_fn, *, generations, batch_size=16, num_cells=2):
+  archive = map_elites.init_archive(key, encoding=encoding, score_fn=score_fn,
+                                    num_cells=num_cells, init_size=batch_size)
+
+  @jax.jit
+  def scan(archive):
+    def body(a, _):
+      return map_elites.map_elites_step(jax.random.fold_in(key, a.generation), a,
+                                        encoding=encoding, score_fn=score_fn,
+                                        batch_size=batch_size)
+    return jax.lax.scan(body, archive, length=generations)
+  return scan(archive)
+
+
+def test_cell_fitness_never_decreases(key):
+  encoding, score_fn = _toy(num_cells=3)
+  _, metrics = _run(key, encoding, score_fn, generations=30, num_cells=3)
+  best = np.asarray(metrics["best"])
+  assert best.shape == (30, 3)
+  assert np.all(np.diff(best, axis=0) >= 0)
+  assert np.all(np.asarray(metrics["generation"]) == np.arange(1, 31))
+
+
+def test_one_offspring_can_take_several_cells(key):
+  encoding, _ = _toy(num_cells=3)
+  archive = map_elites.Archive(
+      genomes=jnp.zeros((3, 4, 4, 1)), fitness=jnp.array([0.5, 0.5, 0.9]),
+      generation=jnp.array(0), evaluations=jnp.array(0))
+  candidates = jnp.stack([jnp.full((4, 4, 1), 0.25), jnp.full((4, 4, 1), 0.75)])
+  scores = jnp.array([[0.1, 0.2, 0.95], [0.8, 0.7, 0.3]])
+  new = map_elites.insert(archive, candidates, scores)
+  np.testing.assert_allclose(new.fitness, [0.8, 0.7, 0.95])
+  np.testing.assert_array_equal(new.genomes[0], candidates[1])
+  np.testing.assert_array_equal(new.genomes[1], candidates[1])   # the same offspring, twice
+  np.testing.assert_array_equal(new.genomes[2], candidates[0])
+  # Not strictly better: no replacement.
+  same = map_elites.insert(new, candidates, jnp.array([[0.8, 0.7, 0.95], [0.0, 0.0, 0.0]]))
+  chex.assert_trees_all_equal(same.genomes, new.genomes)
+
+
+def test_toy_objective_reaches_its_known_optimum(key):
+  encoding, score_fn = _toy(num_cells=2)
+  archive, _ = _run(key, encoding, score_fn, generations=300, batch_size=32)
+  assert np.all(np.asarray(archive.fitness) > 0.99), archive.fitness
+  np.testing.assert_allclose(archive.genomes[0], 0.0, atol=0.12)
+  np.testing.assert_allclose(archive.genomes[1], 1.0, atol=0.12)
+
+
+def test_same_seed_same_archive_bit_for_bit(key):
+  encoding, score_fn = _toy()
+  a, _ = _run(key, encoding, score_fn, generations=10)
+  b, _ = _run(key, encoding, score_fn, generations=10)
+  chex.assert_trees_all_equal(a, b)
+  c, _ = _run(jax.random.key(1), encoding, score_fn, generations=10)
+  assert not np.array_equal(a.genomes, c.genomes)
+
+
+def test_jit_and_no_jit_agree(key):
+  encoding, score_fn = _toy()
+  archive = map_elites.init_archive(key, encoding=encoding, score_fn=score_fn, num_cells=2,
+                                    init_size=8)
+  step = lambda k, a: map_elites.map_elites_step(k, a, encoding=encoding, score_fn=score_fn,
+                                                 batch_size=8)
+  jitted, jit_metrics = jax.jit(step)(key, archive)
+  with jax.disable_jit():
+    eager, eager_metrics = step(key, archive)
+  chex.assert_trees_all_close(jitted, eager, rtol=1e-6, atol=1e-6)
+  chex.assert_trees_all_close(jit_metrics, eager_metrics, rtol=1e-6, atol=1e-6)
+
+
+def test_run_fn_compiles_once(key, lenet):
+  encoding = direct.make_encoding(height=28, width=28, channels=1)
+  run = map_elites.make_run_fn(encoding=encoding, apply_fn=lenet.apply_fn, batch_size=4,
+                               num_generations=2)
+  run = jax.jit(chex.assert_max_traces(run, n=1))
+  init = jax.jit(map_elites.make_init_fn(encoding=encoding, apply_fn=lenet.apply_fn,
+                                         num_cells=10, init_size=4))
+  archive = init(key, lenet.params)
+  archive, metrics = run(key, archive, lenet.params)
+  archive, metrics = run(key, archive, lenet.params)
+  assert int(archive.generation) == 4 and int(archive.evaluations) == 4 + 4 * 4
+  chex.assert_shape(metrics["best"], (2, 10))
+
+
+def test_variation_operators_stay_in_the_box(key):
+  k1, k2, k3 = jax.random.split(key, 3)
+  a = jax.random.uniform(k1, (10_000,))
+  b = jax.random.uniform(k2, (10_000,))
+  mutated = direct.polynomial_mutation(k3, a, rate=1.0, eta=15.0)
+  assert float(mutated.min()) >= 0.0 and float(mutated.max()) <= 1.0
+  assert float(jnp.mean(mutated != a)) > 0.9
+  np.testing.assert_array_equal(direct.polynomial_mutation(k3, a, rate=0.0, eta=15.0), a)
+  child = direct.sbx_crossover(k3, a, b, eta=10.0, gene_rate=1.0)
+  assert float(child.min()) >= 0.0 and float(child.max()) <= 1.0
+  # SBX children concentrate around the parents with η = 10.
+  distance_to_nearest = jnp.minimum(jnp.abs(child - a), jnp.abs(child - b))
+  assert float(jnp.median(distance_to_nearest)) < 0.05
+  # Mutation rate 0.1 touches about 10 % of the genes.
+  touched = jnp.mean(direct.polynomial_mutation(k3, a, rate=0.1, eta=15.0) != a)
+  assert 0.08 < float(touched) < 0.12
+
+
+def test_mutation_rate_decay(key):
+  encoding = direct.make_encoding(height=2, width=2, channels=1, mutation_rate=0.4,
+                                  mutation_decay=0.5, min_mutation_rate=0.05)
+  genome = encoding.init(key)
+  _, stats0 = encoding.vary(key, genome, genome, jnp.array(0))
+  _, stats2 = encoding.vary(key, genome, genome, jnp.array(2))
+  _, stats9 = encoding.vary(key, genome, genome, jnp.array(9))
+  np.testing.assert_allclose([stats0["mutation_rate"], stats2["mutation_rate"],
+                              stats9["mutation_rate"]], [0.4, 0.1, 0.05], rtol=1e-6)
+
+
+def test_bad_arguments():
+  with pytest.raises(ValueError, match="1 \\(gray\\) or 3 \\(HSV\\)"):
+    direct.make_encoding(height=4, width=4, channels=2)
+  encoding, score_fn = _toy()
+  with pytest.raises(ValueError, match="init_size"):
+    map_elites.init_archive(jax.random.key(0), encoding=encoding, score_fn=score_fn,
+                            num_cells=2, init_size=0)
+  with pytest.raises(ValueError, match="class count must equal"):
+    archive = map_elites.init_archive(jax.random.key(0), encoding=encoding,
+                                      score_fn=score_fn, num_cells=2, init_size=2)
+    map_elites.insert(archive, archive.genomes, jnp.zeros((2, 3)))
