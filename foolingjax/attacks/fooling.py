@@ -1,0 +1,140 @@
+"""Gradient-ascent fooling images (Simonyan et al. 2013; Nguyen et al. 2015, Sec. 3).
+
+From noise or a given image, climb the score of a target class with L2 decay,
+optional Gaussian blur every ``blur_every`` steps (Yosinski et al. 2015's
+regularisers), clipping to the pixel box and a step-size schedule. One
+``lax.scan`` over steps, ``vmap``-ed over images; the per-step confidence (the
+target's softmax probability) comes back stacked.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+
+from foolingjax.attacks import _checks
+
+OBJECTIVES = ("logit", "log_softmax", "softmax")
+
+
+def gaussian_blur(image: jax.Array, *, sigma: float) -> jax.Array:
+  """Separable Gaussian blur of one ``[H, W, C]`` image, edges reflected.
+
+  Args:
+    image: ``[H, W, C]``.
+    sigma: standard deviation in pixels (a Python float > 0).
+
+  Returns:
+    The blurred ``[H, W, C]`` image.
+  """
+  radius = max(1, int(math.ceil(2.0 * sigma)))
+  taps = jnp.arange(-radius, radius + 1, dtype=jnp.float32)
+  kernel = jnp.exp(-0.5 * jnp.square(taps / sigma))
+  kernel = kernel / jnp.sum(kernel)
+  padded = jnp.pad(image, ((radius, radius), (radius, radius), (0, 0)), mode="reflect")
+  height, width = image.shape[0], image.shape[1]
+  rows = sum(kernel[i] * padded[i:i + height] for i in range(2 * radius + 1))
+  return sum(kernel[i] * rows[:, i:i + width] for i in range(2 * radius + 1))
+
+
+def _score(logits: jax.Array, target: jax.Array, objective: str) -> jax.Array:
+  if objective == "logit":
+    return logits[target]
+  log_p = jax.nn.log_softmax(logits)[target]
+  return log_p if objective == "log_softmax" else jnp.exp(log_p)
+
+
+def gradient_ascent_fooling(
+    key: jax.Array | None, apply_fn, params, target: jax.Array, *, steps: int,
+    step_size: float | Callable[[jax.Array], jax.Array] = 0.1,
+    objective: str = "log_softmax", l2_decay: float = 0.0,
+    decay_center: float = 0.0, blur_every: int = 0, blur_sigma: float = 0.5,
+    init_images: jax.Array | None = None, image_shape: tuple[int, int, int] | None = None,
+    clip: bool = True) -> tuple[jax.Array, dict[str, jax.Array]]:
+  """Images that a classifier assigns to ``target`` by gradient ascent.
+
+  Each step: ``x += step_size(t) * grad score(x)``; then L2 decay
+  ``x = center + (1 - l2_decay) * (x - center)`` (the gradient of
+  ``-(l2_decay / (2 step)) ||x - center||^2``, Simonyan et al.'s regulariser);
+  every ``blur_every`` steps a Gaussian blur; then clipping to [0, 1].
+
+  Args:
+    key: PRNG key for the uniform-noise start (unused when ``init_images``).
+    apply_fn: classifier ``apply_fn(params, x) -> logits [B, K]``.
+    params: its parameters.
+    target: int ``[B]`` classes to reach, in ``[0, K)``.
+    steps: number of ascent steps (a Python int; the loop is a ``lax.scan``).
+    step_size: a float, or a schedule ``step_size(step) -> float`` such as an
+      optax schedule.
+    objective: ``"logit"`` (Simonyan's unnormalised score), ``"log_softmax"``
+      or ``"softmax"`` (the fooling paper's confidence; its gradient vanishes
+      as the softmax saturates).
+    l2_decay: fraction of ``x - decay_center`` removed per step, in [0, 1).
+    decay_center: pixel value the decay pulls towards.
+    blur_every: blur every this many steps; 0 never blurs.
+    blur_sigma: blur standard deviation in pixels.
+    init_images: optional float ``[B, H, W, C]`` starting images in [0, 1].
+    image_shape: ``(H, W, C)`` of the noise start when ``init_images`` is None
+      (default: ``apply_fn.input_shape``).
+    clip: clip to [0, 1] after each step.
+
+  Returns:
+    ``(images, metrics)``: images ``[B, H, W, C]`` and a dict with
+    ``"confidence"`` ``[steps, B]`` (the target's softmax probability after each
+    step), ``"score"`` ``[steps, B]`` (the objective) and
+    ``"final_confidence"`` ``[B]``.
+  """
+  who = "gradient_ascent_fooling"
+  if objective not in OBJECTIVES:
+    raise ValueError(f"{who}: objective must be one of {OBJECTIVES}; got {objective!r}.")
+  if not isinstance(steps, int) or steps < 1:
+    raise ValueError(f"{who}: steps must be a Python int >= 1; got {steps!r}.")
+  if not isinstance(blur_every, int) or blur_every < 0:
+    raise ValueError(f"{who}: blur_every must be a Python int >= 0; got {blur_every!r}.")
+  _checks.nonnegative(l2_decay, name="l2_decay", who=who, upper=0.999)
+  if blur_every:
+    _checks.nonnegative(blur_sigma, name="blur_sigma", who=who, strict=True)
+  if not callable(step_size):
+    _checks.nonnegative(step_size, name="step_size", who=who)
+  input_shape = getattr(apply_fn, "input_shape", None)
+  if init_images is None:
+    shape = image_shape or input_shape
+    if shape is None or key is None:
+      raise ValueError(f"{who}: starting from noise needs a key and an image_shape "
+                       "(or an apply_fn with .input_shape); or pass init_images.")
+    batch = int(jnp.shape(target)[0]) if jnp.ndim(target) == 1 else -1
+    if batch < 0:
+      raise ValueError(f"{who}: target must have shape [B]; got {jnp.shape(target)}.")
+    init_images = jax.random.uniform(key, (batch, *shape), jnp.float32)
+  x0 = _checks.images(init_images, who=who, input_shape=input_shape)
+  k = _checks.num_classes(apply_fn, params, x0)
+  target = _checks.labels(target, batch=x0.shape[0], num_classes=k, who=who,
+                          name="target")
+  schedule = step_size if callable(step_size) else (lambda _: step_size)
+
+  def one(xi, t):
+    def score_and_confidence(x):
+      logits = apply_fn(params, x[None])[0]
+      return _score(logits, t, objective), jax.nn.softmax(logits)[t]
+
+    def step(x, i):
+      grad = jax.grad(lambda x: score_and_confidence(x)[0])(x)
+      x = x + schedule(i) * grad
+      x = decay_center + (1.0 - l2_decay) * (x - decay_center)
+      if blur_every:
+        x = jnp.where((i + 1) % blur_every == 0, gaussian_blur(x, sigma=blur_sigma), x)
+      if clip:
+        x = jnp.clip(x, 0.0, 1.0)
+      score, confidence = score_and_confidence(x)
+      return x, (score, confidence)
+
+    x, (scores, confidences) = jax.lax.scan(step, xi, jnp.arange(steps))
+    return x, scores, confidences
+
+  images, scores, confidences = jax.vmap(one)(x0, target)
+  metrics = {"confidence": confidences.T, "score": scores.T,
+             "final_confidence": confidences[:, -1]}
+  return images, metrics
