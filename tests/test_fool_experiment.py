@@ -1,0 +1,83 @@
+import json
+
+import chex
+import jax
+import numpy as np
+import pytest
+from PIL import Image
+
+from experiments import common, fool
+from experiments.configs import fool as fool_config
+from foolingjax import checkpoint
+
+
+def _config(**overrides):
+  config = fool_config.get_config("smoke")
+  config.update(overrides)
+  return config
+
+
+def _final_archive(workdir):
+  raw, meta = checkpoint.load_raw(checkpoint.latest(workdir / "checkpoints", prefix="archive"))
+  return raw, meta
+
+
+def test_smoke_run_writes_every_output(tmp_path):
+  summary = fool.run(_config(), tmp_path)
+  config = json.loads((tmp_path / "config.json").read_text())
+  assert config["preset"] == "smoke" and config["population"] == 16
+  lines = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+  assert [l["generation"] for l in lines] == list(range(0, 7))
+  assert all(len(l["best"]) == 10 for l in lines)
+  # Fitness per class never decreases.
+  best = np.array([l["best"] for l in lines])
+  assert np.all(np.diff(best, axis=0) >= 0)
+  for name in ("elites.png", "curves.png", "elites_gen00000.png", "elites_gen00004.png",
+               "elites_gen00006.png"):
+    with Image.open(tmp_path / name) as image:
+      assert image.size[0] > 100 and image.size[1] > 100
+  written = json.loads((tmp_path / "summary.json").read_text())
+  assert written["generations"] == 6 and written["evaluations"] == 16 * 7
+  assert written["final_median"] == pytest.approx(summary["final_median"])
+  assert 0.0 < written["final_mean"] <= 1.0
+
+
+def test_kill_and_resume_equals_uninterrupted(tmp_path):
+  fool.run(_config(generations=6), tmp_path / "straight")
+  fool.run(_config(generations=4), tmp_path / "resumed")      # "killed" at generation 4
+  # A partial chunk of metrics written after the last checkpoint must be dropped.
+  with open(tmp_path / "resumed" / "metrics.jsonl", "a") as f:
+    f.write(json.dumps({"generation": 5, "best": [0.0] * 10}) + "\n")
+  fool.run(_config(generations=6), tmp_path / "resumed")
+  a, _ = _final_archive(tmp_path / "straight")
+  b, _ = _final_archive(tmp_path / "resumed")
+  chex.assert_trees_all_equal(a, b)
+  lines_a = (tmp_path / "straight" / "metrics.jsonl").read_text()
+  lines_b = (tmp_path / "resumed" / "metrics.jsonl").read_text()
+  assert lines_a == lines_b
+
+
+def test_different_config_refuses_to_overwrite(tmp_path):
+  fool.run(_config(), tmp_path)
+  before = (tmp_path / "summary.json").read_text()
+  with pytest.raises(common.WorkdirConflictError, match="seed"):
+    fool.run(_config(seed=3), tmp_path)
+  assert (tmp_path / "summary.json").read_text() == before
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (dict(population=0), "population must be >= 1"),
+    (dict(encoding="bitmap"), "unknown encoding 'bitmap'"),
+    (dict(num_classes=1000), "has 10 classes"),
+    (dict(classifier="no_such_module:make"), "package.module:function"),
+    (dict(checkpoint_every=3), "multiple of log_every"),
+])
+def test_bad_configs_fail_clearly(tmp_path, overrides, message):
+  with pytest.raises(ValueError, match=message):
+    fool.run(_config(**overrides), tmp_path)
+
+
+def test_user_classifier_by_dotted_path(tmp_path):
+  summary = fool.run(_config(classifier="tests.user_models:tiny_linen_classifier",
+                             generations=2), tmp_path)
+  assert len(summary["best"]) == 3
