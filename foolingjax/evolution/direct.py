@@ -26,12 +26,14 @@ def polynomial_mutation(key: jax.Array, genes: jax.Array, *, rate: float | jax.A
   δ = (2u)^(1/(η+1)) − 1 for u < 0.5, else 1 − (2(1−u))^(1/(η+1)),
   then is clipped back into [0, 1].
   """
-  k_mask, k_u = jax.random.split(key)
-  u = jax.random.uniform(k_u, genes.shape)
+  # One uniform draw serves both the mask and u: given v < rate, v / rate is
+  # uniform on [0, 1). Random bits dominate a generation's cost on CPU.
+  v = jax.random.uniform(key, genes.shape)
+  mask = v < rate
+  u = v / jnp.maximum(rate, 1e-12)
   power = 1.0 / (eta + 1.0)
   delta = jnp.where(u < 0.5, jnp.power(2.0 * u, power) - 1.0,
-                    1.0 - jnp.power(2.0 * (1.0 - u), power))
-  mask = jax.random.uniform(k_mask, genes.shape) < rate
+                    1.0 - jnp.power(jnp.maximum(2.0 * (1.0 - u), 0.0), power))
   return jnp.clip(jnp.where(mask, genes + delta, genes), 0.0, 1.0)
 
 
@@ -42,7 +44,7 @@ def sbx_crossover(key: jax.Array, a: jax.Array, b: jax.Array, *, eta: float,
   Returns one child: each gene, with probability ``gene_rate``, is one of the
   two SBX offspring values (chosen at random), otherwise ``a``'s gene.
   """
-  k_gene, k_u, k_side = jax.random.split(key, 3)
+  k_gene, k_u = jax.random.split(key)
   y1, y2 = jnp.minimum(a, b), jnp.maximum(a, b)
   spread = jnp.maximum(y2 - y1, 1e-14)
   u = jax.random.uniform(k_u, a.shape)
@@ -55,10 +57,13 @@ def sbx_crossover(key: jax.Array, a: jax.Array, b: jax.Array, *, eta: float,
 
   c1 = 0.5 * ((y1 + y2) - betaq(1.0 + 2.0 * y1 / spread) * (y2 - y1))
   c2 = 0.5 * ((y1 + y2) + betaq(1.0 + 2.0 * (1.0 - y2) / spread) * (y2 - y1))
-  child = jnp.clip(jnp.where(jax.random.bernoulli(k_side, 0.5, a.shape), c1, c2), 0.0, 1.0)
+  # One draw picks the genes (m < gene_rate) and, given that, the side
+  # (m < gene_rate / 2 is a fair coin): fewer random bits, same distribution.
+  m = jax.random.uniform(k_gene, a.shape)
+  child = jnp.clip(jnp.where(m < 0.5 * gene_rate, c1, c2), 0.0, 1.0)
   # Identical genes have nothing to cross.
   child = jnp.where(jnp.abs(a - b) > 1e-14, child, a)
-  return jnp.where(jax.random.uniform(k_gene, a.shape) < gene_rate, child, a)
+  return jnp.where(m < gene_rate, child, a)
 
 
 def make_encoding(*, height: int, width: int, channels: int, mutation_rate: float = 0.1,
