@@ -140,8 +140,7 @@ def run(config, workdir) -> dict:
     template = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype),
                                       jax.eval_shape(init_fn, k_init, classifier.params))
     archive, _ = checkpoint.restore(last, template)
-    if hasattr(encoding, "validate"):
-      encoding.validate(archive.genomes)
+    _validate_archive(config, archive)
     _truncate_metrics(metrics_path, int(archive.generation))
     print(f"Resumed from {last} at generation {int(archive.generation)}.")
   else:
@@ -179,6 +178,15 @@ def run(config, workdir) -> dict:
   _save_grid(workdir / "elites.png", archive, encoding, labels)
   common.write_json(workdir / "summary.json", summary)
   return summary
+
+
+def _validate_archive(config, archive) -> None:
+  """A checkpointed CPPN genome enters from outside: reject malformed graphs."""
+  if config.encoding != "cppn":
+    return
+  from foolingjax.evolution import cppn
+  for cell in np.flatnonzero(np.asarray(archive.filled)):
+    cppn.validate_genome(jax.tree_util.tree_map(lambda leaf: leaf[cell], archive.genomes))
 
 
 def _save(ckpt_dir, workdir, archive, encoding, labels):
