@@ -130,7 +130,7 @@ def minimize_lbfgs(fun, w0: jax.Array, *, max_iters: int, tol: float,
   def keep_going(carry):
     _, state = carry
     count = otu.tree_get(state, "count")
-    grad_norm = otu.tree_l2_norm(otu.tree_get(state, "grad"))
+    grad_norm = otu.tree_norm(otu.tree_get(state, "grad"))
     return (count == 0) | ((count < max_iters) & (grad_norm >= tol))
 
   w, state = jax.lax.while_loop(keep_going, body, (w0, solver.init(w0)))
