@@ -1,0 +1,61 @@
+"""Adversarial-attack presets: accuracy-vs-ε curves and an L-BFGS grid.
+
+Run:
+  python -m experiments.attack --config=experiments/configs/attack.py:mnist \
+      --workdir=runs/attack_mnist [--config.num_images=2000]
+Presets:
+  mnist: FGSM / PGD curves (L∞ and L2) for LeNet and the FC nets, L-BFGS grid
+    on LeNet. Zoo presets not trained yet are trained once and cached.
+  lenet: the same for LeNet alone.
+  fc: the same for the FC nets alone, L-BFGS grid on FC100-100-10.
+  smoke: an untrained FC10 ("init:fc10"), a few images: seconds, for the tests.
+Classifiers are zoo presets (``foolingjax.zoo.PRESETS``) or ``init:<arch>`` for
+an untrained zoo architecture.
+"""
+
+import ml_collections
+
+FC_NETS = "fc10_wd1e-4_mnist,fc100_100_10_mnist,fc200_200_10_mnist"
+
+
+def get_config(preset: str = "mnist"):
+  config = ml_collections.ConfigDict()
+  config.preset = preset
+  config.seed = 0
+  config.dataset = "mnist"
+  config.classifiers = f"lenet_mnist,{FC_NETS}"  # comma-separated
+  config.classifier_seed = 0
+  config.num_images = 1000  # first test images, for the curves
+  config.batch_size = 250
+  config.eps_linf = (0.0, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.25, 0.3)
+  config.eps_l2 = (0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0)
+  config.pgd_steps = 20
+  config.pgd_step_factor = 2.5  # step = factor * eps / steps (Madry et al.)
+  config.pgd_random_start = True
+  config.lbfgs_classifier = "lenet_mnist"
+  config.lbfgs_num_images = 10
+  config.lbfgs_c_search_steps = 8
+  config.lbfgs_max_iters = 100
+  config.lbfgs_tol = 1e-4
+  config.magnify = 10.0  # perturbation shown as 0.5 + magnify * (adv - x)
+  if preset == "mnist":
+    pass
+  elif preset == "lenet":
+    config.classifiers = "lenet_mnist"
+  elif preset == "fc":
+    config.classifiers = FC_NETS
+    config.lbfgs_classifier = "fc100_100_10_mnist"
+  elif preset == "smoke":
+    config.classifiers = "init:fc10"
+    config.lbfgs_classifier = "init:fc10"
+    config.num_images = 48
+    config.batch_size = 32
+    config.eps_linf = (0.0, 0.1, 0.3)
+    config.eps_l2 = (0.0, 1.0)
+    config.pgd_steps = 3
+    config.lbfgs_num_images = 3
+    config.lbfgs_c_search_steps = 2
+    config.lbfgs_max_iters = 10
+  else:
+    raise ValueError(f"Unknown preset {preset!r}; known: mnist, lenet, fc, smoke.")
+  return config
