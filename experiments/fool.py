@@ -23,7 +23,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from experiments import common
-from foolingjax import checkpoint, images, zoo
+from foolingjax import checkpoint, images, sharding, zoo
 from foolingjax.contract import Classifier, num_classes_of
 from foolingjax.evolution import direct, map_elites
 
@@ -107,6 +107,14 @@ def class_labels(num_classes: int) -> list[str]:
 def run(config, workdir) -> dict:
   """Runs (or resumes) the experiment; returns the summary written to summary.json."""
   validate(config)
+  if config.distributed:
+    sharding.initialize_distributed()
+    if jax.process_index() > 0:  # every host computes the same archive; one writes it
+      workdir = pathlib.Path(workdir) / f"process_{jax.process_index()}"
+  mesh = sharding.data_mesh() if config.shard else None
+  if mesh is not None:
+    sharding.check_divisible(config.population, mesh, what="config.population")
+    print(f"Sharding the population over {sharding.describe(mesh)}.")
   classifier = load_classifier(config)
   image_shape = input_shape_of(classifier.apply_fn)
   num_classes = num_classes_of(classifier.apply_fn, classifier.params, image_shape)
@@ -128,9 +136,11 @@ def run(config, workdir) -> dict:
 
   def run_fn(n):
     if n not in run_fns:
-      run_fns[n] = jax.jit(map_elites.make_run_fn(
-          encoding=encoding, apply_fn=classifier.apply_fn, batch_size=config.population,
-          num_generations=n, score_transform=transform))
+      run_fns[n] = jax.jit(
+          map_elites.make_run_fn(encoding=encoding, apply_fn=classifier.apply_fn,
+                                 batch_size=config.population, num_generations=n,
+                                 score_transform=transform, mesh=mesh),
+          out_shardings=sharding.replicated(mesh) if mesh is not None else None)
     return run_fns[n]
 
   key = jax.random.key(config.seed)

@@ -30,6 +30,8 @@ def get_config(preset: str = "mnist_direct"):
   c.log_every = 25            # generations per jitted scan (one metrics/progress line)
   c.checkpoint_every = 100    # generations between archive checkpoints and PNG grids
   c.ten_crop = False          # ImageNet fitness: softmax averaged over 10 crops
+  c.shard = False             # split the population over all devices (NamedSharding)
+  c.distributed = False       # jax.distributed.initialize() first (multi-host runs)
 
   c.direct = ml_collections.ConfigDict(dict(
       mutation_rate=0.1, eta_m=15.0, cross_rate=0.5, eta_c=10.0,

@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
+from foolingjax import sharding
 from foolingjax.evolution.encoding import Encoding, Genome
 
 ScoreFn = Callable[[jax.Array], jax.Array]  # images [B, H, W, C] -> scores [B, K]
@@ -110,8 +111,14 @@ def sample_filled(key: jax.Array, archive: Archive, n: int) -> jax.Array:
 
 
 def map_elites_step(key: jax.Array, archive: Archive, *, encoding: Encoding,
-                    score_fn: ScoreFn, batch_size: int) -> tuple[Archive, dict[str, Any]]:
+                    score_fn: ScoreFn, batch_size: int,
+                    mesh: jax.sharding.Mesh | None = None) -> tuple[Archive, dict[str, Any]]:
   """One generation: select, vary, evaluate, insert.
+
+  With a ``mesh``, the offspring (their keys, genomes, images and scores) are
+  split over its devices along the population axis; the archive stays
+  replicated. Random draws do not depend on the sharding, so the result is
+  the single-device one.
 
   Returns:
     ``(archive, metrics)`` with metrics ``best`` ``[K]`` (fitness after the
@@ -122,9 +129,13 @@ def map_elites_step(key: jax.Array, archive: Archive, *, encoding: Encoding,
   parents = sample_filled(k_parents, archive, batch_size)
   mates = sample_filled(k_mates, archive, batch_size)
   pick = lambda idx: jax.tree_util.tree_map(lambda leaf: leaf[idx], archive.genomes)
+  keys, parents, mates = sharding.constrain_batch(
+      (jax.random.split(k_vary, batch_size), pick(parents), pick(mates)), mesh)
   children, stats = jax.vmap(encoding.vary, in_axes=(0, 0, 0, None))(
-      jax.random.split(k_vary, batch_size), pick(parents), pick(mates), archive.generation)
-  scores = evaluate(children, encoding=encoding, score_fn=score_fn)
+      keys, parents, mates, archive.generation)
+  children = sharding.constrain_batch(children, mesh)
+  scores = sharding.constrain_batch(evaluate(children, encoding=encoding, score_fn=score_fn),
+                                    mesh)
   archive = insert(archive, children, scores)
   archive = archive.replace(generation=archive.generation + 1)
   metrics = archive_metrics(archive)
@@ -150,16 +161,20 @@ def softmax_score_fn(apply_fn: Callable, params: Any) -> ScoreFn:
 
 
 def make_run_fn(*, encoding: Encoding, apply_fn: Callable, batch_size: int,
-                num_generations: int, score_transform: Callable | None = None):
+                num_generations: int, score_transform: Callable | None = None,
+                mesh: jax.sharding.Mesh | None = None):
   """``run(key, archive, params) -> (archive, metrics stacked over generations)``.
 
   Runs ``num_generations`` generations as one ``lax.scan``. The classifier's
   ``params`` are an argument (not a closed-over constant) so one compilation
   serves any weights. ``score_transform(apply_fn, params)`` may replace the
-  default softmax scoring (e.g. 10-crop averaging).
+  default softmax scoring (e.g. 10-crop averaging). With a ``mesh`` the
+  population is split over its devices (``batch_size`` must divide evenly).
   """
   if batch_size < 1:
     raise ValueError(f"batch_size (population per generation) must be >= 1, got {batch_size}.")
+  if mesh is not None:
+    sharding.check_divisible(batch_size, mesh, what="The population")
   make_score = score_transform or softmax_score_fn
 
   def run(key, archive, params):
@@ -168,7 +183,7 @@ def make_run_fn(*, encoding: Encoding, apply_fn: Callable, batch_size: int,
     def body(archive, _):
       gen_key = jax.random.fold_in(key, archive.generation)
       return map_elites_step(gen_key, archive, encoding=encoding, score_fn=score_fn,
-                             batch_size=batch_size)
+                             batch_size=batch_size, mesh=mesh)
 
     return jax.lax.scan(body, archive, length=num_generations)
 
