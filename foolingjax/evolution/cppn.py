@@ -411,6 +411,10 @@ def validate_genome(genome: CPPNGenome, *, weight_limit: float | None = 10.0
 
 # --------------------------------------------------------------------------
 # Mutations: pure functions of (key, genome) for one genome; vmap them.
+#
+# Each operator draws all its randomness as one vector of uniforms and derives
+# choices, coin flips and new values from it: one threefry call per operator
+# instead of several keeps the vmapped generation quick to compile.
 
 
 def count_hidden(genome: CPPNGenome) -> jax.Array:
@@ -428,10 +432,30 @@ def _hidden_capacity(genome: CPPNGenome) -> int:
   return genome.max_nodes - NUM_INPUTS - genome.num_outputs
 
 
-def _choose(key: jax.Array, mask: jax.Array) -> tuple[jax.Array, jax.Array]:
-  """A uniform index among the True entries of a 1-D ``mask``, and any(mask)."""
-  scores = jnp.where(mask, jax.random.gumbel(key, mask.shape), -jnp.inf)
-  return jnp.argmax(scores).astype(jnp.int32), jnp.any(mask)
+def _uniforms(key: jax.Array, *sizes: int) -> list[jax.Array]:
+  """Independent uniforms in [0, 1), one flat block per requested size."""
+  u = jax.random.uniform(key, (sum(sizes),))
+  return jnp.split(u, np.cumsum(sizes)[:-1].tolist())
+
+
+def _choose(u: jax.Array, mask: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """A uniformly random True index of ``mask`` (given uniforms ``u`` of its
+  shape), and ``any(mask)``: the largest of iid uniforms is equally likely at
+  every eligible position."""
+  return jnp.argmax(jnp.where(mask, u, -1.0)).astype(jnp.int32), jnp.any(mask)
+
+
+def _random_activation(u: jax.Array) -> jax.Array:
+  return jnp.minimum(u * len(ACTIVATIONS), len(ACTIVATIONS) - 1).astype(jnp.int32)
+
+
+def _set(array: jax.Array, index: jax.Array, value) -> jax.Array:
+  """``array.at[index].set(value)`` for a 1-D array, written as a select.
+
+  Under vmap a select stays elementwise, where a scatter with batched indices
+  becomes a batched scatter, slower to compile and to run on CPU.
+  """
+  return jnp.where(jnp.arange(array.shape[0]) == index, value, array)
 
 
 def _select(pred: jax.Array, on_true: CPPNGenome, on_false: CPPNGenome) -> CPPNGenome:
@@ -440,10 +464,10 @@ def _select(pred: jax.Array, on_true: CPPNGenome, on_false: CPPNGenome) -> CPPNG
 
 def _adjacency(genome: CPPNGenome) -> jax.Array:
   """bool ``[N, N]``: ``A[i, j]`` iff an active connection i -> j exists."""
-  n = genome.max_nodes
-  counts = jnp.zeros((n, n), jnp.int32).at[genome.conn_src, genome.conn_dst].add(
-      genome.conn_mask.astype(jnp.int32))
-  return counts > 0
+  slots = jnp.arange(genome.max_nodes)
+  from_i = genome.conn_mask[:, None] & (genome.conn_src[:, None] == slots[None, :])
+  to_j = genome.conn_dst[:, None] == slots[None, :]  # [C, N]
+  return jnp.any(from_i[:, :, None] & to_j[:, None, :], axis=0)
 
 
 def _roles(genome: CPPNGenome) -> tuple[jax.Array, jax.Array]:
@@ -453,9 +477,12 @@ def _roles(genome: CPPNGenome) -> tuple[jax.Array, jax.Array]:
   return genome.node_mask & (slots < first_out), genome.node_mask & (slots >= NUM_INPUTS)
 
 
-def polynomial_delta(key: jax.Array, shape, *, eta: float) -> jax.Array:
-  """Deb's polynomial mutation step in [-1, 1], as sferes2's ``evo_float``."""
-  u = jax.random.uniform(key, shape)
+def polynomial_delta(u: jax.Array, *, eta: float) -> jax.Array:
+  """Deb's polynomial mutation step in [-1, 1] from uniforms ``u``.
+
+  The form of sferes2's ``evo_float`` (the range-unaware variant): small
+  steps are likely, large ones rare, more so as ``eta`` grows.
+  """
   power = 1.0 / (eta + 1.0)
   return jnp.where(u < 0.5, (2.0 * u) ** power - 1.0, 1.0 - (2.0 * (1.0 - u)) ** power)
 
@@ -467,9 +494,10 @@ def mutate_weights(key: jax.Array, genome: CPPNGenome, *, rate: float = 0.1,
   The step is taken on the weight range normalised to [0, 1] (sferes2 stores
   each weight as a gene in [0, 1]), then clipped to [-limit, limit].
   """
-  k_flip, k_step = jax.random.split(key)
-  flip = genome.conn_mask & (jax.random.uniform(k_flip, genome.conn_mask.shape) < rate)
-  step = polynomial_delta(k_step, genome.conn_weight.shape, eta=eta) * 2.0 * weight_limit
+  c = genome.max_conns
+  u_flip, u_step = _uniforms(key, c, c)
+  flip = genome.conn_mask & (u_flip < rate)
+  step = polynomial_delta(u_step, eta=eta) * 2.0 * weight_limit
   new = jnp.clip(genome.conn_weight + step, -weight_limit, weight_limit)
   return genome.replace(conn_weight=jnp.where(flip, new, genome.conn_weight))
 
@@ -477,12 +505,11 @@ def mutate_weights(key: jax.Array, genome: CPPNGenome, *, rate: float = 0.1,
 def mutate_activations(key: jax.Array, genome: CPPNGenome, *, rate: float = 0.1
                        ) -> CPPNGenome:
   """Redraws each hidden/output activation uniformly with probability ``rate``."""
-  k_flip, k_new = jax.random.split(key)
-  slots = jnp.arange(genome.max_nodes)
-  flip = (genome.node_mask & (slots >= NUM_INPUTS)
-          & (jax.random.uniform(k_flip, slots.shape) < rate))
-  new = jax.random.randint(k_new, slots.shape, 0, len(ACTIVATIONS), jnp.int32)
-  return genome.replace(activation=jnp.where(flip, new, genome.activation))
+  n = genome.max_nodes
+  u_flip, u_new = _uniforms(key, n, n)
+  flip = genome.node_mask & (jnp.arange(n) >= NUM_INPUTS) & (u_flip < rate)
+  return genome.replace(
+      activation=jnp.where(flip, _random_activation(u_new), genome.activation))
 
 
 def rewire_connection(key: jax.Array, genome: CPPNGenome) -> CPPNGenome:
@@ -491,55 +518,56 @@ def rewire_connection(key: jax.Array, genome: CPPNGenome) -> CPPNGenome:
   The new endpoint is uniform among nodes that keep the graph acyclic and
   create no duplicate; the weight is kept. No change if there is none.
   """
-  k_conn, k_coin, k_node = jax.random.split(key, 3)
-  k, any_conn = _choose(k_conn, genome.conn_mask)
+  n, c = genome.max_nodes, genome.max_conns
+  u_conn, u_coin, u_node = _uniforms(key, c, 1, n)
+  k, any_conn = _choose(u_conn, genome.conn_mask)
   s, d = genome.conn_src[k], genome.conn_dst[k]
   adj = _adjacency(genome)
   can_src, can_dst = _roles(genome)
-  slots = jnp.arange(genome.max_nodes)
-  move_src = jax.random.bernoulli(k_coin)
+  slots = jnp.arange(n)
+  move_src = u_coin[0] < 0.5
   cand = jnp.where(move_src, can_src & (slots < d) & ~adj[:, d],
                    can_dst & (slots > s) & ~adj[s, :])
-  v, any_cand = _choose(k_node, cand)
+  v, any_cand = _choose(u_node, cand)
   ok = any_conn & any_cand
-  new_src = jnp.where(ok & move_src, v, s)
-  new_dst = jnp.where(ok & ~move_src, v, d)
-  return genome.replace(conn_src=genome.conn_src.at[k].set(new_src),
-                        conn_dst=genome.conn_dst.at[k].set(new_dst))
+  return genome.replace(
+      conn_src=_set(genome.conn_src, k, jnp.where(ok & move_src, v, s)),
+      conn_dst=_set(genome.conn_dst, k, jnp.where(ok & ~move_src, v, d)))
 
 
 def add_connection(key: jax.Array, genome: CPPNGenome, *, weight_limit: float = 10.0
                    ) -> CPPNGenome:
   """Adds one new connection (uniform over valid pairs, weight uniform).
 
-  Valid pairs run forward in slot order and do not exist yet. No change if
-  the connection slots are full or no pair is left.
+  Valid pairs run forward in slot order and do not exist yet; the first free
+  slot takes it. No change if the connection slots are full or no pair is
+  left.
   """
-  k_pair, k_w = jax.random.split(key)
   n = genome.max_nodes
+  u_pair, u_w = _uniforms(key, n * n, 1)
   can_src, can_dst = _roles(genome)
   slots = jnp.arange(n)
   valid = (can_src[:, None] & can_dst[None, :] & (slots[:, None] < slots[None, :])
            & ~_adjacency(genome))
-  pair, any_pair = _choose(k_pair, valid.reshape(-1))
-  free = jnp.argmin(genome.conn_mask).astype(jnp.int32)  # the first free slot
-  any_free = ~jnp.all(genome.conn_mask)
-  w = jax.random.uniform(k_w, (), jnp.float32, -weight_limit, weight_limit)
+  pair, any_pair = _choose(u_pair, valid.reshape(-1))
+  free = jnp.argmin(genome.conn_mask).astype(jnp.int32)
+  w = (2.0 * u_w[0] - 1.0) * weight_limit
   added = genome.replace(
-      conn_mask=genome.conn_mask.at[free].set(True),
-      conn_src=genome.conn_src.at[free].set(pair // n),
-      conn_dst=genome.conn_dst.at[free].set(pair % n),
-      conn_weight=genome.conn_weight.at[free].set(w))
-  return _select(any_pair & any_free, added, genome)
+      conn_mask=_set(genome.conn_mask, free, True),
+      conn_src=_set(genome.conn_src, free, pair // n),
+      conn_dst=_set(genome.conn_dst, free, pair % n),
+      conn_weight=_set(genome.conn_weight, free, w))
+  return _select(any_pair & ~jnp.all(genome.conn_mask), added, genome)
 
 
 def delete_connection(key: jax.Array, genome: CPPNGenome) -> CPPNGenome:
   """Removes one random connection (its slot is zeroed). No change if none."""
-  k, _ = _choose(key, genome.conn_mask)
-  return genome.replace(conn_mask=genome.conn_mask.at[k].set(False),
-                        conn_src=genome.conn_src.at[k].set(0),
-                        conn_dst=genome.conn_dst.at[k].set(0),
-                        conn_weight=genome.conn_weight.at[k].set(0.0))
+  (u,) = _uniforms(key, genome.max_conns)
+  k, _ = _choose(u, genome.conn_mask)
+  return genome.replace(conn_mask=_set(genome.conn_mask, k, False),
+                        conn_src=_set(genome.conn_src, k, 0),
+                        conn_dst=_set(genome.conn_dst, k, 0),
+                        conn_weight=_set(genome.conn_weight, k, 0.0))
 
 
 def add_node(key: jax.Array, genome: CPPNGenome) -> CPPNGenome:
@@ -551,8 +579,8 @@ def add_node(key: jax.Array, genome: CPPNGenome) -> CPPNGenome:
   nodes shift up one slot, so slot order stays topological. No change if
   there is no connection, no free hidden slot or no free connection slot.
   """
-  k_conn, k_act = jax.random.split(key)
-  k, any_conn = _choose(k_conn, genome.conn_mask)
+  u_conn, u_act = _uniforms(key, genome.max_conns, 1)
+  k, any_conn = _choose(u_conn, genome.conn_mask)
   h = count_hidden(genome)
   end = NUM_INPUTS + h  # first free hidden slot; it becomes used
   a, b, w = genome.conn_src[k], genome.conn_dst[k], genome.conn_weight[k]
@@ -561,19 +589,18 @@ def add_node(key: jax.Array, genome: CPPNGenome) -> CPPNGenome:
   slots = jnp.arange(genome.max_nodes)
   shift = lambda i: i + ((i >= q) & (i < end)).astype(i.dtype)  # noqa: E731
   from_slot = jnp.where((slots > q) & (slots <= end), slots - 1, slots)
-  new_act = jax.random.randint(k_act, (), 0, len(ACTIVATIONS), jnp.int32)
-  activation = genome.activation[from_slot].at[q].set(new_act)
+  activation = _set(genome.activation[from_slot], q, _random_activation(u_act[0]))
   src = jnp.where(genome.conn_mask, shift(genome.conn_src), 0)
   dst = jnp.where(genome.conn_mask, shift(genome.conn_dst), 0)
   free = jnp.argmin(genome.conn_mask).astype(jnp.int32)
-  conn_mask = genome.conn_mask.at[free].set(True)
   # The old slot k becomes a -> new, the free slot new -> b (b shifted).
-  src = src.at[k].set(a).at[free].set(q)
-  dst = dst.at[free].set(shift(b)).at[k].set(q)
-  weight = genome.conn_weight.at[free].set(w)
-  split = genome.replace(node_mask=genome.node_mask.at[end].set(True),
-                         activation=activation, conn_mask=conn_mask, conn_src=src,
-                         conn_dst=dst, conn_weight=weight)
+  split = genome.replace(
+      node_mask=_set(genome.node_mask, end, True),
+      activation=activation,
+      conn_mask=_set(genome.conn_mask, free, True),
+      conn_src=_set(_set(src, k, a), free, q),
+      conn_dst=_set(_set(dst, free, shift(b)), k, q),
+      conn_weight=_set(genome.conn_weight, free, w))
   ok = any_conn & (h < _hidden_capacity(genome)) & ~jnp.all(genome.conn_mask)
   return _select(ok, split, genome)
 
@@ -586,14 +613,15 @@ def delete_node(key: jax.Array, genome: CPPNGenome) -> CPPNGenome:
   h = count_hidden(genome)
   end = NUM_INPUTS + h
   slots = jnp.arange(genome.max_nodes)
-  p, any_hidden = _choose(key, (slots >= NUM_INPUTS) & (slots < end))
+  (u,) = _uniforms(key, genome.max_nodes)
+  p, any_hidden = _choose(u, (slots >= NUM_INPUTS) & (slots < end))
   keep = genome.conn_mask & (genome.conn_src != p) & (genome.conn_dst != p)
   shift = lambda i: i - ((i > p) & (i < end)).astype(i.dtype)  # noqa: E731
   from_slot = jnp.where((slots >= p) & (slots < end - 1), slots + 1, slots)
   last = end - 1
   pruned = genome.replace(
-      node_mask=genome.node_mask.at[last].set(False),
-      activation=genome.activation[from_slot].at[last].set(0),
+      node_mask=_set(genome.node_mask, last, False),
+      activation=_set(genome.activation[from_slot], last, 0),
       conn_mask=keep,
       conn_src=jnp.where(keep, shift(genome.conn_src), 0),
       conn_dst=jnp.where(keep, shift(genome.conn_dst), 0),
@@ -617,8 +645,10 @@ def mutate(key: jax.Array, genome: CPPNGenome, *, weight_rate: float = 0.1,
     weight_limit: weights stay in [-limit, limit].
     change_conn_rate: probability of moving one connection's endpoint.
     activation_rate: per-node probability of redrawing the activation.
-    add_conn_rate, del_conn_rate, add_node_rate, del_node_rate: probabilities
-      of the structural mutations.
+    add_conn_rate: probability of adding a connection.
+    del_conn_rate: probability of deleting a connection.
+    add_node_rate: probability of splitting a connection with a new node.
+    del_node_rate: probability of deleting a hidden node.
 
   Returns:
     ``(child, stats)``; stats are float32 scalars: ``cppn_hidden_nodes``,
@@ -626,22 +656,20 @@ def mutate(key: jax.Array, genome: CPPNGenome, *, weight_rate: float = 0.1,
     ``cppn_add_node_full`` (1 when that add was drawn but skipped because the
     genome was full).
   """
-  keys = jax.random.split(key, 12)
-  g = mutate_weights(keys[0], genome, rate=weight_rate, eta=eta,
-                     weight_limit=weight_limit)
-  g = _select(jax.random.bernoulli(keys[1], change_conn_rate),
-              rewire_connection(keys[2], g), g)
-  g = mutate_activations(keys[3], g, rate=activation_rate)
-
-  do_add_conn = jax.random.bernoulli(keys[4], add_conn_rate)
+  k_gates, k_w, k_rewire, k_act, k_add_c, k_del_c, k_add_n, k_del_n = (
+      jax.random.split(key, 8))
+  gate = jax.random.uniform(k_gates, (5,)) < jnp.array(
+      [change_conn_rate, add_conn_rate, del_conn_rate, add_node_rate, del_node_rate])
+  do_rewire, do_add_conn, do_del_conn, do_add_node, do_del_node = gate
+  g = mutate_weights(k_w, genome, rate=weight_rate, eta=eta, weight_limit=weight_limit)
+  g = _select(do_rewire, rewire_connection(k_rewire, g), g)
+  g = mutate_activations(k_act, g, rate=activation_rate)
   conns_full = jnp.all(g.conn_mask)
-  g = _select(do_add_conn, add_connection(keys[5], g, weight_limit=weight_limit), g)
-  g = _select(jax.random.bernoulli(keys[6], del_conn_rate),
-              delete_connection(keys[7], g), g)
-  do_add_node = jax.random.bernoulli(keys[8], add_node_rate)
+  g = _select(do_add_conn, add_connection(k_add_c, g, weight_limit=weight_limit), g)
+  g = _select(do_del_conn, delete_connection(k_del_c, g), g)
   node_full = (count_hidden(g) >= _hidden_capacity(g)) | jnp.all(g.conn_mask)
-  g = _select(do_add_node, add_node(keys[9], g), g)
-  g = _select(jax.random.bernoulli(keys[10], del_node_rate), delete_node(keys[11], g), g)
+  g = _select(do_add_node, add_node(k_add_n, g), g)
+  g = _select(do_del_node, delete_node(k_del_n, g), g)
   stats = {
       "cppn_hidden_nodes": count_hidden(g).astype(jnp.float32),
       "cppn_connections": count_connections(g).astype(jnp.float32),
