@@ -97,14 +97,16 @@ class EfficientNetLite(nn.Module):
 
   num_classes: int = NUM_CLASSES
   stages: tuple = LITE0_STAGES
-  mean: float = 127.0
-  std: float = 128.0
+  mean: float | tuple[float, ...] = 127.0  # on the 0..255 scale, RGB
+  std: float | tuple[float, ...] = 128.0
 
   @nn.compact
   def features(self, x: jax.Array) -> dict[str, jax.Array]:
     """Activations after the stem, each block and the head, plus the logits."""
     acts = {}
-    x = (x * 255.0 - jnp.asarray(self.mean, jnp.float32)) / jnp.asarray(self.std, jnp.float32)
+    mean = jnp.asarray(self.mean, jnp.float32).reshape((1, 1, 1, -1))
+    std = jnp.asarray(self.std, jnp.float32).reshape((1, 1, 1, -1))
+    x = (x * 255.0 - mean) / std
     x = nn.Conv(32, (3, 3), strides=2, padding="SAME", use_bias=False,
                 name="conv_stem")(x)
     x = nn.relu6(_batch_norm("bn0")(x))
