@@ -344,6 +344,25 @@ def test_jit_and_no_jit_agree(evolved):
     np.testing.assert_allclose(image, drawn[i], atol=1e-6, rtol=0)
 
 
+def test_activations_are_the_papers():
+  z = jnp.array([-5.0, -1.0, -0.1, 0.0, 0.3, 2.0, 4.0])
+  expected = {
+      cppn.SINE: np.sin(z),
+      cppn.SIGMOID: (1.0 / (1.0 + np.exp(-z)) - 0.5) * 2.0,
+      cppn.GAUSSIAN: np.exp(-np.square(z)),
+      cppn.LINEAR: np.clip(z, -3, 3) / 3,
+  }
+  for index, want in expected.items():
+    np.testing.assert_allclose(cppn.activate(jnp.int32(index), z), want, atol=1e-6)
+
+
+def test_chunked_population_render_matches_vmap(grown):
+  few = jax.tree.map(lambda a: a[:6], grown)
+  kw = dict(height=9, width=7, channels=1)
+  chunked = jax.jit(functools.partial(cppn.render_population, chunk_size=4, **kw))
+  chex.assert_trees_all_close(chunked(few), cppn.render_population(few, **kw), atol=1e-6)
+
+
 def test_render_rejects_wrong_channels_and_batches(grown):
   one = jax.tree.map(lambda a: a[0], grown)
   with pytest.raises(ValueError, match="3 outputs"):
