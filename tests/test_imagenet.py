@@ -479,3 +479,22 @@ def test_caffenet_init_runs_ten_crop(key):
   out = jax.jit(tc)(params, jnp.full((1, 256, 256, 3), 0.5))
   chex.assert_shape(out, (1, 1000))
   np.testing.assert_allclose(jnp.exp(out).sum(), 1.0, rtol=1e-5)
+
+
+@pytest.mark.parametrize("shape,kernel,stride", [
+    ((2, 11, 9, 5), 3, 2), ((2, 8, 8, 4), 5, 1), ((1, 7, 12, 3), 5, 2)])
+def test_depthwise_shifted_sum_equals_grouped_conv(key, shape, kernel, stride):
+  k_x, k_w = jax.random.split(key)
+  x = jax.random.normal(k_x, shape)
+  w = jax.random.normal(k_w, (kernel, kernel, 1, shape[-1]))
+  conv = efficientnet.depthwise_conv_same(x, w, stride=stride, method="conv")
+  shifted = efficientnet.depthwise_conv_same(x, w, stride=stride, method="shifted")
+  chex.assert_shape(shifted, (shape[0], -(-shape[1] // stride), -(-shape[2] // stride),
+                              shape[-1]))
+  np.testing.assert_allclose(shifted, conv, rtol=1e-5, atol=1e-5)
+  # Gradients agree too (attacks differentiate through the network).
+  g_conv = jax.grad(lambda v: efficientnet.depthwise_conv_same(
+      v, w, stride=stride, method="conv").sum())(x)
+  g_shift = jax.grad(lambda v: efficientnet.depthwise_conv_same(
+      v, w, stride=stride, method="shifted").sum())(x)
+  np.testing.assert_allclose(g_shift, g_conv, rtol=1e-5, atol=1e-5)
