@@ -236,9 +236,10 @@ def _validate_split(split, num_classes, name):
   return images, labels.astype(np.int32)
 
 
-def accuracy(classifier: Classifier, images_u8: np.ndarray, labels: np.ndarray,
+def accuracy(classifier: tuple, images_u8: np.ndarray, labels: np.ndarray,
              batch_size: int = 1000) -> float:
-  """Top-1 accuracy of any contract classifier on uint8 images."""
-  evaluate = jax.jit(make_eval_fn(classifier.apply_fn, batch_size=batch_size))
-  return float(evaluate(classifier.params, jnp.asarray(images_u8), jnp.asarray(labels))[0])
+  """Top-1 accuracy of any ``(apply_fn, params)`` pair on uint8 images."""
+  apply_fn, params = classifier
+  evaluate = jax.jit(make_eval_fn(apply_fn, batch_size=min(batch_size, len(labels))))
+  return float(evaluate(params, jnp.asarray(images_u8), jnp.asarray(labels))[0])
 
