@@ -19,15 +19,14 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
-from absl import app, flags
-from ml_collections import config_flags
+from absl import app
 
 from experiments import common
 from foolingjax import attacks, contract, data, images, models, zoo
 from foolingjax.attacks import metrics
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Attack config.")
-_WORKDIR = flags.DEFINE_string("workdir", None, "Work directory.")
+_CONFIG = common.CONFIG
+_WORKDIR = common.WORKDIR
 
 ATTACKS = (("fgsm", "linf"), ("pgd", "linf"), ("fgsm", "l2"), ("pgd", "l2"))
 

@@ -6,6 +6,14 @@ import json
 import pathlib
 
 import ml_collections
+from absl import flags
+from ml_collections import config_flags
+
+# Defined once here, not in each entrypoint: absl refuses a flag defined twice,
+# and the tests import several experiments into one process.
+CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "Experiment config: experiments/configs/<name>.py:<preset>.")
+WORKDIR = flags.DEFINE_string("workdir", None, "Work directory (a rerun resumes there).")
 
 
 class WorkdirConflictError(FileExistsError):

@@ -20,15 +20,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
-from ml_collections import config_flags
 
 from experiments import common
 from foolingjax import checkpoint, images, sharding, zoo
 from foolingjax.contract import Classifier, num_classes_of
 from foolingjax.evolution import direct, map_elites
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Fooling experiment config.")
-_WORKDIR = flags.DEFINE_string("workdir", None, "Work directory (resumes if it holds this run).")
+_CONFIG = common.CONFIG
+_WORKDIR = common.WORKDIR
 
 ENCODINGS = ("direct", "cppn")
 
@@ -47,8 +46,16 @@ def load_classifier(config) -> Classifier:
     result = factory()
     if not (isinstance(result, tuple) and len(result) == 2 and callable(result[0])):
       raise ValueError(f"{name}() must return (apply_fn, params); got {type(result).__name__}.")
-    return Classifier(*result)
-  return zoo.load_classifier(name, seed=config.classifier_seed)
+    classifier = Classifier(*result)
+  else:
+    classifier = zoo.load_classifier(name, seed=config.classifier_seed)
+  if config.ten_crop:
+    # The original's ImageNet fitness: softmax averaged over 10 crops of a
+    # 256x256 rendering; the wrapper's softmax is that average.
+    from foolingjax import imagenet
+    classifier = Classifier(imagenet.make_ten_crop_apply_fn(classifier.apply_fn),
+                            classifier.params)
+  return classifier
 
 
 def input_shape_of(apply_fn) -> tuple[int, int, int]:
@@ -69,13 +76,6 @@ def make_encoding(config, image_shape):
     return cppn.make_encoding(height=height, width=width, channels=channels,
                               **config.cppn.to_dict())
   raise ValueError(f"Unknown encoding {config.encoding!r}; use one of {ENCODINGS}.")
-
-
-def score_transform(config):
-  if not config.ten_crop:
-    return None
-  from foolingjax import imagenet
-  return imagenet.ten_crop_score_fn
 
 
 def validate(config) -> None:
@@ -128,10 +128,9 @@ def run(config, workdir) -> dict:
   labels = class_labels(num_classes)
 
   encoding = make_encoding(config, image_shape)
-  transform = score_transform(config)
   init_fn = jax.jit(map_elites.make_init_fn(
       encoding=encoding, apply_fn=classifier.apply_fn, num_cells=num_classes,
-      init_size=config.population, score_transform=transform))
+      init_size=config.population))
   run_fns = {}
 
   def run_fn(n):
@@ -139,7 +138,7 @@ def run(config, workdir) -> dict:
       run_fns[n] = jax.jit(
           map_elites.make_run_fn(encoding=encoding, apply_fn=classifier.apply_fn,
                                  batch_size=config.population, num_generations=n,
-                                 score_transform=transform, mesh=mesh),
+                                 mesh=mesh),
           out_shardings=sharding.replicated(mesh) if mesh is not None else None)
     return run_fns[n]
 

@@ -9,14 +9,13 @@ from __future__ import annotations
 import pathlib
 import time
 
-from absl import app, flags
-from ml_collections import config_flags
+from absl import app
 
 from experiments import common
 from foolingjax import checkpoint, data, training
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Training config.")
-_WORKDIR = flags.DEFINE_string("workdir", None, "Work directory.")
+_CONFIG = common.CONFIG
+_WORKDIR = common.WORKDIR
 
 
 def run(config, workdir) -> dict:

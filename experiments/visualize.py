@@ -22,16 +22,15 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
-from absl import app, flags
-from ml_collections import config_flags
+from absl import app
 
 from experiments import common
 from foolingjax import data, images, models, zoo
 from foolingjax import visualize as vis
 from foolingjax.contract import ApplyFn, Classifier
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Visualisation config.")
-_WORKDIR = flags.DEFINE_string("workdir", None, "Work directory.")
+_CONFIG = common.CONFIG
+_WORKDIR = common.WORKDIR
 
 PARTS = ("attribution", "class_models", "units", "patches", "filters", "tsne",
          "inversion", "deepdream", "style")
@@ -140,9 +139,12 @@ def config_dpi(fig) -> int:
 
 
 def _normalise(maps):
+  # Scaled by the 99.5th percentile of |map| per image, then clipped: a few
+  # extreme pixels would otherwise leave the rest of a gradient map black.
   maps = np.asarray(maps)
-  peak = np.max(np.abs(maps.reshape(maps.shape[0], -1)), axis=1)
-  return maps / np.maximum(peak, 1e-12).reshape((-1,) + (1,) * (maps.ndim - 1))
+  flat = np.abs(maps.reshape(maps.shape[0], -1))
+  scale = np.maximum(np.percentile(flat, 99.5, axis=1), 1e-12)
+  return np.clip(maps / scale.reshape((-1,) + (1,) * (maps.ndim - 1)), -1.0, 1.0)
 
 
 def _signed_image(grads):

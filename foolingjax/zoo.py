@@ -45,11 +45,15 @@ PRESETS: dict[str, dict] = {
 }
 
 
+# Pretrained networks that are converted, not trained, here.
+PRETRAINED = ("efficientnet_lite0_imagenet",)
+
+
 def preset_config(name: str, *, seed: int = 0) -> ml_collections.ConfigDict:
   """The training config of a zoo preset."""
   if name not in PRESETS:
     raise ValueError(
-        f"Unknown classifier {name!r}. Known: {', '.join(sorted(PRESETS))}. Fix: pick "
+        f"Unknown classifier {name!r}. Known: {', '.join(sorted(PRESETS) + list(PRETRAINED))}. Fix: pick "
         "one of these, or train your own model and wrap it with "
         "foolingjax.models.from_linen / from_nnx.")
   config = training.default_config()
@@ -83,6 +87,9 @@ def load_classifier(name: str = "lenet_mnist", seed: int = 0, *, train_if_missin
     ``Classifier(apply_fn, params)``; ``apply_fn`` also carries
     ``input_shape`` and ``num_classes``.
   """
+  if name == "efficientnet_lite0_imagenet":
+    from foolingjax.models import efficientnet
+    return efficientnet.load_efficientnet_lite0()
   config = config if config is not None else preset_config(name, seed=seed)
   digest = config_hash(config)
   filename = f"{name}_seed{seed}_{digest}.msgpack"

@@ -8,6 +8,14 @@ Presets:
   mnist_direct  LeNet on MNIST, direct encoding, the original's scale
                 (population 200, 1001 generations).
   mnist_cppn    LeNet on MNIST, CPPN encoding, population 200, 1001 generations.
+  imagenet_direct, imagenet_cppn
+                EfficientNet-Lite0 (standing in for the paper's AlexNet), HSV
+                direct / HLS CPPN at 224x224, population 16, 10 generations:
+                CPU-sized, a few minutes on two cores.
+  imagenet_direct_full, imagenet_cppn_full
+                the paper's scale for accelerators: 256x256 renderings scored by
+                the softmax averaged over 10 crops, population 400, 5001
+                generations.
   smoke         a few generations, for the tests.
 ``config.classifier`` is a zoo name (``lenet_mnist``, ``fc100_100_10_mnist``, ...)
 or a dotted path ``package.module:function`` to a function returning a
@@ -42,11 +50,27 @@ def get_config(preset: str = "mnist_direct"):
     pass
   elif preset == "mnist_cppn":
     c.encoding = "cppn"
+  elif preset.startswith("imagenet_"):
+    c.classifier = "efficientnet_lite0_imagenet"
+    c.encoding = "cppn" if "cppn" in preset else "direct"
+    if preset.endswith("_full"):
+      c.population = 400
+      c.generations = 5001
+      c.ten_crop = True
+      c.checkpoint_every = 250
+    else:
+      c.population = 16
+      c.generations = 10
+      c.log_every = 5
+      c.checkpoint_every = 5
+    if preset.removesuffix("_full") not in ("imagenet_direct", "imagenet_cppn"):
+      raise ValueError(f"Unknown preset {preset!r}.")
   elif preset == "smoke":
     c.population = 16
     c.generations = 6
     c.log_every = 2
     c.checkpoint_every = 4
   else:
-    raise ValueError(f"Unknown preset {preset!r}; use mnist_direct, mnist_cppn or smoke.")
+    raise ValueError(f"Unknown preset {preset!r}; use mnist_direct, mnist_cppn, "
+                     "imagenet_direct[_full], imagenet_cppn[_full] or smoke.")
   return c
