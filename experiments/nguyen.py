@@ -1,0 +1,555 @@
+"""The fooling paper's follow-up studies (Nguyen, Yosinski & Clune 2015).
+
+  python -m experiments.nguyen --config=experiments/configs/nguyen.py:all \
+      --workdir=runs/nguyen_all
+
+Four parts, each in its own subdirectory of the work directory, each writing a
+``result.json`` (rerunning the command skips finished parts and resumes
+unfinished ones from their checkpoints):
+
+* ``gradient/``: gradient-ascent fooling images for every class
+  (``gradient_vs_evolved.png`` puts them next to the evolved elites).
+* ``transfer/``: images evolved on DNN_A scored by DNN_B (Table S1), and across
+  architectures; ``transfer.png`` plots B's confidence against A's.
+* ``retrain/``: the n+1 fooling-class loop; ``metrics.jsonl`` holds one line per
+  iteration, ``retrain.png`` plots evolution's median confidence and the test
+  accuracy against the iteration.
+* ``ablation/``: repetition ablation on CPPN elites (``ablation.png``,
+  ``ablation_examples.png``).
+
+MAP-Elites source runs shared by the parts live in ``evolve/``: one
+checkpointed archive stack per (classifier, encoding) holding
+``config.evolve.runs`` independent runs, evolved together under one ``vmap``
+(one compilation for all runs).
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import time
+import zlib
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import app, flags
+from ml_collections import config_flags
+
+from experiments import common, fool
+from experiments.configs import fool as fool_config
+from experiments.configs import nguyen as nguyen_config
+from foolingjax import checkpoint, data, images, nguyen, training, zoo
+from foolingjax.attacks import fooling
+from foolingjax.evolution import map_elites
+
+# experiments.fool (imported for its helpers) defines --config and --workdir
+# when imported; define them only where it has not.
+if "config" not in flags.FLAGS:
+  config_flags.DEFINE_config_file("config", None, "Nguyen follow-ups config.")
+if "workdir" not in flags.FLAGS:
+  flags.DEFINE_string("workdir", None, "Work directory (resumes if it holds this run).")
+
+PARTS = nguyen_config.PARTS
+NUM_REAL = 10  # MNIST digits; the retrain loop's fooling class is index 10
+
+
+def parts_of(config) -> list[str]:
+  parts = [p.strip() for p in config.parts.split(",") if p.strip()]
+  unknown = sorted(set(parts) - set(PARTS))
+  if unknown or not parts:
+    raise ValueError(f"Bad config.parts {config.parts!r}: unknown {unknown}. Fix: a "
+                     f"comma-separated subset of {', '.join(PARTS)}.")
+  return [p for p in PARTS if p in parts]
+
+
+def run(config, workdir) -> dict:
+  """Runs (or resumes) the selected parts; returns the summary in summary.json."""
+  parts = parts_of(config)
+  workdir, _ = common.prepare_workdir(workdir, config, ignore=("parts",))
+  runners = {"gradient": run_gradient, "transfer": run_transfer, "retrain": run_retrain,
+             "ablation": run_ablation}
+  summary_path = workdir / "summary.json"
+  summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
+  sources = Sources(config, workdir)  # one cache (and one compile) for all parts
+  for part in parts:
+    result_path = workdir / part / "result.json"
+    if result_path.exists():
+      print(f"[{part}] done earlier; reading {result_path}.")
+      summary[part] = json.loads(result_path.read_text())
+      continue
+    t0 = time.perf_counter()
+    result = runners[part](config, workdir, sources)
+    result["seconds"] = time.perf_counter() - t0
+    common.write_json(result_path, result)
+    summary[part] = result
+    common.write_json(summary_path, summary)
+    print(f"[{part}] finished in {result['seconds']:.0f} s.")
+  common.write_json(summary_path, summary)
+  return summary
+
+
+# --------------------------------------------------------------------------
+# MAP-Elites: several independent runs under one vmap, checkpointed in chunks
+
+
+def _fool_config(classifier: str, classifier_seed: int, encoding: str):
+  c = fool_config.get_config("mnist_direct")
+  c.classifier, c.classifier_seed, c.encoding = classifier, classifier_seed, encoding
+  return c
+
+
+def real_class_softmax(apply_fn, params):
+  """Scores the real classes only: an n+1-class net's fooling column is no cell."""
+  return lambda x: jax.nn.softmax(apply_fn(params, x), axis=-1)[:, :NUM_REAL]
+
+
+class Evolver:
+  """Jitted init/run of ``runs`` vmapped MAP-Elites runs for one encoding and model."""
+
+  def __init__(self, *, encoding, apply_fn, population: int, chunk: int):
+    init_fn = map_elites.make_init_fn(encoding=encoding, apply_fn=apply_fn,
+                                      num_cells=NUM_REAL, init_size=population,
+                                      score_transform=real_class_softmax)
+    run_fn = map_elites.make_run_fn(encoding=encoding, apply_fn=apply_fn,
+                                    batch_size=population, num_generations=chunk,
+                                    score_transform=real_class_softmax)
+    self.encoding = encoding
+    self.population = population
+    self.chunk = chunk
+    self.init = jax.jit(jax.vmap(init_fn, in_axes=(0, None)))
+    self.step = jax.jit(jax.vmap(lambda k, a, p: run_fn(k, a, p)[0], in_axes=(0, 0, None)))
+    self.render = jax.jit(jax.vmap(jax.vmap(encoding.render)))
+
+  def evolve(self, key, params, *, runs: int, generations: int, ckpt: pathlib.Path,
+             log_prefix: str = ""):
+    """Runs (or resumes from ``ckpt``) to ``generations``; returns the archive stack."""
+    if generations % self.chunk:
+      raise ValueError(f"generations ({generations}) must be a multiple of the "
+                       f"checkpoint chunk ({self.chunk}).")
+    k_init, k_run = jax.random.split(key)
+    init_keys = jax.random.split(k_init, runs)
+    run_keys = jax.random.split(k_run, runs)
+    if ckpt.exists():
+      template = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype),
+                                        jax.eval_shape(self.init, init_keys, params))
+      archives, _ = checkpoint.restore(ckpt, template)
+    else:
+      archives = self.init(init_keys, params)
+    while int(archives.generation[0]) < generations:
+      t0 = time.perf_counter()
+      archives = self.step(run_keys, archives, params)
+      gen = int(archives.generation[0])
+      checkpoint.save(ckpt, archives, meta={"generation": gen})
+      best = np.asarray(archives.fitness)
+      print(f"{log_prefix}gen {gen}/{generations} | median {np.median(best):.5f} | "
+            f">= 99.99%: {np.mean(best >= 0.9999):.0%} | {runs} runs x {self.population} x "
+            f"{self.chunk} generations in {time.perf_counter() - t0:.1f} s", flush=True)
+    return archives
+
+  def elites(self, archives) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(images [R*10, H, W, C], fitness [R*10], target classes [R*10])``."""
+    rendered = np.asarray(self.render(archives.genomes))
+    runs = rendered.shape[0]
+    return (rendered.reshape(runs * NUM_REAL, *rendered.shape[2:]),
+            np.asarray(archives.fitness).reshape(-1),
+            np.tile(np.arange(NUM_REAL), runs))
+
+
+class Sources:
+  """The shared MAP-Elites source runs, evolved on demand and cached."""
+
+  def __init__(self, config, workdir: pathlib.Path):
+    self.config = config
+    self.dir = workdir / "evolve"
+    self._cache = {}
+
+  def elites(self, classifier: str, classifier_seed: int, encoding: str):
+    name = f"{classifier}-{classifier_seed}_{encoding}"
+    if name not in self._cache:
+      e = self.config.evolve
+      clf = zoo.load_classifier(classifier, seed=classifier_seed)
+      fcfg = _fool_config(classifier, classifier_seed, encoding)
+      enc = fool.make_encoding(fcfg, fool.input_shape_of(clf.apply_fn))
+      evolver = Evolver(encoding=enc, apply_fn=clf.apply_fn, population=e.population,
+                        chunk=_chunk(e.generations, e.checkpoint_every))
+      key = jax.random.fold_in(jax.random.key(self.config.seed), _stable_id(name))
+      archives = evolver.evolve(key, clf.params, runs=e.runs, generations=e.generations,
+                                ckpt=self.dir / f"{name}.msgpack", log_prefix=f"[{name}] ")
+      self._cache[name] = evolver.elites(archives)
+    return self._cache[name]
+
+
+def _chunk(generations: int, every: int) -> int:
+  """The largest divisor of ``generations`` not above ``every`` (scan length)."""
+  for c in range(min(every, generations), 0, -1):
+    if generations % c == 0:
+      return c
+  return 1
+
+
+def _stable_id(name: str) -> int:
+  return zlib.crc32(name.encode()) % (2 ** 31)
+
+
+def _softmax_fn(clf):
+  return jax.jit(lambda params, x: jax.nn.softmax(clf.apply_fn(params, x), axis=-1))
+
+
+# --------------------------------------------------------------------------
+# 1. Gradient-ascent fooling images
+
+
+def run_gradient(config, workdir, sources: Sources) -> dict:
+  g = config.gradient
+  out = workdir / "gradient"
+  clf = zoo.load_classifier(g.classifier, seed=g.classifier_seed)
+  targets = jnp.repeat(jnp.arange(NUM_REAL), g.starts_per_class)
+
+  def ascend(key, params, targets):
+    return fooling.gradient_ascent_fooling(
+        key, clf.apply_fn, params, targets, steps=g.steps, step_size=g.step_size,
+        objective=g.objective, l2_decay=g.l2_decay, blur_every=g.blur_every,
+        blur_sigma=g.blur_sigma)
+
+  key = jax.random.fold_in(jax.random.key(config.seed), 1)
+  t0 = time.perf_counter()
+  fooled, metrics = jax.jit(ascend)(key, clf.params, targets)
+  confidence = np.asarray(metrics["final_confidence"])
+  seconds = time.perf_counter() - t0
+  fooled = np.asarray(fooled)
+  out.mkdir(parents=True, exist_ok=True)
+  np.savez(out / "gradient_images.npz", images=fooled, targets=np.asarray(targets),
+           confidence=confidence)
+  # The same images through DNN_B (another seed): do gradient fooling images transfer?
+  other = zoo.load_classifier(g.classifier, seed=g.other_seed)
+  probs_b = np.asarray(_softmax_fn(other)(other.params, jnp.asarray(fooled)))
+  conf_b = probs_b[np.arange(len(confidence)), np.asarray(targets)]
+
+  per_class = confidence.reshape(NUM_REAL, g.starts_per_class)
+  best_idx = np.argmax(per_class, axis=1) + np.arange(NUM_REAL) * g.starts_per_class
+  rows, titles = [fooled[best_idx]], [f"grad {k}\n" for k in range(NUM_REAL)]
+  confs = [confidence[best_idx]]
+  evolved = {}
+  for encoding in ("direct", "cppn"):
+    imgs, fit, _ = sources.elites(g.classifier, g.classifier_seed, encoding)
+    fit = fit.reshape(-1, NUM_REAL)
+    run_best = np.argmax(fit, axis=0) * NUM_REAL + np.arange(NUM_REAL)
+    rows.append(imgs[run_best])
+    confs.append(fit.max(axis=0))
+    titles += [f"{encoding} {k}\n" for k in range(NUM_REAL)]
+    evolved[encoding] = {"median_confidence": float(np.median(fit)),
+                         "share_9999": float(np.mean(fit >= 0.9999)),
+                         "per_class_median": np.median(fit, axis=0).tolist()}
+  all_conf = np.concatenate(confs)
+  titles = [t + images._format_confidence(float(p)) for t, p in zip(titles, all_conf)]
+  images.save_grid(out / "gradient_vs_evolved.png", np.concatenate(rows), titles=titles,
+                   ncols=NUM_REAL, title=f"Best of {g.starts_per_class} gradient ascents "
+                   f"({g.steps} steps) vs best evolved elite, per class")
+  return {
+      "classifier": f"{g.classifier} seed {g.classifier_seed}",
+      "images": int(len(confidence)), "steps": g.steps, "ascent_seconds": seconds,
+      "median_confidence": float(np.median(confidence)),
+      "share_9999": float(np.mean(confidence >= 0.9999)),
+      "per_class_median": np.median(per_class, axis=1).tolist(),
+      "per_class_min": per_class.min(axis=1).tolist(),
+      "median_confidence_other_seed": float(np.median(conf_b)),
+      "share_9999_other_seed": float(np.mean(conf_b >= 0.9999)),
+      "evolved": evolved,
+  }
+
+
+# --------------------------------------------------------------------------
+# 2. Transfer
+
+
+def transfer_pairs(config) -> list[tuple[tuple[str, int], tuple[str, int], str]]:
+  t = config.transfer
+  a, b, cross = (t.dnn_a, t.seed_a), (t.dnn_b, t.seed_b), (t.cross, t.cross_seed)
+  pairs = []
+  for encoding in [e.strip() for e in t.encodings.split(",") if e.strip()]:
+    pairs += [(a, b, encoding), (a, cross, encoding), (cross, a, encoding)]
+  return pairs
+
+
+def run_transfer(config, workdir, sources: Sources) -> dict:
+  out = workdir / "transfer"
+  out.mkdir(parents=True, exist_ok=True)
+  rows, scatter = [], []
+  for (name_a, seed_a), (name_b, seed_b), encoding in transfer_pairs(config):
+    imgs, _, targets = sources.elites(name_a, seed_a, encoding)
+    clf_a = zoo.load_classifier(name_a, seed=seed_a)
+    clf_b = zoo.load_classifier(name_b, seed=seed_b)
+    x = jnp.asarray(imgs)
+    probs_a = _softmax_fn(clf_a)(clf_a.params, x)
+    probs_b = _softmax_fn(clf_b)(clf_b.params, x)
+    stats = jax.device_get(nguyen.transfer_statistics(probs_a, probs_b, jnp.asarray(targets)))
+    row = {"source": f"{name_a} seed {seed_a}", "target": f"{name_b} seed {seed_b}",
+           "encoding": encoding}
+    row.update({k: (int(v) if k == "count" else float(v)) for k, v in stats.items()})
+    rows.append(row)
+    idx = np.arange(len(targets))
+    scatter.append((row, np.asarray(probs_a)[idx, targets], np.asarray(probs_b)[idx, targets]))
+    print(f"[transfer] {row['source']} -> {row['target']} ({encoding}): same top-1 "
+          f"{row['same_top1']:.0%}, both >= 99.99% {row['both_above']:.0%}, "
+          f"B less confident {row['b_less_confident']:.0%}")
+  _plot_transfer(out / "transfer.png", scatter)
+  return {"rows": rows, "runs_per_source": config.evolve.runs,
+          "generations": config.evolve.generations}
+
+
+def _nines(p):
+  return -np.log10(np.clip(1.0 - np.asarray(p, np.float64), 1e-7, 1.0))
+
+
+def _plot_transfer(path, scatter):
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  n = len(scatter)
+  fig, axes = plt.subplots(1, n, figsize=(3.2 * n, 3.4), squeeze=False)
+  for ax, (row, conf_a, conf_b) in zip(axes[0], scatter):
+    ax.scatter(_nines(conf_a), _nines(conf_b), s=10, alpha=0.6)
+    ax.plot([0, 7], [0, 7], "k:", lw=1)
+    ax.axhline(4, color="gray", lw=0.5)
+    ax.axvline(4, color="gray", lw=0.5)
+    ax.set(xlim=(0, 7.2), ylim=(0, 7.2), xlabel="A: -log10(1 - p)", ylabel="B: -log10(1 - p)")
+    ax.set_title(f"{row['encoding']}: {_short(row['source'])}\n-> {_short(row['target'])}",
+                 fontsize=8)
+  fig.tight_layout()
+  _savefig(fig, path)
+
+
+def _short(name: str) -> str:
+  return name.replace("_mnist", "").replace("fc100_100_10", "FC100")
+
+
+def _savefig(fig, path):
+  import matplotlib.pyplot as plt
+  tmp = path.with_name(path.name + ".tmp.png")
+  fig.savefig(tmp, dpi=90)
+  plt.close(fig)
+  tmp.replace(path)
+
+
+# --------------------------------------------------------------------------
+# 3. Fooling-class retraining
+
+
+def _training_data(config):
+  r = config.retrain
+  train_x, train_y = data.load("mnist", "train")
+  test_x, test_y = data.load("mnist", "test")
+  if r.train_size:
+    key = jax.random.fold_in(jax.random.key(config.seed), 30)
+    keep = np.sort(np.asarray(jax.random.permutation(key, len(train_y)))[:r.train_size])
+    train_x, train_y = train_x[keep], train_y[keep]
+  return (train_x, train_y), (test_x, test_y)
+
+
+def run_retrain(config, workdir, sources: Sources) -> dict:
+  del sources  # the loop evolves against its own networks
+  r = config.retrain
+  out = workdir / "retrain"
+  out.mkdir(parents=True, exist_ok=True)
+  metrics_path = out / "metrics.jsonl"
+  done = {}
+  if metrics_path.exists():
+    for line in metrics_path.read_text().splitlines():
+      record = json.loads(line)
+      done[record["iteration"]] = record
+  (train_x, train_y), (test_x, test_y) = _training_data(config)
+  key = jax.random.fold_in(jax.random.key(config.seed), 3)
+  fcfg = _fool_config("lenet_mnist", 0, r.encoding)
+  encoding = fool.make_encoding(fcfg, train_x.shape[1:])
+  evolvers = {}
+  pool = []   # uint8 fooling images of the iterations so far
+  for i in range(1, r.iterations + 1):
+    it = out / f"iter_{i:02d}"
+    it.mkdir(exist_ok=True)
+    fooling_path = it / "fooling.npz"
+    if i in done and fooling_path.exists():
+      with np.load(fooling_path, allow_pickle=False) as f:
+        pool.append(f["images"])
+      print(f"[retrain] iteration {i} done earlier.")
+      continue
+    t0 = time.perf_counter()
+    if i == 1 and r.initial == "zoo":
+      clf = zoo.load_classifier("lenet_mnist", seed=0)
+      train_history = None
+    else:
+      tcfg = zoo.preset_config("lenet_mnist", seed=config.seed * 100 + i)
+      tcfg.epochs = r.epochs
+      x, y = train_x, train_y
+      if pool:
+        fooling_images = np.concatenate(pool)
+        tcfg.num_classes = NUM_REAL + 1
+        pick = np.asarray(jax.random.choice(
+            jax.random.fold_in(key, i), len(fooling_images), (r.fooling_class_size,),
+            replace=len(fooling_images) < r.fooling_class_size))
+        x = np.concatenate([train_x, fooling_images[pick]])
+        y = np.concatenate([train_y, np.full(r.fooling_class_size, NUM_REAL, train_y.dtype)])
+      clf, train_history = training.fit(tcfg, (x, y), None, workdir=it / "train",
+                                        log=print)
+    train_seconds = time.perf_counter() - t0
+    test_logits = _logits(clf, test_x)
+    accuracy = float(np.mean(np.argmax(test_logits, -1) == test_y))
+    as_fooling = float(np.mean(np.argmax(test_logits, -1) == NUM_REAL))
+    num_outputs = test_logits.shape[-1]
+    if num_outputs not in evolvers:
+      evolvers[num_outputs] = Evolver(encoding=encoding, apply_fn=clf.apply_fn,
+                                      population=r.population,
+                                      chunk=_chunk(r.generations, 100))
+    evolver = evolvers[num_outputs]
+    t1 = time.perf_counter()
+    archives = evolver.evolve(jax.random.fold_in(key, 1000 + i), clf.params, runs=r.runs,
+                              generations=r.generations, ckpt=it / "archives.msgpack",
+                              log_prefix=f"[retrain {i}] ")
+    evolve_seconds = time.perf_counter() - t1
+    elite_images, fitness, targets = evolver.elites(archives)
+    u8 = images.to_uint8(elite_images)
+    # The network sees the quantised images it will be trained on.
+    probs = jax.nn.softmax(_logits(clf, u8), -1)
+    np.savez(fooling_path, images=u8, targets=targets, fitness=fitness)
+    pool.append(u8)
+    record = {
+        "iteration": i, "num_outputs": int(num_outputs), "test_accuracy": accuracy,
+        "test_predicted_fooling_class": as_fooling,
+        "median_confidence": float(np.median(fitness)),
+        "share_9999": float(np.mean(fitness >= 0.9999)),
+        "share_99": float(np.mean(fitness >= 0.99)),
+        "median_confidence_uint8": float(np.median(
+            np.asarray(probs)[np.arange(len(targets)), targets])),
+        "fooling_images_so_far": int(sum(len(p) for p in pool)),
+        "train_seconds": train_seconds, "evolve_seconds": evolve_seconds,
+        "train_accuracy_last_epoch": (train_history["train_accuracy"][-1]
+                                      if train_history else None),
+    }
+    common.append_jsonl(metrics_path, record)
+    done[i] = record
+    images.save_grid(it / "elites.png", elite_images[:NUM_REAL * min(r.runs, 2)],
+                     labels=targets[:NUM_REAL * min(r.runs, 2)],
+                     confidences=fitness[:NUM_REAL * min(r.runs, 2)],
+                     title=f"Elites evolved against DNN_{i}")
+    print(f"[retrain] iteration {i}: test accuracy {accuracy:.4f}, median best confidence "
+          f"{record['median_confidence']:.5f}, >= 99.99%: {record['share_9999']:.0%}")
+  history = [done[i] for i in range(1, r.iterations + 1)]
+  _plot_retrain(out / "retrain.png", history)
+  return {"iterations": history, "scale": {
+      "train_size": r.train_size or len(train_y), "epochs": r.epochs,
+      "population": r.population, "generations": r.generations, "runs": r.runs,
+      "fooling_class_size": r.fooling_class_size, "encoding": r.encoding}}
+
+
+def _logits(clf, images_u8, batch: int = 1000) -> np.ndarray:
+  fn = jax.jit(lambda p, x: clf.apply_fn(p, x.astype(jnp.float32) / 255.0))
+  return np.concatenate([np.asarray(fn(clf.params, jnp.asarray(images_u8[s:s + batch])))
+                         for s in range(0, len(images_u8), batch)])
+
+
+def _plot_retrain(path, history):
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  it = [h["iteration"] for h in history]
+  fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.4))
+  ax1.plot(it, [_nines(h["median_confidence"]) for h in history], "o-", label="median")
+  ax1.axhline(4, color="gray", ls=":", label="99.99 %")
+  ax1.set(xlabel="iteration (DNN_i)", ylabel="-log10(1 - p)",
+          title="Best confidence evolution reaches\n(median over real-class elites)")
+  ax1.legend(fontsize=8)
+  ax2.plot(it, [100 * h["test_accuracy"] for h in history], "o-")
+  ax2.set(xlabel="iteration (DNN_i)", ylabel="test accuracy (%)",
+          title="MNIST test accuracy (11-way argmax)")
+  fig.tight_layout()
+  _savefig(fig, path)
+
+
+# --------------------------------------------------------------------------
+# 4. Repetition ablation
+
+
+def run_ablation(config, workdir, sources: Sources) -> dict:
+  a = config.ablation
+  out = workdir / "ablation"
+  out.mkdir(parents=True, exist_ok=True)
+  imgs, _, targets = sources.elites(a.classifier, a.classifier_seed, a.encoding)
+  clf = zoo.load_classifier(a.classifier, seed=a.classifier_seed)
+  ablate = jax.jit(nguyen.make_ablation_fn(
+      apply_fn=clf.apply_fn, steps=a.steps, max_components=a.max_components,
+      iou_threshold=a.iou_threshold, min_area=a.min_area))
+  key = jax.random.fold_in(jax.random.key(config.seed), 4)
+  res = jax.device_get(ablate(key, clf.params, jnp.asarray(imgs), jnp.asarray(targets)))
+  repeated = np.flatnonzero(res["repeats"] >= 1)
+  conf = res["confidence"][repeated]                   # [n, steps + 1]
+  np.savez(out / "ablation.npz", confidence=res["confidence"], repeats=res["repeats"],
+           components=res["components"], removed=res["removed"], targets=targets)
+  drop = conf[:, 0] - conf[:, -1]
+  nines_drop = _nines(conf[:, 0]) - _nines(conf[:, -1])
+  quant = lambda v: ([float(q) for q in np.quantile(v, [0.25, 0.5, 0.75])]
+                     if len(v) else None)
+  result = {
+      "images": int(len(targets)), "with_repeats": int(len(repeated)),
+      "median_components": float(np.median(res["components"])),
+      "median_repeats": float(np.median(res["repeats"][repeated])) if len(repeated) else None,
+      "confidence_quartiles_per_step": [quant(conf[:, s]) for s in range(a.steps + 1)],
+      "drop_quartiles": quant(drop), "nines_drop_quartiles": quant(nines_drop),
+      "share_dropped": float(np.mean(drop > 0)) if len(repeated) else None,
+      "share_dropped_over_1pct": float(np.mean(drop > 0.01)) if len(repeated) else None,
+      "share_9999_before": float(np.mean(conf[:, 0] >= 0.9999)) if len(repeated) else None,
+      "share_9999_after": float(np.mean(conf[:, -1] >= 0.9999)) if len(repeated) else None,
+      "share_top1_lost": None,
+  }
+  if len(repeated):
+    last = np.asarray(ablate_top1(clf, res["images"][repeated, -1]))
+    result["share_top1_lost"] = float(np.mean(last != targets[repeated]))
+  _plot_ablation(out / "ablation.png", conf, a.steps)
+  if len(repeated):
+    show = repeated[np.argsort(-res["repeats"][repeated], kind="stable")[:a.examples]]
+    tiles = res["images"][show].reshape(-1, *imgs.shape[1:])
+    titles = [f"{targets[i]}: -{res['removed'][i, s]}/{res['repeats'][i]}\n"
+              + images._format_confidence(float(res["confidence"][i, s]))
+              for i in show for s in range(a.steps + 1)]
+    images.save_grid(out / "ablation_examples.png", tiles, titles=titles, ncols=a.steps + 1,
+                     title="Repeated copies removed (class: removed/repeats)")
+  return result
+
+
+def ablate_top1(clf, images_f32) -> np.ndarray:
+  return np.argmax(np.asarray(clf.apply_fn(clf.params, jnp.asarray(images_f32))), -1)
+
+
+def _plot_ablation(path, conf, steps):
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  frac = np.arange(steps + 1) / steps
+  fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.4))
+  for c in conf:
+    ax1.plot(frac, _nines(c), color="tab:blue", alpha=0.25, lw=1)
+  if len(conf):
+    ax1.plot(frac, np.median(_nines(conf), axis=0), "k-o", lw=2, label="median")
+  ax1.axhline(4, color="gray", ls=":", label="99.99 %")
+  ax1.set(xlabel="share of repeated copies removed", ylabel="-log10(1 - p)",
+          title="Confidence as repeats are removed")
+  ax1.legend(fontsize=8)
+  if len(conf):
+    ax2.hist(conf[:, 0] - conf[:, -1], bins=20)
+  ax2.set(xlabel="confidence drop (all repeats removed)", ylabel="images",
+          title=f"{len(conf)} images with repeats")
+  fig.tight_layout()
+  _savefig(fig, path)
+
+
+def main(argv):
+  del argv
+  config = flags.FLAGS.config
+  run(config, pathlib.Path(flags.FLAGS.workdir or f"runs/nguyen_{config.preset}"))
+
+
+if __name__ == "__main__":
+  flags.mark_flag_as_required("config")
+  app.run(main)

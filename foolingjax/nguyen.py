@@ -1,0 +1,268 @@
+"""Library pieces for the fooling paper's follow-up studies (Nguyen et al. 2015).
+
+Two families of pure functions, jitted by callers:
+
+* **Transfer statistics** (the paper's Table S1 protocol): given the softmax
+  outputs of the network an image was evolved on (DNN_A) and of another one
+  (DNN_B), the share of images both give the same top-1 label, the share both
+  score at >= 99.99 % for the evolved class, and the share where B is less
+  confident than A.
+* **Repetition ablation**: find the repeated motifs of an image and remove
+  copies progressively. A motif is a connected component of the image's
+  foreground; a component is a *repeat* when its shape (its binary mask moved
+  to the top-left corner of its bounding box) has an intersection over union
+  of at least ``iou_threshold`` with a component that comes earlier in raster
+  order (the first copy of every motif is never a repeat). Removing a copy
+  paints its pixels with the background colour.
+
+The foreground is the minority side of a threshold halfway between the image's
+darkest and brightest grey level, so dark motifs on a bright field are found
+as well as bright ones on a dark field.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+TABLE_S1_THRESHOLD = 0.9999
+
+
+def transfer_statistics(probs_a: jax.Array, probs_b: jax.Array, targets: jax.Array, *,
+                        threshold: float = TABLE_S1_THRESHOLD) -> dict[str, jax.Array]:
+  """Table S1 statistics of images evolved on DNN_A, shown to DNN_B.
+
+  Args:
+    probs_a: ``[N, K]`` softmax of DNN_A (the network the images were evolved on).
+    probs_b: ``[N, K]`` softmax of DNN_B.
+    targets: int ``[N]``, the class each image was evolved for (its archive cell).
+    threshold: the "fooled" confidence (the paper's 99.99 %).
+
+  Returns:
+    A dict of scalars: ``same_top1`` (share with ``argmax A == argmax B``),
+    ``both_above`` (share with A and B both >= threshold for the target),
+    ``b_less_confident`` (share with ``B[target] < A[target]``), ``a_above``
+    (share with A >= threshold), ``median_conf_a`` and ``median_conf_b``
+    (median target confidence), and ``b_above_given_a_above`` (share of the
+    images A scores >= threshold that B also scores >= threshold; NaN if none).
+  """
+  if probs_a.shape != probs_b.shape or probs_a.ndim != 2:
+    raise ValueError(f"probs_a and probs_b must both be [N, K]; got {probs_a.shape} and "
+                     f"{probs_b.shape}. Fix: evaluate both networks on the same images, "
+                     "with the same class set.")
+  if targets.shape != probs_a.shape[:1]:
+    raise ValueError(f"targets must be [N] = [{probs_a.shape[0]}]; got {targets.shape}.")
+  conf_a = jnp.take_along_axis(probs_a, targets[:, None], axis=1)[:, 0]
+  conf_b = jnp.take_along_axis(probs_b, targets[:, None], axis=1)[:, 0]
+  a_above = conf_a >= threshold
+  b_above = conf_b >= threshold
+  mean = lambda b: jnp.mean(b.astype(jnp.float32))
+  num_a_above = jnp.sum(a_above)
+  return {
+      "count": jnp.asarray(targets.shape[0], jnp.int32),
+      "same_top1": mean(jnp.argmax(probs_a, -1) == jnp.argmax(probs_b, -1)),
+      "both_above": mean(a_above & b_above),
+      "b_less_confident": mean(conf_b < conf_a),
+      "a_above": mean(a_above),
+      "b_above_given_a_above": jnp.where(
+          num_a_above > 0, jnp.sum(a_above & b_above) / jnp.maximum(num_a_above, 1),
+          jnp.nan),
+      "median_conf_a": jnp.median(conf_a),
+      "median_conf_b": jnp.median(conf_b),
+  }
+
+
+# --------------------------------------------------------------------------
+# Repetition ablation
+
+
+@struct.dataclass
+class Motifs:
+  """The connected components of one image's foreground.
+
+  Attributes:
+    component: int32 ``[H, W]``, the component index of each pixel in
+      ``[0, max_components)``, or -1 for background (and for components beyond
+      the capacity, which are then ignored).
+    valid: bool ``[M]``, slot m holds a component.
+    area: int32 ``[M]`` pixels per component.
+    repeat: bool ``[M]``, the component repeats the shape of an earlier one.
+    background: float32 ``[C]``, the median background colour (what a removed
+      copy is painted with).
+  """
+
+  component: jax.Array
+  valid: jax.Array
+  area: jax.Array
+  repeat: jax.Array
+  background: jax.Array
+
+  @property
+  def num_repeats(self) -> jax.Array:
+    return jnp.sum(self.repeat)
+
+
+def foreground_mask(image: jax.Array) -> jax.Array:
+  """Bool ``[H, W]``: the minority side of the mid-grey threshold of ``image`` ``[H, W, C]``."""
+  grey = jnp.mean(image, axis=-1)
+  mid = 0.5 * (jnp.min(grey) + jnp.max(grey))
+  bright = grey > mid
+  # A flat image has no foreground.
+  flat = jnp.max(grey) - jnp.min(grey) < 1e-6
+  fg = jnp.where(jnp.sum(bright) * 2 <= bright.size, bright, ~bright)
+  return fg & ~flat
+
+
+def connected_components(mask: jax.Array) -> jax.Array:
+  """4-connected components of a bool ``[H, W]`` mask by min-label propagation.
+
+  Returns:
+    int32 ``[H, W]``: each foreground pixel holds the raster index of its
+    component's first pixel; background pixels hold ``H * W``.
+  """
+  height, width = mask.shape
+  none = height * width
+  start = jnp.where(mask, jnp.arange(none, dtype=jnp.int32).reshape(height, width), none)
+
+  def sweep(labels):
+    padded = jnp.pad(labels, 1, constant_values=none)
+    neighbours = jnp.minimum(
+        jnp.minimum(padded[:-2, 1:-1], padded[2:, 1:-1]),
+        jnp.minimum(padded[1:-1, :-2], padded[1:-1, 2:]))
+    return jnp.where(mask, jnp.minimum(labels, neighbours), none)
+
+  def body(carry):
+    labels, _ = carry
+    new = sweep(labels)
+    return new, jnp.any(new != labels)
+
+  labels, _ = jax.lax.while_loop(lambda c: c[1], body, (start, jnp.array(True)))
+  return labels
+
+
+def _aligned_mask(component: jax.Array, m: jax.Array) -> jax.Array:
+  """Component m's mask shifted so its bounding box starts at (0, 0)."""
+  mask = component == m
+  rows = jnp.any(mask, axis=1)
+  cols = jnp.any(mask, axis=0)
+  top = jnp.argmax(rows)
+  left = jnp.argmax(cols)
+  # The component lies at rows >= top and columns >= left: rolling back never wraps it.
+  return jnp.roll(mask, (-top, -left), axis=(0, 1))
+
+
+def find_motifs(image: jax.Array, *, max_components: int = 64, iou_threshold: float = 0.75,
+                min_area: int = 2) -> Motifs:
+  """Finds the repeated motifs of one image (see the module docstring).
+
+  Args:
+    image: float ``[H, W, C]`` in [0, 1].
+    max_components: component capacity M; further components are ignored.
+    iou_threshold: shape IoU above which two components are copies of one motif.
+    min_area: components smaller than this (in pixels) never count as repeats.
+
+  Returns:
+    The image's :class:`Motifs`.
+  """
+  if image.ndim != 3:
+    raise ValueError(f"find_motifs takes one [H, W, C] image; got shape {image.shape}. "
+                     "Fix: jax.vmap it over a batch.")
+  height, width, _ = image.shape
+  none = height * width
+  fg = foreground_mask(image)
+  roots = connected_components(fg)
+  firsts = jnp.unique(roots.ravel(), size=max_components + 1, fill_value=none)[:max_components]
+  valid = firsts < none
+  index = jnp.searchsorted(firsts, roots)
+  index = jnp.minimum(index, max_components - 1)
+  component = jnp.where(fg & (firsts[index] == roots), index, -1)
+  area = jax.ops.segment_sum(jnp.ones(none, jnp.int32), jnp.where(
+      component.ravel() >= 0, component.ravel(), max_components), num_segments=max_components + 1)
+  area = area[:max_components]
+  masks = jax.vmap(_aligned_mask, in_axes=(None, 0))(
+      component, jnp.arange(max_components)).astype(jnp.float32)
+  flat = masks.reshape(max_components, -1)
+  inter = flat @ flat.T
+  union = area[:, None] + area[None, :] - inter
+  iou = inter / jnp.maximum(union, 1.0)
+  big = valid & (area >= min_area)
+  earlier = jnp.tril(jnp.ones((max_components, max_components), bool), k=-1)
+  similar = (iou >= iou_threshold) & big[:, None] & big[None, :] & earlier
+  repeat = jnp.any(similar, axis=1)
+  background = jnp.nanmedian(
+      jnp.where(fg[..., None], jnp.nan, image).reshape(-1, image.shape[-1]), axis=0)
+  background = jnp.where(jnp.isnan(background), jnp.median(image, axis=(0, 1)), background)
+  return Motifs(component=component, valid=valid, area=area, repeat=repeat,
+                background=background)
+
+
+def remove_components(image: jax.Array, motifs: Motifs, remove: jax.Array) -> jax.Array:
+  """Paints the components flagged in ``remove`` (bool ``[M]``) with the background.
+
+  Args:
+    image: float ``[H, W, C]``.
+    motifs: the image's :class:`Motifs`.
+    remove: bool ``[M]``.
+
+  Returns:
+    The ablated ``[H, W, C]`` image.
+  """
+  hit = (motifs.component >= 0) & remove[jnp.maximum(motifs.component, 0)]
+  return jnp.where(hit[..., None], motifs.background, image)
+
+
+def progressive_ablation(key: jax.Array, image: jax.Array, motifs: Motifs, *,
+                         steps: int) -> tuple[jax.Array, jax.Array]:
+  """Removes the repeats of ``image`` progressively, in a random order.
+
+  Step s (0..steps) removes ``round(s / steps * R)`` of the image's R repeats,
+  so step 0 is the original and step ``steps`` keeps exactly one copy of every
+  motif. Each step removes a superset of the previous step's copies.
+
+  Args:
+    key: PRNG key for the removal order.
+    image: float ``[H, W, C]``.
+    motifs: ``find_motifs(image)``.
+    steps: number of removal steps (a Python int >= 1).
+
+  Returns:
+    ``(images, removed)``: ``[steps + 1, H, W, C]`` ablated images and int32
+    ``[steps + 1]`` copies removed at each step.
+  """
+  if not isinstance(steps, int) or steps < 1:
+    raise ValueError(f"steps must be a Python int >= 1; got {steps!r}.")
+  priority = jnp.where(motifs.repeat, jax.random.uniform(key, motifs.repeat.shape), jnp.inf)
+  rank = jnp.argsort(jnp.argsort(priority))
+  total = motifs.num_repeats
+  removed = jnp.round(jnp.arange(steps + 1) / steps * total).astype(jnp.int32)
+  masks = motifs.repeat[None, :] & (rank[None, :] < removed[:, None])
+  images = jax.vmap(remove_components, in_axes=(None, None, 0))(image, motifs, masks)
+  return images, removed
+
+
+def make_ablation_fn(*, apply_fn, steps: int, max_components: int = 64,
+                     iou_threshold: float = 0.75, min_area: int = 2):
+  """``ablate(key, params, images [N,H,W,C], targets [N]) -> dict`` (jit it).
+
+  The dict holds ``images`` ``[N, steps + 1, H, W, C]``, ``removed`` and
+  ``repeats`` (``[N, steps + 1]`` and ``[N]`` copies), ``components`` ``[N]``
+  and ``confidence`` ``[N, steps + 1]``, the target's softmax probability
+  after each removal step.
+  """
+
+  def ablate(key, params, images, targets):
+    motifs = jax.vmap(lambda x: find_motifs(x, max_components=max_components,
+                                            iou_threshold=iou_threshold,
+                                            min_area=min_area))(images)
+    keys = jax.random.split(key, images.shape[0])
+    ablated, removed = jax.vmap(
+        lambda k, x, m: progressive_ablation(k, x, m, steps=steps))(keys, images, motifs)
+    n, s = ablated.shape[:2]
+    probs = jax.nn.softmax(apply_fn(params, ablated.reshape(n * s, *ablated.shape[2:])), -1)
+    probs = probs.reshape(n, s, -1)
+    confidence = jnp.take_along_axis(probs, targets[:, None, None], axis=2)[..., 0]
+    return {"images": ablated, "removed": removed, "repeats": jnp.sum(motifs.repeat, 1),
+            "components": jnp.sum(motifs.valid, 1), "confidence": confidence}
+
+  return ablate
