@@ -481,20 +481,33 @@ def test_caffenet_init_runs_ten_crop(key):
   np.testing.assert_allclose(jnp.exp(out).sum(), 1.0, rtol=1e-5)
 
 
-@pytest.mark.parametrize("shape,kernel,stride", [
-    ((2, 11, 9, 5), 3, 2), ((2, 8, 8, 4), 5, 1), ((1, 7, 12, 3), 5, 2)])
+@pytest.mark.parametrize("shape,kernel,stride", [((2, 11, 9, 5), 3, 2), ((1, 8, 7, 4), 5, 1)])
 def test_depthwise_shifted_sum_equals_grouped_conv(key, shape, kernel, stride):
   k_x, k_w = jax.random.split(key)
   x = jax.random.normal(k_x, shape)
   w = jax.random.normal(k_w, (kernel, kernel, 1, shape[-1]))
-  conv = efficientnet.depthwise_conv_same(x, w, stride=stride, method="conv")
-  shifted = efficientnet.depthwise_conv_same(x, w, stride=stride, method="shifted")
-  chex.assert_shape(shifted, (shape[0], -(-shape[1] // stride), -(-shape[2] // stride),
-                              shape[-1]))
-  np.testing.assert_allclose(shifted, conv, rtol=1e-5, atol=1e-5)
-  # Gradients agree too (attacks differentiate through the network).
-  g_conv = jax.grad(lambda v: efficientnet.depthwise_conv_same(
-      v, w, stride=stride, method="conv").sum())(x)
-  g_shift = jax.grad(lambda v: efficientnet.depthwise_conv_same(
-      v, w, stride=stride, method="shifted").sum())(x)
-  np.testing.assert_allclose(g_shift, g_conv, rtol=1e-5, atol=1e-5)
+
+  @jax.jit
+  def both(v):
+    outs = {m: efficientnet.depthwise_conv_same(v, w, stride=stride, method=m)
+            for m in ("conv", "shifted")}
+    # Gradients agree too (attacks differentiate through the network).
+    grads = {m: jax.grad(lambda u, m=m: (efficientnet.depthwise_conv_same(
+        u, w, stride=stride, method=m) ** 2).sum())(v) for m in ("conv", "shifted")}
+    return outs, grads
+
+  outs, grads = both(x)
+  chex.assert_shape(outs["shifted"], (shape[0], -(-shape[1] // stride),
+                                      -(-shape[2] // stride), shape[-1]))
+  np.testing.assert_allclose(outs["shifted"], outs["conv"], rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(grads["shifted"], grads["conv"], rtol=1e-4, atol=1e-4)
+
+
+def test_grouped_conv_split_equals_xla_groups(key):
+  k_x, k_w = jax.random.split(key)
+  x = jax.random.normal(k_x, (2, 9, 9, 8))
+  w = jax.random.normal(k_w, (3, 3, 4, 6))
+  conv, split = jax.jit(lambda v: [alexnet.grouped_conv(
+      v, w, stride=2, padding=1, groups=2, method=m) for m in ("conv", "split")])(x)
+  chex.assert_shape(split, (2, 5, 5, 6))
+  np.testing.assert_allclose(split, conv, rtol=1e-5, atol=1e-5)
