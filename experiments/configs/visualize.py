@@ -77,8 +77,8 @@ def get_config(preset: str = "mnist"):
   config.content_layer = "conv2"
   config.style_layers = ("conv1", "conv2")
   config.style_weights = (1.0, 1.0)
-  config.content_weight = 1.0
-  config.style_tv_weight = 0.0
+  config.content_weight = 3.0
+  config.style_tv_weight = 0.003
   config.style_steps = 300
   config.style_lr = 0.02
   # ImageNet photos
