@@ -356,11 +356,14 @@ def test_activations_are_the_papers():
     np.testing.assert_allclose(cppn.activate(jnp.int32(index), z), want, atol=1e-6)
 
 
-def test_chunked_population_render_matches_vmap(grown):
+def test_chunked_and_tiled_render_match_one_pass(grown):
   few = jax.tree.map(lambda a: a[:6], grown)
   kw = dict(height=9, width=7, channels=1)
-  chunked = jax.jit(functools.partial(cppn.render_population, chunk_size=4, **kw))
-  chex.assert_trees_all_close(chunked(few), cppn.render_population(few, **kw), atol=1e-6)
+  whole = jax.jit(functools.partial(cppn.render_population, **kw))(few)
+  # 63 pixels in tiles of at most 20: 4 tiles of 16, one padded pixel.
+  pieces = jax.jit(functools.partial(cppn.render_population, chunk_size=4,
+                                     pixels_per_tile=20, **kw))(few)
+  chex.assert_trees_all_close(pieces, whole, atol=1e-6)
 
 
 def test_render_rejects_wrong_channels_and_batches(grown):
