@@ -23,7 +23,6 @@ import platform
 import time
 
 import jax
-import jax.numpy as jnp
 
 from foolingjax import imagenet
 from foolingjax.evolution import direct
@@ -52,8 +51,8 @@ def measure(model: str = "efficientnet", batch: int = 8, repeats: int = 3) -> di
   else:
     raise ValueError(f"unknown model {model!r}")
   crop = apply_fn.input_shape[0]
-  encoding = direct.make_encoding(height=imagenet.RENDER_SIZE, width=imagenet.RENDER_SIZE,
-                                  channels=3)
+  size = imagenet.RENDER_SIZE
+  encoding = direct.make_encoding(height=size, width=size, channels=3)
   ten_crop_fn = imagenet.make_ten_crop_apply_fn(apply_fn)
 
   @jax.jit
@@ -89,17 +88,20 @@ def measure(model: str = "efficientnet", batch: int = 8, repeats: int = 3) -> di
 
 def main():
   parser = argparse.ArgumentParser()
-  parser.add_argument("--model", choices=("efficientnet", "caffenet"), default="efficientnet")
+  parser.add_argument("--model", choices=("efficientnet", "caffenet"),
+                      default="efficientnet")
   parser.add_argument("--batch", type=int, default=8)
   parser.add_argument("--repeats", type=int, default=3)
   args = parser.parse_args()
   r = measure(args.model, args.batch, args.repeats)
-  print(f"machine: {platform.processor() or platform.machine()}, {jax.device_count()} x "
-        f"{jax.devices()[0].device_kind}, jax {jax.__version__}")
+  print(f"machine: {platform.processor() or platform.machine()}, "
+        f"{jax.device_count()} x {jax.devices()[0].device_kind}, jax {jax.__version__}")
   print(f"model {r['model']} (crop {r['crop']}), batch {r['batch']}")
   print(f"render 256 + 10 crops + classify {r['ten_crop_evals_per_s']:8.2f} evals/s")
-  print(f"classify one {r['crop']}x{r['crop']} image      {r['classify_evals_per_s']:8.2f} evals/s")
-  print(f"ratio 10-crop fitness time / classify time  {r['ratio_classify_over_ten_crop']:.1f}x")
+  crop = f"{r['crop']}x{r['crop']}"
+  print(f"classify one {crop} image      {r['classify_evals_per_s']:8.2f} evals/s")
+  ratio = r["ratio_classify_over_ten_crop"]
+  print(f"ratio 10-crop fitness time / classify time  {ratio:.1f}x")
   print("first call (compile + run) s: " + ", ".join(
       f"{k} {v:.1f}" for k, v in r["first_call_s"].items()))
   print(f"projected 5001 x 400 evaluations            {r['hours_for_5001x400']:.1f} h")

@@ -40,12 +40,14 @@ def class_names() -> tuple[str, ...]:
   """The 1000 ImageNet class names, index ``i`` = logit ``i``."""
   names = tuple((ASSETS / "imagenet_classes.txt").read_text().splitlines())
   if len(names) != 1000:
-    raise RuntimeError(f"{ASSETS / 'imagenet_classes.txt'} holds {len(names)} names, "
-                       "not 1000: the installation is damaged. Fix: reinstall foolingjax.")
+    raise RuntimeError(
+        f"{ASSETS / 'imagenet_classes.txt'} holds {len(names)} names, not 1000: "
+        "the installation is damaged. Fix: reinstall foolingjax.")
   return names
 
 
-def prepare_photo(image, *, size: int = 224, resize_to: int | None = None) -> np.ndarray:
+def prepare_photo(image, *, size: int = 224,
+                  resize_to: int | None = None) -> np.ndarray:
   """A photo as the network wants it: shorter side resized, centre crop.
 
   Args:
@@ -93,7 +95,7 @@ def ten_crop(images: jax.Array, *, crop_size: int) -> jax.Array:
   bottom, right = h - crop_size, w - crop_size
   corners = [(0, 0), (0, right), (bottom, 0), (bottom, right),
              ((h - crop_size) // 2, (w - crop_size) // 2)]
-  crops = [jax.lax.dynamic_slice(images, (0, top, left, 0), (b, crop_size, crop_size, c))
+  crops = [images[:, top:top + crop_size, left:left + crop_size]
            for top, left in corners]
   crops = jnp.stack(crops, axis=1)                        # [B, 5, S, S, C]
   crops = jnp.concatenate([crops, crops[:, :, :, ::-1]], axis=1)  # [B, 10, S, S, C]

@@ -25,11 +25,15 @@ def read_state_dict(path: pathlib.Path, *, reader: str = "foolingjax") -> dict:
   if reader == "torch":
     import torch  # optional; only on request
     obj = torch.load(path, map_location="cpu", weights_only=True)
-    to_numpy = lambda v: v.detach().cpu().numpy() if hasattr(v, "detach") else v
+
+    def to_numpy(v):
+      return v.detach().cpu().numpy() if hasattr(v, "detach") else v
   else:
     from foolingjax.models import torch_pickle
     obj = torch_pickle.load(path)
-    to_numpy = lambda v: v
+
+    def to_numpy(v):
+      return v
   for key in ("state_dict", "model"):
     if isinstance(obj, dict) and isinstance(obj.get(key), dict):
       obj = obj[key]
@@ -48,7 +52,8 @@ def main(argv: list[str] | None = None) -> pathlib.Path:
   classifier = alexnet.from_torchvision_state_dict(
       read_state_dict(args.input, reader=args.reader))
   path = alexnet.save_npz(args.output, classifier)
-  n = sum(int(np.size(v)) for layer in classifier.params.values() for v in layer.values())
+  n = sum(int(np.size(v)) for layer in classifier.params.values()
+          for v in layer.values())
   print(f"Wrote {path}: torchvision-layout AlexNet, {n:,} parameters.")
   return path
 

@@ -6,7 +6,6 @@ skip without it. The photo tests need the weights package
 """
 
 import importlib.util
-import io
 import os
 import pathlib
 import pickle
@@ -30,7 +29,8 @@ try:
   import torch.nn.functional as F
 except ImportError:  # torch is an optional test dependency
   torch = None
-needs_torch = pytest.mark.skipif(torch is None, reason="torch (test extra) not installed")
+needs_torch = pytest.mark.skipif(torch is None,
+                                 reason="torch (test extra) not installed")
 
 
 # ---------------------------------------------------------------------------
@@ -196,13 +196,15 @@ def test_efficientnet_lite0_recognises_photos(lite0, photos224):
 def test_efficientnet_lite0_weights_are_all_mapped(lite0):
   apply_fn, params = lite0
   state = torch_pickle.load(efficientnet.weights_path())
-  n_torch = sum(v.size for k, v in state.items() if not k.endswith("num_batches_tracked"))
+  n_torch = sum(v.size for k, v in state.items()
+                if not k.endswith("num_batches_tracked"))
   batch_stats = apply_fn.extra_variables["batch_stats"]
   assert param_count(params) + param_count(batch_stats) == n_torch == 4_694_024
   # Spot-check the layout changes: OIHW -> HWIO, depthwise, dense transpose.
   np.testing.assert_array_equal(params["conv_stem"]["kernel"],
                                 state["_conv_stem.weight"].transpose(2, 3, 1, 0))
-  np.testing.assert_array_equal(params["blocks_3"]["depthwise_conv"]["kernel"][:, :, 0, 7],
+  np.testing.assert_array_equal(
+      params["blocks_3"]["depthwise_conv"]["kernel"][:, :, 0, 7],
                                 state["_blocks.3._depthwise_conv.weight"][7, 0])
   np.testing.assert_array_equal(params["fc"]["kernel"], state["_fc.weight"].T)
   np.testing.assert_array_equal(batch_stats["blocks_15"]["bn2"]["var"],
@@ -233,7 +235,8 @@ def test_efficientnet_weight_mismatch_is_one_clear_error():
   message = str(e.value)
   assert "3 problems" in message
   assert "missing batch_stats/blocks_4/bn1/mean (240,)" in message
-  assert "shape of params/conv_head/kernel: model (1, 1, 320, 1280), edited (1, 1, 300, 1280)" in message
+  assert ("shape of params/conv_head/kernel: model (1, 1, 320, 1280), "
+          "edited (1, 1, 300, 1280)") in message
   assert "_se_reduce" in message
 
 
@@ -280,20 +283,23 @@ def test_ten_crop_known_answer():
 def _toy_apply_fn():
   w = jax.random.normal(jax.random.key(1), (3, 4))
   def apply_fn(params, x):  # depends on where the crop is: not crop-invariant
-    return (x * jnp.linspace(0.0, 2.0, x.shape[2])[None, None, :, None]).mean((1, 2)) @ params
+    ramp = jnp.linspace(0.0, 2.0, x.shape[2])[None, None, :, None]
+    return (x * ramp).mean((1, 2)) @ params
   return apply_fn, w
 
 
 @pytest.mark.parametrize("jit", [False, True])
 def test_ten_crop_apply_fn_averages_softmax(jit, key):
   base, w = _toy_apply_fn()
-  tc = imagenet.make_ten_crop_apply_fn(base, render_size=16, crop_size=12, num_classes=4)
+  tc = imagenet.make_ten_crop_apply_fn(base, render_size=16, crop_size=12,
+                                       num_classes=4)
   x = jax.random.uniform(key, (3, 16, 16, 3))
   f = jax.jit(chex.assert_max_traces(tc.__call__, n=1)) if jit else tc
   log_mean = f(w, x)
   chex.assert_shape(log_mean, (3, 4))
   crops = np.asarray(imagenet.ten_crop(x, crop_size=12)).reshape(3, 10, 12, 12, 3)
-  want = np.mean([np.asarray(jax.nn.softmax(base(w, crops[:, j]))) for j in range(10)], 0)
+  want = np.mean([np.asarray(jax.nn.softmax(base(w, crops[:, j])))
+                  for j in range(10)], axis=0)
   np.testing.assert_allclose(np.exp(log_mean), want, rtol=1e-5)
   np.testing.assert_allclose(jax.nn.softmax(log_mean), want, rtol=1e-5)
   assert tc.input_shape == (16, 16, 3) and num_classes_of(tc, w) == 4
@@ -306,7 +312,8 @@ def test_ten_crop_apply_fn_averages_softmax(jit, key):
 
 def test_ten_crop_fitness_on_photos(lite0):
   photos = _photos()
-  x = np.stack([imagenet.prepare_photo(photos[n], size=256) for n in ("chelsea", "coffee")])
+  x = np.stack([imagenet.prepare_photo(photos[n], size=256)
+                for n in ("chelsea", "coffee")])
   tc = imagenet.make_ten_crop_apply_fn(lite0.apply_fn)
   assert tc.input_shape == (256, 256, 3) and tc.crop_size == 224
   top = imagenet.top_k(jax.jit(tc)(lite0.params, x), k=1)
@@ -350,8 +357,12 @@ def _caffenet_torch(blobs, x_rgb01):
   """Independent reference: CaffeNet with torch ops on NCHW BGR input."""
   t = {k: (torch.from_numpy(w), torch.from_numpy(b)) for k, (w, b) in blobs.items()}
   x = torch.from_numpy(np.ascontiguousarray(x_rgb01.transpose(0, 3, 1, 2)))
-  x = x.flip(1) * 255.0 - torch.tensor(alexnet.CAFFE_MEAN_BGR, dtype=torch.float32)[:, None, None]
-  lrn = lambda v: F.local_response_norm(v, size=5, alpha=1e-4, beta=0.75, k=1.0)
+  mean = torch.tensor(alexnet.CAFFE_MEAN_BGR, dtype=torch.float32)[:, None, None]
+  x = x.flip(1) * 255.0 - mean
+
+  def lrn(v):
+    return F.local_response_norm(v, size=5, alpha=1e-4, beta=0.75, k=1.0)
+
   x = lrn(F.max_pool2d(F.relu(F.conv2d(x, *t["conv1"], stride=4)), 3, 2))
   x = lrn(F.max_pool2d(F.relu(F.conv2d(x, *t["conv2"], padding=2, groups=2)), 3, 2))
   x = F.relu(F.conv2d(x, *t["conv3"], padding=1))
@@ -377,26 +388,38 @@ def test_caffenet_matches_torch_reference(key):
   assert np.argmax(got, -1).tolist() == np.argmax(want, -1).tolist()
 
 
+def _torchvision_alexnet_class():
+  nn = torch.nn
+
+  class TorchvisionAlexNet(nn.Module):
+    """torchvision 0.28's models/alexnet.py AlexNet, layer for layer."""
+
+    def __init__(self):
+      super().__init__()
+      self.features = nn.Sequential(
+          nn.Conv2d(3, 64, 11, 4, 2), nn.ReLU(), nn.MaxPool2d(3, 2),
+          nn.Conv2d(64, 192, 5, padding=2), nn.ReLU(), nn.MaxPool2d(3, 2),
+          nn.Conv2d(192, 384, 3, padding=1), nn.ReLU(),
+          nn.Conv2d(384, 256, 3, padding=1), nn.ReLU(),
+          nn.Conv2d(256, 256, 3, padding=1), nn.ReLU(), nn.MaxPool2d(3, 2))
+      self.avgpool = nn.AdaptiveAvgPool2d((6, 6))
+      self.classifier = nn.Sequential(
+          nn.Dropout(), nn.Linear(9216, 4096), nn.ReLU(), nn.Dropout(),
+          nn.Linear(4096, 4096), nn.ReLU(), nn.Linear(4096, 1000))
+
+    def forward(self, x):
+      return self.classifier(torch.flatten(self.avgpool(self.features(x)), 1))
+
+  return TorchvisionAlexNet
+
+
 def _torchvision_alexnet():
   """torchvision's AlexNet (torchvision itself when installed)."""
   try:
     import torchvision
     return torchvision.models.alexnet(weights=None)
   except ImportError:
-    nn = torch.nn
-    model = nn.Module()
-    model.features = nn.Sequential(
-        nn.Conv2d(3, 64, 11, 4, 2), nn.ReLU(), nn.MaxPool2d(3, 2),
-        nn.Conv2d(64, 192, 5, padding=2), nn.ReLU(), nn.MaxPool2d(3, 2),
-        nn.Conv2d(192, 384, 3, padding=1), nn.ReLU(),
-        nn.Conv2d(384, 256, 3, padding=1), nn.ReLU(),
-        nn.Conv2d(256, 256, 3, padding=1), nn.ReLU(), nn.MaxPool2d(3, 2))
-    model.avgpool = nn.AdaptiveAvgPool2d((6, 6))
-    model.classifier = nn.Sequential(
-        nn.Dropout(), nn.Linear(9216, 4096), nn.ReLU(), nn.Dropout(),
-        nn.Linear(4096, 4096), nn.ReLU(), nn.Linear(4096, 1000))
-    model.forward = lambda x: model.classifier(torch.flatten(model.avgpool(model.features(x)), 1))
-    return model
+    return _torchvision_alexnet_class()()
 
 
 @needs_torch
@@ -407,9 +430,10 @@ def test_torchvision_layout_and_conversion_script_match_torch(tmp_path, key):
     if p.ndim > 1:
       torch.nn.init.kaiming_normal_(p)
   x = np.asarray(jax.random.uniform(key, (2, 224, 224, 3)))
-  normalised = (x - np.array(alexnet.TORCHVISION_MEAN)) / np.array(alexnet.TORCHVISION_STD)
+  normalised = ((x - np.array(alexnet.TORCHVISION_MEAN))
+                / np.array(alexnet.TORCHVISION_STD)).astype(np.float32)
   with torch.no_grad():
-    want = model(torch.from_numpy(normalised.transpose(0, 3, 1, 2).astype(np.float32))).numpy()
+    want = model(torch.from_numpy(normalised.transpose(0, 3, 1, 2))).numpy()
 
   pth = tmp_path / "alexnet.pth"
   torch.save(model.state_dict(), pth)
@@ -442,7 +466,7 @@ def test_adaptive_avg_pool_matches_torch(key):
 
 def test_alexnet_importers_report_mismatches():
   blobs = _zero_caffe_blobs()
-  blobs["conv2"] = (blobs["conv2"][0][:, :24], blobs["conv2"][1])  # as if ungrouped wrong
+  blobs["conv2"] = (blobs["conv2"][0][:, :24], blobs["conv2"][1])  # wrong fan-in
   del blobs["fc7"]
   blobs["norm1"] = ()
   with pytest.raises(torch_pickle.WeightMismatchError) as e:
@@ -457,8 +481,9 @@ def test_alexnet_importers_report_mismatches():
   as_torchvision = {}
   for layer, name in alexnet.TORCHVISION_NAMES.items():
     as_torchvision[f"{name}.weight"], as_torchvision[f"{name}.bias"] = caffe[layer]
-  with pytest.raises(torch_pickle.WeightMismatchError, match="conv1/kernel: model "
-                     r"\(11, 11, 3, 64\), the torchvision state dict \(11, 11, 3, 96\)"):
+  with pytest.raises(torch_pickle.WeightMismatchError,
+                     match=r"conv1/kernel: model \(11, 11, 3, 64\), "
+                     r"the torchvision state dict \(11, 11, 3, 96\)"):
     alexnet.from_torchvision_state_dict(as_torchvision)
 
 
@@ -481,7 +506,8 @@ def test_caffenet_init_runs_ten_crop(key):
   np.testing.assert_allclose(jnp.exp(out).sum(), 1.0, rtol=1e-5)
 
 
-@pytest.mark.parametrize("shape,kernel,stride", [((2, 11, 9, 5), 3, 2), ((1, 8, 7, 4), 5, 1)])
+@pytest.mark.parametrize("shape,kernel,stride",
+                         [((2, 11, 9, 5), 3, 2), ((1, 8, 7, 4), 5, 1)])
 def test_depthwise_shifted_sum_equals_grouped_conv(key, shape, kernel, stride):
   k_x, k_w = jax.random.split(key)
   x = jax.random.normal(k_x, shape)

@@ -121,12 +121,13 @@ def grouped_conv(x: jax.Array, kernel: jax.Array, *, stride: int, padding: int,
                                         dimension_numbers=dims,
                                         feature_group_count=groups)
   if method != "split":
-    raise ValueError(f"Unknown grouped-conv method {method!r}: use auto, conv or split.")
+    raise ValueError(
+        f"Unknown grouped-conv method {method!r}: use auto, conv or split.")
   cin, cout = x.shape[-1] // groups, kernel.shape[-1] // groups
   return jnp.concatenate([
-      jax.lax.conv_general_dilated(x[..., g * cin:(g + 1) * cin],
-                                   kernel[..., g * cout:(g + 1) * cout], (stride, stride),
-                                   pads, dimension_numbers=dims)
+      jax.lax.conv_general_dilated(
+          x[..., g * cin:(g + 1) * cin], kernel[..., g * cout:(g + 1) * cout],
+          (stride, stride), pads, dimension_numbers=dims)
       for g in range(groups)], axis=-1)
 
 
@@ -145,7 +146,8 @@ class Conv(nn.Module):
     kernel = self.param("kernel", nn.initializers.lecun_normal(),
                         (self.kernel_size, self.kernel_size, x.shape[-1] // self.groups,
                          self.features), jnp.float32)
-    bias = self.param("bias", nn.initializers.zeros_init(), (self.features,), jnp.float32)
+    bias = self.param("bias", nn.initializers.zeros_init(), (self.features,),
+                      jnp.float32)
     y = grouped_conv(x, kernel, stride=self.stride, padding=self.padding,
                      groups=self.groups, method=self.method)
     return y + bias.reshape((1, 1, 1, -1))
@@ -225,7 +227,8 @@ def params_template(*, layout: str = "caffenet", num_classes: int = 1000) -> dic
   return shapes["params"]
 
 
-def init(key: jax.Array, *, layout: str = "caffenet", num_classes: int = 1000) -> Classifier:
+def init(key: jax.Array, *, layout: str = "caffenet",
+         num_classes: int = 1000) -> Classifier:
   """A randomly initialised AlexNet as ``(apply_fn, params)``."""
   module = AlexNet(layout=layout, num_classes=num_classes)
   variables = module.init(key, jnp.zeros((1, *_input_shape(layout)), jnp.float32))
@@ -266,7 +269,9 @@ def _assign(layer_arrays: Mapping[str, tuple[np.ndarray, np.ndarray]], *,
 def from_caffe_arrays(blobs: Mapping[str, Sequence[np.ndarray]], *,
                       num_classes: int | None = None,
                       mean_bgr: Sequence[float] = CAFFE_MEAN_BGR) -> Classifier:
-  """CaffeNet from Caffe's blobs, e.g. ``{k: [b.data for b in v] for k, v in net.params.items()}``.
+  """CaffeNet from Caffe's weight blobs.
+
+  With pycaffe: ``{k: [b.data for b in v] for k, v in net.params.items()}``.
 
   Args:
     blobs: layer name -> ``(weight, bias)`` for ``conv1..conv5, fc6..fc8``,
@@ -345,7 +350,8 @@ def save_npz(path: str | os.PathLike, classifier: Classifier) -> pathlib.Path:
           for layer, fields in classifier.params.items() for field, v in fields.items()}
   path.parent.mkdir(parents=True, exist_ok=True)
   tmp = path.with_name(path.name + ".tmp.npz")
-  np.savez(tmp, layout=np.array(module.layout), num_classes=np.array(module.num_classes),
+  np.savez(tmp, layout=np.array(module.layout),
+           num_classes=np.array(module.num_classes),
            mean_bgr=np.asarray(module.mean_bgr, np.float64), **flat)
   os.replace(tmp, path)
   return path
@@ -361,7 +367,8 @@ def load_npz(path: str | os.PathLike) -> Classifier:
     assignments = {("params", *k.split("/")): f[k] for k in f.files
                    if k not in ("layout", "num_classes", "mean_bgr")}
   template = {"params": params_template(layout=layout, num_classes=num_classes)}
-  params = torch_pickle.fill_variables(template, assignments, source=str(path))["params"]
+  params = torch_pickle.fill_variables(template, assignments,
+                                       source=str(path))["params"]
   return _classifier(AlexNet(layout=layout, num_classes=num_classes, mean_bgr=mean_bgr),
                      params)
 

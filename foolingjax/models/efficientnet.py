@@ -94,8 +94,9 @@ def depthwise_conv_same(x: jax.Array, kernel: jax.Array, *, stride: int,
   out = None
   for i in range(k):
     for j in range(k):
-      tap = x[:, i:i + (out_h - 1) * stride + 1:stride,
-              j:j + (out_w - 1) * stride + 1:stride] * kernel[i, j, 0].reshape((1, 1, 1, -1))
+      window = x[:, i:i + (out_h - 1) * stride + 1:stride,
+                 j:j + (out_w - 1) * stride + 1:stride]
+      tap = window * kernel[i, j, 0].reshape((1, 1, 1, -1))
       out = tap if out is None else out + tap
   return out
 

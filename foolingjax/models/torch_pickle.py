@@ -80,7 +80,8 @@ class _Storage:
 def _rebuild_tensor(storage, storage_offset, size, stride, *unused):
   """Numpy version of ``torch._utils._rebuild_tensor(_v2)``."""
   if not isinstance(storage, _Storage):
-    raise TorchPickleError(f"Tensor rebuilt from {type(storage).__name__}, not a storage.")
+    raise TorchPickleError(
+        f"Tensor rebuilt from {type(storage).__name__}, not a storage.")
   size = tuple(int(s) for s in size)
   stride = tuple(int(s) for s in stride)
   offset = int(storage_offset)
@@ -205,7 +206,8 @@ def _load_zip(path: pathlib.Path):
   return _resolve(obj)
 
 
-def _to_array(raw: bytes, dtype: np.dtype, numel: int, byteorder: str, path) -> np.ndarray:
+def _to_array(raw: bytes, dtype: np.dtype, numel: int, byteorder: str,
+              path) -> np.ndarray:
   if len(raw) < numel * dtype.itemsize:
     raise TorchPickleError(f"{path}: a storage holds {len(raw)} bytes, fewer than its "
                            f"{numel} elements of {dtype}: the file is truncated.")
@@ -230,7 +232,9 @@ def _load_legacy(f, path: pathlib.Path):
   if protocol != 1001:
     raise TorchPickleError(f"{path}: unsupported legacy protocol version {protocol}.")
   sys_info = header()
-  little = bool(sys_info.get("little_endian", True)) if isinstance(sys_info, dict) else True
+  little = True
+  if isinstance(sys_info, dict):
+    little = bool(sys_info.get("little_endian", True))
 
   # The object pickle refers to storages before their bytes follow, so it
   # records their dtypes and sizes first and the arrays are filled in after.
@@ -273,7 +277,8 @@ def _load_legacy(f, path: pathlib.Path):
       raise TorchPickleError(f"{path}: storage {key!r} declares {numel} elements but "
                              f"holds {count}: the file is corrupt.")
     raw = f.read(count * dtype.itemsize)
-    storages[key].data = _to_array(raw, dtype, count, "little" if little else "big", path)
+    storages[key].data = _to_array(raw, dtype, count,
+                                   "little" if little else "big", path)
   for view, root_key, offset, size in views:
     root = storages[root_key].data
     if offset < 0 or offset + size > root.size:
