@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from foolingjax import imagenet
-from foolingjax.contract import num_classes_of
+from foolingjax.contract import ApplyFn, num_classes_of
 from foolingjax.models import alexnet, efficientnet, param_count, torch_pickle
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
@@ -489,7 +489,7 @@ def test_alexnet_importers_report_mismatches():
 
 def test_caffenet_ten_crop_shapes():
   module = alexnet.AlexNet()
-  apply_fn = alexnet.ApplyFn(module=module, input_shape=(227, 227, 3), num_classes=1000)
+  apply_fn = ApplyFn(module=module, input_shape=(227, 227, 3), num_classes=1000)
   tc = imagenet.make_ten_crop_apply_fn(apply_fn)
   assert tc.crop_size == 227 and tc.input_shape == (256, 256, 3)
   params = alexnet.params_template()
