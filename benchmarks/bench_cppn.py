@@ -1,0 +1,206 @@
+"""CPPN render throughput and its share of a MAP-Elites generation.
+
+  python -m benchmarks.bench_cppn [--max-nodes 32] [--max-conns 128] [--repeats 3]
+
+Genomes are grown first (60 rounds of mutation with add-node and add-connection
+rates raised to 1) so they look like an evolved population; the renderer's
+cost does not depend on the graph, only on ``max_nodes`` (every node slot is
+evaluated, see :func:`foolingjax.evolution.cppn.render`).
+
+Prints, each contender timed round-robin (best of ``--repeats``) in this run:
+  * 200 genomes at 28x28x1: the encoding's render vmapped over the population
+    (as MAP-Elites calls it; on CPU in tiles of <= 512 pixels), the same
+    untiled, and one genome after another inside one jit (``lax.map``),
+    against a Python loop that renders one genome per jitted call, as the
+    original evaluated individuals one at a time;
+  * 400 genomes at 224x224x3 (HLS -> RGB): one genome after another in tiles
+    of 4096 pixels (``render_population(chunk_size=1, pixels_per_tile=4096)``)
+    and a vmap over chunks of ``--chunk`` genomes untiled, against the
+    one-genome-per-call loop over the first ``--loop-genomes`` genomes (its
+    per-genome time scaled to 400);
+  * one whole MNIST MAP-Elites generation with the CPPN encoding (variation,
+    render, LeNet, softmax, archive insert; ``--generations`` generations in
+    one jitted scan) against its parts timed alone on the same batch: vary,
+    render, and the bare LeNet forward + softmax, as shares of the generation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import platform
+import time
+
+import jax
+import jax.numpy as jnp
+
+from foolingjax import models
+from foolingjax.evolution import cppn, map_elites
+
+
+def _interleaved_best(fns: dict, rounds: int) -> dict:
+  """Best-of-``rounds`` seconds per function, measured round-robin so that load
+  from other processes hits every contender alike."""
+  best = {name: float("inf") for name in fns}
+  for _ in range(rounds):
+    for name, fn in fns.items():
+      t0 = time.perf_counter()
+      jax.block_until_ready(fn())
+      best[name] = min(best[name], time.perf_counter() - t0)
+  return best
+
+
+def grown_population(key, n: int, *, channels: int, max_nodes: int, max_conns: int,
+                     rounds: int = 60) -> cppn.CPPNGenome:
+  """``n`` genomes after ``rounds`` growth-biased mutations, leaves ``[n, ...]``."""
+  k_init, k_grow = jax.random.split(key)
+  init = functools.partial(cppn.init_genome, num_outputs=channels, max_nodes=max_nodes,
+                           max_conns=max_conns)
+  grow = functools.partial(cppn.mutate, add_node_rate=1.0, add_conn_rate=1.0)
+
+  @jax.jit
+  def run(k_init, k_grow):
+    pop = jax.vmap(init)(jax.random.split(k_init, n))
+
+    def step(pop, k):
+      return jax.vmap(grow)(jax.random.split(k, n), pop)[0], None
+
+    return jax.lax.scan(step, pop, jax.random.split(k_grow, rounds))[0]
+
+  return run(k_init, k_grow)
+
+
+def _loop(render_one, genomes, count):
+  """Renders the first ``count`` genomes one call each, as the original did."""
+  def run():
+    out = None
+    for i in range(count):
+      out = render_one(jax.tree.map(lambda a, i=i: a[i], genomes))
+      out.block_until_ready()
+    return out
+  return run
+
+
+def measure(*, max_nodes: int = 32, max_conns: int = 128, repeats: int = 3,
+            chunk: int = 50, loop_genomes: int = 20, generations: int = 5) -> dict:
+  key = jax.random.key(0)
+  k_small, k_large, k_lenet, k_run = jax.random.split(key, 4)
+  result = {}
+
+  # --- 200 x 28x28x1 -------------------------------------------------------
+  n_small = 200
+  small = grown_population(k_small, n_small, channels=1, max_nodes=max_nodes,
+                           max_conns=max_conns)
+  result["small_hidden_mean"] = float(jnp.mean(jax.vmap(cppn.count_hidden)(small)))
+  shape28 = dict(height=28, width=28, channels=1)
+  enc = cppn.make_encoding(max_nodes=max_nodes, max_conns=max_conns, **shape28)
+  encoding28 = jax.jit(jax.vmap(enc.render))
+  untiled28 = jax.jit(functools.partial(cppn.render_population, **shape28))
+  sequential28 = jax.jit(functools.partial(cppn.render_population, chunk_size=1,
+                                           **shape28))
+  one28 = jax.jit(functools.partial(cppn.render, **shape28))
+  vary = jax.jit(jax.vmap(enc.vary, in_axes=(0, 0, 0, None)))
+  vary_keys = jax.random.split(k_run, n_small)
+  apply_fn, params = models.init("lenet", k_lenet)
+  classify = jax.jit(lambda p, x: jax.nn.softmax(apply_fn(p, x), axis=-1))
+  images28 = encoding28(small)
+  init = jax.jit(map_elites.make_init_fn(encoding=enc, apply_fn=apply_fn, num_cells=10,
+                                         init_size=n_small))
+  run = jax.jit(map_elites.make_run_fn(encoding=enc, apply_fn=apply_fn,
+                                       batch_size=n_small, num_generations=generations))
+  archive = init(k_run, params)
+  archive = run(k_run, archive, params)[0]  # elites that have grown a little
+
+  fns = {
+      "encoding28": lambda: encoding28(small),
+      "untiled28": lambda: untiled28(small),
+      "sequential28": lambda: sequential28(small),
+      "loop28": _loop(one28, small, n_small),
+      "vary": lambda: vary(vary_keys, small, small, jnp.int32(0)),
+      "classify": lambda: classify(params, images28),
+      "generations": lambda: run(k_run, archive, params),
+  }
+  for fn in fns.values():  # compile
+    jax.block_until_ready(fn())
+  best = _interleaved_best(fns, repeats)
+  t_generation = best["generations"] / generations
+  result.update({f"{name}_per_s": n_small / best[name]
+                 for name in ("encoding28", "untiled28", "sequential28", "loop28")})
+  result.update(
+      speedup28=best["loop28"] / best["encoding28"],
+      generation_s=t_generation,
+      generation_evals_per_s=n_small / t_generation,
+      share_render=best["encoding28"] / t_generation,
+      share_classify=best["classify"] / t_generation,
+      share_vary=best["vary"] / t_generation,
+      render_over_classify=best["encoding28"] / best["classify"],
+  )
+
+  # --- 400 x 224x224x3 -----------------------------------------------------
+  n_large = 400
+  large = grown_population(k_large, n_large, channels=3, max_nodes=max_nodes,
+                           max_conns=max_conns)
+  result["large_hidden_mean"] = float(jnp.mean(jax.vmap(cppn.count_hidden)(large)))
+  shape224 = dict(height=224, width=224, channels=3)
+  sequential224 = jax.jit(functools.partial(cppn.render_population, chunk_size=1,
+                                            pixels_per_tile=4096, **shape224))
+  chunked224 = jax.jit(functools.partial(cppn.render_population, chunk_size=chunk,
+                                         **shape224))
+  one224 = jax.jit(functools.partial(cppn.render, pixels_per_tile=4096, **shape224))
+  fns = {"sequential224": lambda: sequential224(large),
+         "chunked224": lambda: chunked224(large),
+         "loop224": _loop(one224, large, loop_genomes)}
+  for fn in fns.values():
+    jax.block_until_ready(fn())
+  best = _interleaved_best(fns, max(1, repeats - 1))
+  t_loop = best["loop224"] / loop_genomes * n_large
+  result.update(
+      sequential224_per_s=n_large / best["sequential224"],
+      sequential224_s=best["sequential224"],
+      chunked224_per_s=n_large / best["chunked224"],
+      loop224_per_s=n_large / t_loop,
+      speedup224=t_loop / best["sequential224"],
+  )
+  return result
+
+
+def main():
+  parser = argparse.ArgumentParser()
+  parser.add_argument("--max-nodes", type=int, default=32)
+  parser.add_argument("--max-conns", type=int, default=128)
+  parser.add_argument("--repeats", type=int, default=3)
+  parser.add_argument("--chunk", type=int, default=50,
+                      help="genomes per lax.map chunk at 224x224")
+  parser.add_argument("--loop-genomes", type=int, default=20)
+  parser.add_argument("--generations", type=int, default=5)
+  args = parser.parse_args()
+  r = measure(max_nodes=args.max_nodes, max_conns=args.max_conns, repeats=args.repeats,
+              chunk=args.chunk, loop_genomes=args.loop_genomes,
+              generations=args.generations)
+  print(f"machine: {platform.processor() or platform.machine()}, {jax.device_count()} x "
+        f"{jax.devices()[0].device_kind}, jax {jax.__version__}")
+  print(f"genomes: max_nodes={args.max_nodes} max_conns={args.max_conns}; mean hidden "
+        f"nodes {r['small_hidden_mean']:.1f} (28x28), {r['large_hidden_mean']:.1f} (224x224)")
+  print(f"200 x 28x28x1   vmap, tiles <= 512 px (encoding) {r['encoding28_per_s']:9,.0f} renders/s")
+  print(f"200 x 28x28x1   vmap, one tile                 {r['untiled28_per_s']:9,.0f} renders/s")
+  print(f"200 x 28x28x1   one genome after another, jit  {r['sequential28_per_s']:9,.0f} renders/s")
+  print(f"200 x 28x28x1   Python loop, one per call      {r['loop28_per_s']:9,.0f} renders/s")
+  print(f"speed-up of the encoding's vmapped render over one per call, 28x28: "
+        f"{r['speedup28']:.1f}x")
+  print(f"400 x 224x224x3 one after another, 4096-px tiles {r['sequential224_per_s']:7,.1f} "
+        f"renders/s ({r['sequential224_s']:.1f} s for 400)")
+  print(f"400 x 224x224x3 vmap in chunks of {args.chunk}, one tile  "
+        f"{r['chunked224_per_s']:7,.1f} renders/s")
+  print(f"400 x 224x224x3 Python loop, one per call      {r['loop224_per_s']:9,.1f} renders/s "
+        f"(first {args.loop_genomes}, scaled)")
+  print(f"speed-up of one-after-another in one jit over one per call, 224x224: "
+        f"{r['speedup224']:.1f}x")
+  print(f"MNIST CPPN generation (200, LeNet) {r['generation_evals_per_s']:8,.0f} evals/s "
+        f"({r['generation_s'] * 1e3:.1f} ms)")
+  print(f"share of a generation: render {r['share_render']:.0%}, LeNet forward+softmax "
+        f"{r['share_classify']:.0%}, vary {r['share_vary']:.0%} (parts timed alone)")
+  print(f"ratio render / classify time, 200 x 28x28: {r['render_over_classify']:.2f}")
+
+
+if __name__ == "__main__":
+  main()
