@@ -177,30 +177,36 @@ def main():
   r = measure(max_nodes=args.max_nodes, max_conns=args.max_conns, repeats=args.repeats,
               chunk=args.chunk, loop_genomes=args.loop_genomes,
               generations=args.generations)
-  print(f"machine: {platform.processor() or platform.machine()}, {jax.device_count()} x "
-        f"{jax.devices()[0].device_kind}, jax {jax.__version__}")
+  print(f"machine: {platform.processor() or platform.machine()}, "
+        f"{jax.device_count()} x {jax.devices()[0].device_kind}, jax {jax.__version__}")
   print(f"genomes: max_nodes={args.max_nodes} max_conns={args.max_conns}; mean hidden "
-        f"nodes {r['small_hidden_mean']:.1f} (28x28), {r['large_hidden_mean']:.1f} (224x224)")
-  print(f"200 x 28x28x1   vmap, tiles <= 512 px (encoding) {r['encoding28_per_s']:9,.0f} renders/s")
-  print(f"200 x 28x28x1   vmap, one tile                 {r['untiled28_per_s']:9,.0f} renders/s")
-  print(f"200 x 28x28x1   one genome after another, jit  {r['sequential28_per_s']:9,.0f} renders/s")
-  print(f"200 x 28x28x1   Python loop, one per call      {r['loop28_per_s']:9,.0f} renders/s")
-  print(f"speed-up of the encoding's vmapped render over one per call, 28x28: "
+        f"nodes {r['small_hidden_mean']:.1f} (28x28), {r['large_hidden_mean']:.1f} "
+        "(224x224)")
+  rows = [
+      ("200 genomes 28x28x1, vmap, tiles <= 512 px (encoding)", r["encoding28_per_s"]),
+      ("200 genomes 28x28x1, vmap, one tile", r["untiled28_per_s"]),
+      ("200 genomes 28x28x1, one after another in one jit", r["sequential28_per_s"]),
+      ("200 genomes 28x28x1, Python loop, one per call", r["loop28_per_s"]),
+      ("400 genomes 224x224x3, one after another, 4096-px tiles",
+       r["sequential224_per_s"]),
+      (f"400 genomes 224x224x3, vmap in chunks of {args.chunk}, one tile",
+       r["chunked224_per_s"]),
+      (f"400 genomes 224x224x3, Python loop (first {args.loop_genomes}, scaled)",
+       r["loop224_per_s"]),
+  ]
+  for name, rate in rows:
+    print(f"{name:<58} {rate:9,.1f} renders/s")
+  print(f"400 genomes 224x224x3 one after another: {r['sequential224_s']:.1f} s")
+  print(f"speed-up of the encoding's render over one per call, 28x28: "
         f"{r['speedup28']:.1f}x")
-  print(f"400 x 224x224x3 one after another, 4096-px tiles {r['sequential224_per_s']:7,.1f} "
-        f"renders/s ({r['sequential224_s']:.1f} s for 400)")
-  print(f"400 x 224x224x3 vmap in chunks of {args.chunk}, one tile  "
-        f"{r['chunked224_per_s']:7,.1f} renders/s")
-  print(f"400 x 224x224x3 Python loop, one per call      {r['loop224_per_s']:9,.1f} renders/s "
-        f"(first {args.loop_genomes}, scaled)")
   print(f"speed-up of one-after-another in one jit over one per call, 224x224: "
         f"{r['speedup224']:.1f}x")
-  print(f"MNIST CPPN generation (200, LeNet) {r['generation_evals_per_s']:8,.0f} evals/s "
-        f"({r['generation_s'] * 1e3:.1f} ms)")
+  print(f"MNIST CPPN generation (200 offspring, LeNet): "
+        f"{r['generation_evals_per_s']:,.0f} evals/s ({r['generation_s'] * 1e3:.1f} ms)")
   print(f"share of a generation: render {r['share_render']:.0%}, LeNet forward+softmax "
         f"{r['share_classify']:.0%}, vary {r['share_vary']:.0%} (parts timed alone)")
-  print(f"ratio render / classify time, 200 x 28x28: {r['render_over_classify']:.2f}")
-
+  print(f"ratio render / classify time, 200 genomes 28x28: "
+        f"{r['render_over_classify']:.2f}")
 
 if __name__ == "__main__":
   main()

@@ -113,7 +113,8 @@ class CPPNGenome:
 
 def _check_capacity(num_outputs: int, max_nodes: int, max_conns: int) -> None:
   if num_outputs not in (1, 3):
-    raise ValueError(f"A CPPN has 1 (grey) or 3 (HLS colour) outputs; got {num_outputs}.")
+    raise ValueError(
+        f"A CPPN has 1 (grey) or 3 (HLS colour) outputs; got {num_outputs}.")
   if max_nodes < NUM_INPUTS + num_outputs:
     raise ValueError(
         f"max_nodes={max_nodes} cannot hold the {NUM_INPUTS} inputs and {num_outputs} "
@@ -326,11 +327,13 @@ def validate_genome(genome: CPPNGenome, *, weight_limit: float | None = 10.0
       raise InvalidGenomeError(
           f"Genome field {name} has shape {a.shape}; expected {(*batch, last)} "
           f"(node fields [..., N], connection fields [..., C]).")
-  for name, a, want in (("node_mask", node_mask, "bool"), ("conn_mask", conn_mask, "bool"),
-                        ("activation", act, "int32"), ("conn_src", src, "int32"),
-                        ("conn_dst", dst, "int32"), ("conn_weight", weight, "float32")):
+  for name, a, want in (("node_mask", node_mask, "bool"),
+                        ("conn_mask", conn_mask, "bool"), ("activation", act, "int32"),
+                        ("conn_src", src, "int32"), ("conn_dst", dst, "int32"),
+                        ("conn_weight", weight, "float32")):
     if a.dtype != np.dtype(want):
-      raise InvalidGenomeError(f"Genome field {name} has dtype {a.dtype}; expected {want}.")
+      raise InvalidGenomeError(
+          f"Genome field {name} has dtype {a.dtype}; expected {want}.")
   if n < NUM_INPUTS + num_out:
     raise InvalidGenomeError(f"A genome with {num_out} outputs needs at least "
                              f"{NUM_INPUTS + num_out} node slots; it has {n}.")
@@ -474,7 +477,8 @@ def _roles(genome: CPPNGenome) -> tuple[jax.Array, jax.Array]:
   """Which slots may be a connection's source, and which its target."""
   slots = jnp.arange(genome.max_nodes)
   first_out = genome.max_nodes - genome.num_outputs
-  return genome.node_mask & (slots < first_out), genome.node_mask & (slots >= NUM_INPUTS)
+  is_source = genome.node_mask & (slots < first_out)
+  return is_source, genome.node_mask & (slots >= NUM_INPUTS)
 
 
 def polynomial_delta(u: jax.Array, *, eta: float) -> jax.Array:
@@ -849,10 +853,11 @@ def make_encoding(*, height: int, width: int, channels: int, max_nodes: int = 32
   _check_capacity(channels, max_nodes, max_conns)
   if height < 1 or width < 1:
     raise ValueError(f"Image size must be positive; got {height}x{width}.")
-  for name, p in (("weight_rate", weight_rate), ("change_conn_rate", change_conn_rate),
-                  ("activation_rate", activation_rate), ("add_conn_rate", add_conn_rate),
-                  ("del_conn_rate", del_conn_rate), ("add_node_rate", add_node_rate),
-                  ("del_node_rate", del_node_rate)):
+  rates = dict(weight_rate=weight_rate, change_conn_rate=change_conn_rate,
+               activation_rate=activation_rate, add_conn_rate=add_conn_rate,
+               del_conn_rate=del_conn_rate, add_node_rate=add_node_rate,
+               del_node_rate=del_node_rate)
+  for name, p in rates.items():
     if not 0.0 <= p <= 1.0:
       raise ValueError(f"{name} must be a probability in [0, 1]; got {p}.")
   init = functools.partial(init_genome, num_outputs=channels, max_nodes=max_nodes,
