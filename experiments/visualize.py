@@ -158,8 +158,10 @@ def part_attribution(config, key, apply_fn, params, x, labels, names, classes, p
   labels = jnp.asarray(labels)
   x = jnp.asarray(x)
 
+  # params are an argument, not a closed-over constant: XLA would otherwise
+  # constant-fold through the weights at compile time.
   @jax.jit
-  def explain(key, x, labels):
+  def explain(params, key, x, labels):
     grads = vis.saliency(apply_fn, params, x, labels)
     smooth = vis.smoothgrad(key, apply_fn, params, x, labels,
                             num_samples=config.smoothgrad_samples,
@@ -172,7 +174,7 @@ def part_attribution(config, key, apply_fn, params, x, labels, names, classes, p
     probs = jax.nn.softmax(apply_fn(params, x), axis=-1)
     return grads, smooth, guided, sens, probs
 
-  grads, smooth, guided, sens, probs = explain(key, x, labels)
+  grads, smooth, guided, sens, probs = explain(params, key, x, labels)
   height, width = x.shape[1:3]
   occ_pixels = vis.occlusion_to_pixels(sens, height=height, width=width,
                                        patch=config.occlusion_patch,
@@ -221,11 +223,11 @@ def part_class_models(config, key, apply_fn, params, image_shape, classes, path)
   x0 = _start_images(k_init, config, len(targets), image_shape)
 
   @jax.jit
-  def visualise(k, x0):
+  def visualise(params, k, x0):
     objective = vis.class_objective(apply_fn, params, targets)
     return vis.gradient_ascent(k, objective, x0, **_ascent_kwargs(config))
 
-  x, trace = visualise(k_ascent, x0)
+  x, trace = visualise(params, k_ascent, x0)
   probs = jax.nn.softmax(apply_fn(params, x), axis=-1)
   target_probs = [float(probs[i, int(t)]) for i, t in enumerate(targets)]
   images.save_grid(path, np.asarray(x), labels=[classes[int(t)][:18] for t in targets],
@@ -243,11 +245,11 @@ def part_units(config, key, apply_fn, params, image_shape, path):
   x0 = _start_images(k_init, config, len(units), image_shape)
 
   @jax.jit
-  def visualise(k, x0):
+  def visualise(params, k, x0):
     objective = vis.unit_objective(features, params, layer=config.unit_layer, units=units)
     return vis.gradient_ascent(k, objective, x0, **_ascent_kwargs(config))
 
-  x, trace = visualise(k_ascent, x0)
+  x, trace = visualise(params, k_ascent, x0)
   images.save_grid(path, np.asarray(x),
                    titles=[f"{config.unit_layer}[{int(u)}]\n{float(v):.2f}"
                            for u, v in zip(units, trace[-1])],
@@ -270,12 +272,12 @@ def part_patches(config, apply_fn, params, path):
   units = list(config.patch_units)
 
   @jax.jit
-  def top(pool):
+  def top(params, pool):
     return vis.max_activating_patches(features, params, pool, layer=config.patch_layer,
                                       units=units, top_k=config.top_k, field=field,
                                       batch_size=config.eval_batch_size)
 
-  result = top(jnp.asarray(pool))
+  result = top(params, jnp.asarray(pool))
   k = config.top_k
   titles = [f"{config.patch_layer}[{u}]" if j == 0 else "" for u in units for j in range(k)]
   images.save_grid(path, np.asarray(result.patches).reshape(-1, *result.patches.shape[2:]),
@@ -305,7 +307,7 @@ def part_tsne(config, key, apply_fn, params, path):
   x, y = x[:config.tsne_points], y[:config.tsne_points]
 
   @jax.jit
-  def embed(key, x):
+  def embed(params, key, x):
     feats = jax.lax.map(lambda im: features(params, im[None])[config.tsne_layer][0], x,
                         batch_size=config.eval_batch_size)
     feats = feats.reshape(feats.shape[0], -1)
@@ -313,7 +315,7 @@ def part_tsne(config, key, apply_fn, params, path):
                       num_iters=config.tsne_iters)
     return result, feats
 
-  result, feats = embed(key, jnp.asarray(x))
+  result, feats = embed(params, key, jnp.asarray(x))
   agreement = float(vis.neighbour_agreement(result.embedding, jnp.asarray(y), k=5))
   pixel_agreement = float(vis.neighbour_agreement(
       jnp.asarray(x.reshape(len(x), -1)), jnp.asarray(y), k=5))
@@ -344,7 +346,7 @@ def part_inversion(config, key, apply_fn, params, x, path):
   x0 = jnp.clip(0.5 + 0.05 * jax.random.normal(key, x.shape), 0.0, 1.0)
 
   @functools.partial(jax.jit, static_argnames="layer")
-  def invert(x, x0, layer):
+  def invert(params, x, x0, layer):
     target = features(params, x)[layer]
     return vis.invert_features(features, params, target, x0, layer=layer,
                                num_steps=config.inversion_steps,
@@ -353,7 +355,7 @@ def part_inversion(config, key, apply_fn, params, x, path):
 
   panels, titles, losses = [np.asarray(x)], ["original"], {}
   for layer in layers:
-    recon, metrics = invert(x, x0, layer)
+    recon, metrics = invert(params, x, x0, layer)
     panels.append(np.asarray(recon))
     titles.append(f"from {layer}")
     losses[layer] = [float(v) for v in metrics["feature_loss"][-1]]
@@ -372,14 +374,14 @@ def part_deepdream(config, key, apply_fn, params, x, path):
   input_size = None if fixed is None or fixed[0] is None else tuple(fixed[:2])
 
   @jax.jit
-  def dream(key, canvas):
+  def dream(params, key, canvas):
     return vis.deep_dream(key, features, params, canvas, layer=config.dream_layer,
                           num_octaves=config.octaves, octave_scale=config.octave_scale,
                           steps_per_octave=config.dream_steps,
                           step_size=config.dream_step_size, jitter=config.dream_jitter,
                           input_size=input_size)
 
-  dreamed = dream(key, canvas)
+  dreamed = dream(params, key, canvas)
   grid = np.stack([np.asarray(canvas), np.asarray(dreamed)], axis=1)
   images.save_grid(path, grid.reshape(-1, *canvas.shape[1:]),
                    titles=["input", f"dream {config.dream_layer}"] * x.shape[0],
@@ -409,7 +411,7 @@ def part_style(config, apply_fn, params, x, names, path):
     style_name = "stripes"
 
   @jax.jit
-  def transfer(content, style):
+  def transfer(params, content, style):
     return vis.style_transfer(features, params, content, style, content,
                               content_layer=config.content_layer,
                               style_layers=list(config.style_layers),
@@ -419,7 +421,7 @@ def part_style(config, apply_fn, params, x, names, path):
                               tv_weight=config.style_tv_weight,
                               learning_rate=config.style_lr)
 
-  result, metrics = transfer(content, style)
+  result, metrics = transfer(params, content, style)
   grid = np.concatenate([np.asarray(content), np.asarray(style), np.asarray(result)])
   images.save_grid(path, grid, titles=["content", f"style ({style_name})", "result"],
                    ncols=3, scale=2.2, title="Neural style transfer (content + Gram + TV)")
