@@ -235,6 +235,23 @@ def test_full_genome_skips_adds_and_reports_it(key):
   assert _counts(child) == (5, 7) and stats["cppn_connections"] == 7
 
 
+def test_change_connection_rate_follows_the_originals_loop(key):
+  # Both connections can always move, so one of them does with 1 - 0.5^2.
+  g = cppn.genome_from_graph([("x", "h0", 1.0), ("h0", "out0", 1.0)],
+                             hidden=[("h0", "sine"), ("h1", "sine"), ("h2", "sine")],
+                             max_nodes=MAX_NODES, max_conns=MAX_CONNS)
+  only_rewire = dict(weight_rate=0.0, activation_rate=0.0, add_conn_rate=0.0,
+                     del_conn_rate=0.0, add_node_rate=0.0, del_node_rate=0.0)
+  kids, _ = jax.jit(jax.vmap(lambda k: cppn.mutate(k, g, **only_rewire)))(
+      jax.random.split(key, 4000))
+  kids, g = jax.device_get((kids, g))
+  moved = ((kids.conn_src != g.conn_src) | (kids.conn_dst != g.conn_dst)).sum(-1)
+  assert set(np.unique(moved)) <= {0, 1}  # at most one connection moves
+  assert abs(moved.mean() - 0.75) < 0.03  # 4000 draws: 4.4 standard errors
+  np.testing.assert_array_equal(kids.conn_weight[:, :2], np.ones((4000, 2)))
+  cppn.validate_genome(kids)
+
+
 def test_polynomial_mutation_keeps_weights_in_range_and_mostly_small(key):
   delta = cppn.polynomial_delta(jax.random.uniform(key, (20000,)), eta=15.0)
   assert float(jnp.abs(delta).max()) <= 1.0

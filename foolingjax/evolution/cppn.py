@@ -31,8 +31,11 @@ shifts them down. Free connection slots are zero (``src = dst = 0``,
 
 * every weight with probability 0.1: polynomial mutation (η_m = 15) on
   [-10, 10] (the paper's ``evo_float`` and ``parameters`` settings);
-* change connection, 0.5: one connection moves its source or its target to a
-  random valid node, keeping its weight (``gen_dnn``'s ``_change_conns``);
+* change connection, 0.5: ``gen_dnn``'s ``_change_conns`` tests each
+  connection with probability 0.5 and moves the first that passes (its source
+  or its target, a coin flip, keeping its weight), so a genome with E
+  connections is rewired once with probability 1 - 0.5^E; here the moved
+  connection is drawn uniformly rather than first in storage order;
 * every non-input node's activation is redrawn with probability 0.1
   (``cppn::sampled``);
 * add connection 0.5 (weight uniform in [-10, 10], never a duplicate),
@@ -468,9 +471,12 @@ def _select(pred: jax.Array, on_true: CPPNGenome, on_false: CPPNGenome) -> CPPNG
 def _adjacency(genome: CPPNGenome) -> jax.Array:
   """bool ``[N, N]``: ``A[i, j]`` iff an active connection i -> j exists."""
   slots = jnp.arange(genome.max_nodes)
-  from_i = genome.conn_mask[:, None] & (genome.conn_src[:, None] == slots[None, :])
-  to_j = genome.conn_dst[:, None] == slots[None, :]  # [C, N]
-  return jnp.any(from_i[:, :, None] & to_j[:, None, :], axis=0)
+  # One-hot [C, N] factors and a matmul: a batched scatter under vmap compiles
+  # slowly, and a [C, N, N] elementwise product costs C N^2 memory traffic.
+  from_i = (genome.conn_mask[:, None]
+            & (genome.conn_src[:, None] == slots[None, :])).astype(jnp.float32)
+  to_j = (genome.conn_dst[:, None] == slots[None, :]).astype(jnp.float32)
+  return jnp.dot(from_i.T, to_j, precision=jax.lax.Precision.HIGHEST) > 0.5
 
 
 def _roles(genome: CPPNGenome) -> tuple[jax.Array, jax.Array]:
@@ -647,7 +653,9 @@ def mutate(key: jax.Array, genome: CPPNGenome, *, weight_rate: float = 0.1,
     weight_rate: per-weight probability of polynomial mutation.
     eta: polynomial mutation's η_m.
     weight_limit: weights stay in [-limit, limit].
-    change_conn_rate: probability of moving one connection's endpoint.
+    change_conn_rate: per-connection probability in the original's loop;
+      one connection's endpoint moves with probability
+      ``1 - (1 - change_conn_rate) ** connections``.
     activation_rate: per-node probability of redrawing the activation.
     add_conn_rate: probability of adding a connection.
     del_conn_rate: probability of deleting a connection.
@@ -662,10 +670,14 @@ def mutate(key: jax.Array, genome: CPPNGenome, *, weight_rate: float = 0.1,
   """
   k_gates, k_w, k_rewire, k_act, k_add_c, k_del_c, k_add_n, k_del_n = (
       jax.random.split(key, 8))
-  gate = jax.random.uniform(k_gates, (5,)) < jnp.array(
-      [change_conn_rate, add_conn_rate, del_conn_rate, add_node_rate, del_node_rate])
-  do_rewire, do_add_conn, do_del_conn, do_add_node, do_del_node = gate
+  u_gates = jax.random.uniform(k_gates, (5,))
+  gate = u_gates[1:] < jnp.array([add_conn_rate, del_conn_rate, add_node_rate,
+                                  del_node_rate])
+  do_add_conn, do_del_conn, do_add_node, do_del_node = gate
   g = mutate_weights(k_w, genome, rate=weight_rate, eta=eta, weight_limit=weight_limit)
+  # gate[0] < 1 - (1 - p)^E, written as a comparison of logs: (1 - p)^E < 1 - u.
+  keep_rate = jnp.maximum(1.0 - change_conn_rate, 1e-7)  # log(0) guard for rate 1
+  do_rewire = count_connections(g) * jnp.log(keep_rate) < jnp.log1p(-u_gates[0])
   g = _select(do_rewire, rewire_connection(k_rewire, g), g)
   g = mutate_activations(k_act, g, rate=activation_rate)
   conns_full = jnp.all(g.conn_mask)
