@@ -5,8 +5,8 @@ A compositional pattern-producing network maps a pixel's coordinates
 gives regular images (symmetry, repetition, stripes). This module follows the
 fooling paper's sferes2 code (``exp/images/dl_map_elites_images*.cpp`` with
 ``modules/nn2/gen_dnn.hpp``) with the same start and mutation rates, and keeps
-the graph acyclic (the original also allowed recurrent links, evaluated by
-stepping the network a fixed number of times).
+the graph acyclic (``gen_dnn`` adds connections between any two nodes, so the
+original's networks could contain cycles).
 
 **Genome layout.** Every genome of a run has ``N = max_nodes`` node slots and
 ``C = max_conns`` connection slots, so a population is one pytree whose leaves
@@ -50,7 +50,8 @@ ignores its mate too.
 
 **Rendering.** See :func:`render` for the coordinate scaling. Hidden and output
 nodes take one of :data:`ACTIVATIONS`; outputs in [-1, 1] map to [0, 1] by
-``(v + 1) / 2``; three outputs are read as HLS and converted to RGB.
+``(v + 1) / 2`` (our choice: linear, and no output value is lost); three
+outputs are read as HLS and converted to RGB.
 """
 
 from __future__ import annotations
