@@ -318,7 +318,7 @@ def conv(path: str, *, strides: int = 1, padding: str | Sequence = "SAME",
         x[None], p["kernel"], (strides, strides), padding,
         dimension_numbers=("NHWC", "HWIO", "NHWC"),
         feature_group_count=feature_group_count)[0]
-    return y + p["bias"] if "bias" in p else y
+    return y + _channels(p["bias"], y) if "bias" in p else y
   return fn
 
 
@@ -331,8 +331,15 @@ def batch_norm(path: str, *, epsilon: float) -> LayerFn:
   """
   def fn(variables, x):
     p, s = _get(variables, "params", path), _get(variables, "batch_stats", path)
-    return (x - s["mean"]) * (p["scale"] * jax.lax.rsqrt(s["var"] + epsilon)) + p["bias"]
+    scale = p["scale"] * jax.lax.rsqrt(s["var"] + epsilon)
+    return ((x - _channels(s["mean"], x)) * _channels(scale, x)
+            + _channels(p["bias"], x))
   return fn
+
+
+def _channels(v, like):
+  """A per-channel vector shaped to broadcast over ``like``'s last axis."""
+  return jnp.reshape(v, (1,) * (like.ndim - 1) + (-1,))
 
 
 def chain(*fns: LayerFn) -> LayerFn:

@@ -1,0 +1,194 @@
+"""Per-layer upper Lipschitz bounds next to the measured sensitivity.
+
+  python -m experiments.lipschitz --config=experiments/configs/lipschitz.py:all \
+      --workdir=runs/lipschitz_all
+
+For each classifier: the bound of every layer (:mod:`foolingjax.lipschitz`),
+their product, and the measured ``||f(x + r) - f(x)|| / ||r||`` (``f`` = the
+logits) for ``r`` the minimal L-BFGS adversarial perturbation towards
+``(prediction + 1) mod K`` and for a random Gaussian ``r`` of norm
+``random_l2``. Writes to the work directory:
+
+  config.json; bounds.json (every layer's bound and power-iteration
+  convergence, per classifier); measured.json (per-image ratios, L2
+  distortions, attack success); results.md (a summary table and one table of
+  layer bounds per classifier).
+"""
+
+from __future__ import annotations
+
+import math
+import pathlib
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import app
+
+from experiments import common
+from foolingjax import attacks, data, lipschitz, models, zoo
+
+_CONFIG = common.CONFIG
+_WORKDIR = common.WORKDIR
+
+PHOTOS = ("chelsea", "coffee", "rocket", "astronaut")
+
+
+def load_classifier(name: str, *, seed: int):
+  """A zoo preset or ``init:<arch>`` (an untrained zoo architecture)."""
+  if name.startswith("init:"):
+    return models.init(name[len("init:"):], jax.random.key(seed))
+  return zoo.load_classifier(name, seed=seed, train_if_missing=False)
+
+
+def imagenet_photos(n: int) -> np.ndarray:
+  """The first ``n`` of scikit-image's sample photos, 224x224 in [0, 1]."""
+  import skimage
+  from PIL import Image
+
+  from foolingjax import imagenet
+  if not 1 <= n <= len(PHOTOS):
+    raise ValueError(f"imagenet_num_images must be in [1, {len(PHOTOS)}]; got {n}.")
+  folder = pathlib.Path(skimage.__file__).parent / "data"
+  files = [next(folder.glob(f"{name}.*")) for name in PHOTOS[:n]]
+  return np.stack([imagenet.prepare_photo(np.asarray(Image.open(f)), size=224)
+                   for f in files])
+
+
+def images_for(input_shape, config) -> np.ndarray:
+  if tuple(input_shape) == (28, 28, 1):
+    test_x, _ = data.load("mnist", "test")
+    return test_x[: config.mnist_num_images].astype(np.float32) / 255.0
+  if tuple(input_shape) == (224, 224, 3):
+    return imagenet_photos(config.imagenet_num_images)
+  raise ValueError(f"No test images for input shape {input_shape}.")
+
+
+def measure(key, name, classifier, config, *, log) -> tuple[dict, dict]:
+  """Bounds and measured ratios of one classifier."""
+  apply_fn, params = classifier
+  input_shape = tuple(apply_fn.input_shape)
+  layers = lipschitz.zoo_layers(apply_fn)
+  variables = lipschitz.variables_of(apply_fn, params)
+  k_bounds, k_random = jax.random.split(key)
+
+  bounds_fn = jax.jit(lambda k, v: lipschitz.layer_bounds(
+      k, layers, v, input_shape=input_shape, num_iters=config.power_iters))
+  t0 = time.perf_counter()
+  result = jax.block_until_ready(bounds_fn(k_bounds, variables))
+  bound_seconds = time.perf_counter() - t0
+  bounds = {
+      "layers": [{"name": n, "bound": float(result.bounds[n]),
+                  "top_level": n in result.top_level,
+                  "rel_change": (float(result.rel_change[n]) if n in result.rel_change
+                                 else None)} for n in result.names],
+      "log10_bound": float(result.log10_network),
+      "power_iters": config.power_iters,
+      "seconds": bound_seconds,
+  }
+  log(f"{name}: log10 bound {bounds['log10_bound']:.3f} ({bound_seconds:.0f} s)")
+
+  x = jnp.asarray(images_for(input_shape, config))
+  imagenet = input_shape == (224, 224, 3)
+  predict = jax.jit(lambda p, x: jnp.argmax(apply_fn(p, x), -1))
+  k = apply_fn.num_classes
+  targets = (predict(params, x) + 1) % k
+  attack = jax.jit(lambda p, x, t: attacks.lbfgs_attack(
+      apply_fn, p, x, t,
+      c_search_steps=(config.imagenet_lbfgs_c_search_steps if imagenet
+                      else config.lbfgs_c_search_steps),
+      max_iters=(config.imagenet_lbfgs_max_iters if imagenet else config.lbfgs_max_iters),
+      tol=config.lbfgs_tol))
+  t0 = time.perf_counter()
+  adv, info = jax.block_until_ready(attack(params, x, targets))
+  attack_seconds = time.perf_counter() - t0
+  ratio = jax.jit(lambda p, x, y: lipschitz.sensitivity_ratio(apply_fn, p, x, y))
+  success = np.asarray(info.success)
+  lbfgs_ratio = np.asarray(ratio(params, x, adv))
+  r = jax.random.normal(k_random, x.shape)
+  r = r * (config.random_l2 / jnp.linalg.norm(r.reshape((r.shape[0], -1)), axis=-1)
+           ).reshape((-1, 1, 1, 1))
+  random_ratio = np.asarray(ratio(params, x, x + r))
+  measured = {
+      "num_images": int(x.shape[0]),
+      "num_successes": int(success.sum()),
+      "lbfgs_ratio": [float(v) if s else None for v, s in zip(lbfgs_ratio, success)],
+      "lbfgs_l2": [float(v) for v in np.asarray(info.l2)],
+      "random_ratio": [float(v) for v in random_ratio],
+      "random_l2": config.random_l2,
+      "attack_seconds": attack_seconds,
+  }
+  log(f"  L-BFGS: {measured['num_successes']}/{measured['num_images']} succeeded, "
+      f"ratios {measured['lbfgs_ratio']} ({attack_seconds:.0f} s)")
+  return bounds, measured
+
+
+def _fmt(v: float | None) -> str:
+  if v is None or not math.isfinite(v):
+    return "—"
+  return f"{v:.3g}" if 1e-3 <= abs(v) < 1e5 else f"{v:.2e}"
+
+
+def markdown(results: dict) -> str:
+  """The summary table and one table of top-level layer bounds per classifier."""
+  lines = [
+      "| network | upper bound (product) | L-BFGS ratio mean | L-BFGS ratio max "
+      "| random-r ratio mean | images (L-BFGS successes) | bound / max L-BFGS ratio |",
+      "|---|---|---|---|---|---|---|",
+  ]
+  for name, (bounds, measured) in results.items():
+    ratios = [v for v in measured["lbfgs_ratio"] if v is not None]
+    bound = 10.0 ** bounds["log10_bound"]
+    mean = float(np.mean(ratios)) if ratios else None
+    worst = float(np.max(ratios)) if ratios else None
+    lines.append(
+        f"| {name} | {_fmt(bound)} | {_fmt(mean)} | {_fmt(worst)} "
+        f"| {_fmt(float(np.mean(measured['random_ratio'])))} "
+        f"| {measured['num_images']} ({measured['num_successes']}) "
+        f"| {_fmt(bound / worst) if worst else '—'} |")
+  for name, (bounds, _) in results.items():
+    lines += ["", f"### {name}", "", "| layer | upper Lipschitz bound |", "|---|---|"]
+    lines += [f"| {layer['name']} | {_fmt(layer['bound'])} |"
+              for layer in bounds["layers"] if layer["top_level"]]
+    lines.append(f"| product | {_fmt(10.0 ** bounds['log10_bound'])} |")
+  return "\n".join(lines) + "\n"
+
+
+def parse_summary(text: str) -> dict[str, dict[str, str]]:
+  """Reads the summary table of ``results.md`` back: ``{network: {column: cell}}``."""
+  rows = [line for line in text.splitlines() if line.startswith("|")]
+  header = [c.strip() for c in rows[0].strip("|").split("|")]
+  table = {}
+  for line in rows[2:]:
+    if line.startswith("| layer") or line.startswith("|---"):
+      break
+    cells = [c.strip() for c in line.strip("|").split("|")]
+    table[cells[0]] = dict(zip(header, cells))
+  return table
+
+
+def run(config, workdir, *, log=print) -> dict:
+  """Bounds and measurements for every classifier; returns ``{name: (bounds, measured)}``."""
+  workdir, _ = common.prepare_workdir(workdir, config)
+  key = jax.random.key(config.seed)
+  results = {}
+  names = [n.strip() for n in config.classifiers.split(",") if n.strip()]
+  for i, name in enumerate(names):
+    classifier = load_classifier(name, seed=config.classifier_seed)
+    results[name] = measure(jax.random.fold_in(key, i), name, classifier, config, log=log)
+    common.write_json(workdir / "bounds.json", {n: b for n, (b, _) in results.items()})
+    common.write_json(workdir / "measured.json", {n: m for n, (_, m) in results.items()})
+    tmp = workdir / "results.md.tmp"
+    tmp.write_text(markdown(results))
+    tmp.replace(workdir / "results.md")
+  return results
+
+
+def main(argv):
+  del argv
+  run(_CONFIG.value, pathlib.Path(_WORKDIR.value or f"runs/lipschitz_{_CONFIG.value.preset}"))
+
+
+if __name__ == "__main__":
+  app.run(main)
