@@ -133,8 +133,9 @@ def _fmt(v: float | None) -> str:
 def markdown(results: dict) -> str:
   """The summary table and one table of top-level layer bounds per classifier."""
   lines = [
-      "| network | upper bound (product) | L-BFGS ratio mean | L-BFGS ratio max "
-      "| random-r ratio mean | images (L-BFGS successes) | bound / max L-BFGS ratio |",
+      ("| network | upper bound (product) | L-BFGS ratio mean | L-BFGS ratio max "
+       "| random-r ratio mean | images (L-BFGS successes) "
+       "| bound / max L-BFGS ratio |"),
       "|---|---|---|---|---|---|---|",
   ]
   for name, (bounds, measured) in results.items():
@@ -161,7 +162,7 @@ def parse_summary(text: str) -> dict[str, dict[str, str]]:
   header = [c.strip() for c in rows[0].strip("|").split("|")]
   table = {}
   for line in rows[2:]:
-    if line.startswith("| layer") or line.startswith("|---"):
+    if line.startswith(("| layer", "|---")):
       break
     cells = [c.strip() for c in line.strip("|").split("|")]
     table[cells[0]] = dict(zip(header, cells))

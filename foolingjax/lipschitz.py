@@ -38,7 +38,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Callable, Sequence, Union
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -46,8 +47,13 @@ import jax.numpy as jnp
 from flax import struct
 
 from foolingjax.models import efficientnet
-from foolingjax.models.small import MLP, AlexNetSmall, AutoencoderClassifier, LeNet
-from foolingjax.models.small import local_response_norm
+from foolingjax.models.small import (
+  MLP,
+  AlexNetSmall,
+  AutoencoderClassifier,
+  LeNet,
+  local_response_norm,
+)
 
 Variables = Any
 LayerFn = Callable[[Variables, jax.Array], jax.Array]
@@ -86,7 +92,7 @@ class Residual:
   layers: tuple
 
 
-Layer = Union[Affine, Fixed, Sequential, Residual]
+Layer = Affine | Fixed | Sequential | Residual
 
 
 @struct.dataclass
