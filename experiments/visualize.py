@@ -84,7 +84,11 @@ def load_photos(config) -> tuple[np.ndarray, list[str]]:
         from PIL import Image
         pixels = np.asarray(Image.open(f).convert("RGB"))
     else:
-      import skimage.data
+      try:
+        import skimage.data
+      except ImportError:
+        raise ImportError("The ImageNet photos come from scikit-image. Fix: pip install "
+                          "scikit-image (or the test extra).") from None
       pixels = getattr(skimage.data, name)()
     arrays.append(imagenet.prepare_photo(pixels, size=config.image_size))
     names.append(name)
@@ -203,11 +207,12 @@ def part_attribution(config, key, apply_fn, params, x, labels, names, classes, p
 
 
 def _ascent_kwargs(config):
-  return dict(num_steps=config.ascent_steps, step_size=config.ascent_step_size,
-              l2_decay=config.l2_decay, blur_every=config.blur_every,
-              blur_sigma=config.blur_sigma, norm_clip_percentile=config.norm_clip_percentile,
-              contribution_clip_percentile=config.contribution_clip_percentile,
-              jitter=config.jitter, center=config.center)
+  return {"num_steps": config.ascent_steps, "step_size": config.ascent_step_size,
+          "l2_decay": config.l2_decay, "blur_every": config.blur_every,
+          "blur_sigma": config.blur_sigma,
+          "norm_clip_percentile": config.norm_clip_percentile,
+          "contribution_clip_percentile": config.contribution_clip_percentile,
+          "jitter": config.jitter, "center": config.center}
 
 
 def _start_images(key, config, n, shape):
@@ -332,7 +337,7 @@ def part_tsne(config, key, apply_fn, params, path):
   ax.set_yticks([])
   fig.tight_layout()
   _save(fig, path)
-  return {"layer": config.tsne_layer, "points": int(len(y)),
+  return {"layer": config.tsne_layer, "points": len(y),
           "neighbour_agreement": agreement,
           "neighbour_agreement_features": feature_agreement,
           "neighbour_agreement_pixels": pixel_agreement,

@@ -109,7 +109,7 @@ def test_guided_relu_passes_only_positive_gradients_where_the_input_was_positive
 
 
 def test_guided_backprop_in_a_network_never_passes_through_off_relus(key):
-  apply_fn, params = models.init("fc100_100_10", key)
+  _, params = models.init("fc100_100_10", key)
   x = jax.random.uniform(jax.random.key(3), (3, 28, 28, 1))
   labels = jnp.array([0, 5, 9])
 
@@ -271,7 +271,9 @@ def test_receptive_field_of_lenet_contains_each_units_gradient(key):
   x = jax.random.uniform(key, (1, 28, 28, 1))
   for layer, (i, j) in [("conv1", (3, 17)), ("conv2", (2, 5)), ("pool2", (1, 3))]:
     field = vis.zoo_receptive_field("lenet", layer)
-    grad = jax.grad(lambda x: features(params, x)[layer][0, i, j, 0])(x)[0, ..., 0]
+    def unit(x, layer=layer, i=i, j=j):
+      return features(params, x)[layer][0, i, j, 0]
+    grad = jax.grad(unit)(x)[0, ..., 0]
     inside = np.zeros((28, 28), bool)
     r0, c0 = field.start + i * field.jump, field.start + j * field.jump
     inside[r0:r0 + field.size, c0:c0 + field.size] = True

@@ -20,18 +20,47 @@ callables; every optimisation runs as one ``lax.scan``.
 """
 
 from foolingjax.visualize.ascent import (
-    class_objective, gaussian_blur, gaussian_kernel, gradient_ascent, unit_objective)
+    class_objective,
+    gaussian_blur,
+    gaussian_kernel,
+    gradient_ascent,
+    unit_objective,
+)
 from foolingjax.visualize.attribution import (
-    guided_backprop, guided_relu, guided_relu6, occlusion, occlusion_positions,
-    occlusion_to_pixels, saliency, saliency_map, smoothgrad, with_guided_relus)
+    guided_backprop,
+    guided_relu,
+    guided_relu6,
+    occlusion,
+    occlusion_positions,
+    occlusion_to_pixels,
+    saliency,
+    saliency_map,
+    smoothgrad,
+    with_guided_relus,
+)
 from foolingjax.visualize.dataset import (
-    ReceptiveField, TopPatches, filter_grid, max_activating_patches, receptive_field,
-    zoo_receptive_field)
+    ReceptiveField,
+    TopPatches,
+    filter_grid,
+    max_activating_patches,
+    receptive_field,
+    zoo_receptive_field,
+)
 from foolingjax.visualize.synthesis import (
-    deep_dream, gram_matrix, invert_features, style_transfer, total_variation)
+    deep_dream,
+    gram_matrix,
+    invert_features,
+    style_transfer,
+    total_variation,
+)
 from foolingjax.visualize.tsne import (
-    TSNEResult, conditional_probabilities, joint_probabilities, neighbour_agreement,
-    squared_distances, tsne)
+    TSNEResult,
+    conditional_probabilities,
+    joint_probabilities,
+    neighbour_agreement,
+    squared_distances,
+    tsne,
+)
 
 __all__ = [
     "ReceptiveField", "TSNEResult", "TopPatches", "class_objective",

@@ -14,7 +14,8 @@ independent, so a batch visualises B classes or units at once.
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
