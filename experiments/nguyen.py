@@ -34,21 +34,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
-from ml_collections import config_flags
 
 from experiments import common, fool
 from experiments.configs import fool as fool_config
 from experiments.configs import nguyen as nguyen_config
-from foolingjax import checkpoint, data, images, nguyen, training, zoo
+from foolingjax import checkpoint, data, images, models, nguyen, training, zoo
+from foolingjax.contract import Classifier
 from foolingjax.attacks import fooling
 from foolingjax.evolution import map_elites
 
-# experiments.fool (imported for its helpers) defines --config and --workdir
-# when imported; define them only where it has not.
-if "config" not in flags.FLAGS:
-  config_flags.DEFINE_config_file("config", None, "Nguyen follow-ups config.")
-if "workdir" not in flags.FLAGS:
-  flags.DEFINE_string("workdir", None, "Work directory (resumes if it holds this run).")
+_CONFIG = common.CONFIG
+_WORKDIR = common.WORKDIR
 
 PARTS = nguyen_config.PARTS
 NUM_REAL = 10  # MNIST digits; the retrain loop's fooling class is index 10
@@ -86,7 +82,83 @@ def run(config, workdir) -> dict:
     common.write_json(summary_path, summary)
     print(f"[{part}] finished in {result['seconds']:.0f} s.")
   common.write_json(summary_path, summary)
+  (workdir / "tables.md").write_text(markdown_tables(summary))
   return summary
+
+
+def _pct(p, digits=0) -> str:
+  return "—" if p is None else f"{100 * p:.{digits}f} %"
+
+
+def _conf(p) -> str:
+  # Truncated, never rounded up: a float32 softmax of 0.9999996 is not "100 %".
+  if p is None:
+    return "—"
+  return f"{np.floor(p * 1e6) / 1e4:.4f} %" if p >= 0.9999 else f"{np.floor(p * 1e4) / 1e2:.2f} %"
+
+
+def markdown_tables(summary: dict) -> str:
+  """The README tables of whichever parts ``summary`` holds."""
+  out = []
+  if "gradient" in summary:
+    g = summary["gradient"]
+    ev = g["evolved"]
+    out += [f"Gradient ascent ({g['images']} images, {g['steps']} steps) on {g['classifier']}"
+            ", median confidence per class (evolved: median over the runs' elites):", "",
+            "| class | " + " | ".join(str(k) for k in range(NUM_REAL)) + " | all | >= 99.99 % |",
+            "|---" * (NUM_REAL + 3) + "|"]
+    out.append("| gradient | " + " | ".join(_conf(p) for p in g["per_class_median"])
+               + f" | {_conf(g['median_confidence'])} | {_pct(g['share_9999'])} |")
+    for enc in ("direct", "cppn"):
+      if enc in ev:
+        out.append(f"| evolved {enc} | " + " | ".join(
+            _conf(p) for p in ev[enc]["per_class_median"])
+            + f" | {_conf(ev[enc]['median_confidence'])} | {_pct(ev[enc]['share_9999'])} |")
+    out += ["", f"The gradient images on the other seed: median "
+            f"{_conf(g['median_confidence_other_seed'])}, >= 99.99 %: "
+            f"{_pct(g['share_9999_other_seed'])}.", ""]
+  if "transfer" in summary:
+    out += ["| evolved on (A) | scored by (B) | encoding | images | A >= 99.99 % | "
+            "same top-1 | both >= 99.99 % | B less confident | median A | median B |",
+            "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in summary["transfer"]["rows"]:
+      out.append(f"| {r['source']} | {r['target']} | {r['encoding']} | {r['count']} | "
+                 f"{_pct(r['a_above'])} | {_pct(r['same_top1'])} | {_pct(r['both_above'])} | "
+                 f"{_pct(r['b_less_confident'])} | {_conf(r['median_conf_a'])} | "
+                 f"{_conf(r['median_conf_b'])} |")
+    out.append("")
+  if "retrain" in summary:
+    rt = summary["retrain"]
+    out += ["| iteration | outputs | test accuracy | median best confidence | >= 99.99 % | "
+            ">= 99 % |", "|---|---|---|---|---|---|"]
+    for h in rt["iterations"]:
+      out.append(f"| {h['iteration']} | {h['num_outputs']} | {_pct(h['test_accuracy'], 2)} | "
+                 f"{_conf(h['median_confidence'])} | {_pct(h['share_9999'])} | "
+                 f"{_pct(h['share_99'])} |")
+    if rt.get("control"):
+      c = rt["control"]
+      out.append(f"| control (same budget, 10 classes) | 10 | {_pct(c['test_accuracy'], 2)} | "
+                 f"{_conf(c['median_confidence'])} | {_pct(c['share_9999'])} | |")
+    out.append("")
+  if "ablation" in summary:
+    a = summary["ablation"]
+    q = a["confidence_quartiles_per_step"]
+    steps = len(q) - 1
+    out += [f"{a['with_repeats']} of {a['images']} CPPN elites have repeated motifs "
+            f"(median {a['median_repeats']} repeats, {a['median_components']} components).",
+            "", "| repeats removed | " + " | ".join(
+                f"{100 * s // steps} %" for s in range(steps + 1)) + " |",
+            "|---" * (steps + 2) + "|"]
+    for name, i in (("confidence, 1st quartile", 0), ("median", 1), ("3rd quartile", 2)):
+      out.append(f"| {name} | " + " | ".join(_conf(x[i]) if x else "—" for x in q) + " |")
+    d = a["drop_quartiles"] or [None] * 3
+    out += ["", f"Confidence drop with all repeats removed (percentage points): quartiles "
+            f"{', '.join(_pct(x, 2) for x in d)}; dropped for {_pct(a['share_dropped'])} "
+            f"of the images (by > 1 point for {_pct(a['share_dropped_over_1pct'])}); "
+            f">= 99.99 % before {_pct(a['share_9999_before'])}, after "
+            f"{_pct(a['share_9999_after'])}; top-1 label lost for "
+            f"{_pct(a['share_top1_lost'])}.", ""]
+  return "\n".join(out)
 
 
 # --------------------------------------------------------------------------
@@ -390,8 +462,7 @@ def run_retrain(config, workdir, sources: Sources) -> dict:
             replace=len(fooling_images) < r.fooling_class_size))
         x = np.concatenate([train_x, fooling_images[pick]])
         y = np.concatenate([train_y, np.full(r.fooling_class_size, NUM_REAL, train_y.dtype)])
-      clf, train_history = training.fit(tcfg, (x, y), None, workdir=it / "train",
-                                        log=print)
+      clf, train_history = _fit_once(tcfg, (x, y), it / "params.msgpack")
     train_seconds = time.perf_counter() - t0
     test_logits = _logits(clf, test_x)
     accuracy = float(np.mean(np.argmax(test_logits, -1) == test_y))
@@ -435,11 +506,46 @@ def run_retrain(config, workdir, sources: Sources) -> dict:
     print(f"[retrain] iteration {i}: test accuracy {accuracy:.4f}, median best confidence "
           f"{record['median_confidence']:.5f}, >= 99.99%: {record['share_9999']:.0%}")
   history = [done[i] for i in range(1, r.iterations + 1)]
-  _plot_retrain(out / "retrain.png", history)
-  return {"iterations": history, "scale": {
+  control = None
+  if r.control:
+    # The same training budget without a fooling class: separates the effect of
+    # class n+1 on test accuracy from that of a reduced budget.
+    tcfg = zoo.preset_config("lenet_mnist", seed=config.seed * 100)
+    tcfg.epochs = r.epochs
+    clf, _ = _fit_once(tcfg, (train_x, train_y), out / "control_params.msgpack")
+    control_logits = _logits(clf, test_x)
+    if control_logits.shape[-1] not in evolvers:
+      evolvers[control_logits.shape[-1]] = Evolver(
+          encoding=encoding, apply_fn=clf.apply_fn, population=r.population,
+          chunk=_chunk(r.generations, 100))
+    archives = evolvers[control_logits.shape[-1]].evolve(
+        jax.random.fold_in(key, 1000), clf.params, runs=r.runs, generations=r.generations,
+        ckpt=out / "control_archives.msgpack", log_prefix="[retrain control] ")
+    control = {"test_accuracy": float(np.mean(np.argmax(control_logits, -1) == test_y)),
+               "median_confidence": float(np.median(np.asarray(archives.fitness))),
+               "share_9999": float(np.mean(np.asarray(archives.fitness) >= 0.9999))}
+  _plot_retrain(out / "retrain.png", history, control and control["test_accuracy"])
+  return {"iterations": history, "control": control, "scale": {
       "train_size": r.train_size or len(train_y), "epochs": r.epochs,
       "population": r.population, "generations": r.generations, "runs": r.runs,
       "fooling_class_size": r.fooling_class_size, "encoding": r.encoding}}
+
+
+def _fit_once(tcfg, train, path: pathlib.Path):
+  """Trains once; a rerun restores the parameters saved when training ended.
+
+  training.fit's own per-epoch resume is not used: restoring its TrainState
+  failed here (the step is stored as int32 and expected as int64).
+  """
+  apply_fn, template = models.init(tcfg.model, jax.random.key(tcfg.seed),
+                                   input_shape=train[0].shape[1:],
+                                   num_classes=tcfg.num_classes)
+  if path.exists():
+    params, meta = checkpoint.restore(path, template)
+    return Classifier(apply_fn, params), meta["history"]
+  clf, history = training.fit(tcfg, train, None, workdir=None, log=print)
+  checkpoint.save(path, clf.params, meta={"history": history})
+  return Classifier(apply_fn, clf.params), history
 
 
 def _logits(clf, images_u8, batch: int = 1000) -> np.ndarray:
@@ -448,7 +554,7 @@ def _logits(clf, images_u8, batch: int = 1000) -> np.ndarray:
                          for s in range(0, len(images_u8), batch)])
 
 
-def _plot_retrain(path, history):
+def _plot_retrain(path, history, control=None):
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
@@ -460,7 +566,10 @@ def _plot_retrain(path, history):
   ax1.set(xlabel="iteration (DNN_i)", ylabel="-log10(1 - p)",
           title="Best confidence evolution reaches\n(median over real-class elites)")
   ax1.legend(fontsize=8)
-  ax2.plot(it, [100 * h["test_accuracy"] for h in history], "o-")
+  ax2.plot(it, [100 * h["test_accuracy"] for h in history], "o-", label="DNN_i")
+  if control is not None:
+    ax2.axhline(100 * control, color="gray", ls="--", label="same budget, no class n+1")
+  ax2.legend(fontsize=8)
   ax2.set(xlabel="iteration (DNN_i)", ylabel="test accuracy (%)",
           title="MNIST test accuracy (11-way argmax)")
   fig.tight_layout()
@@ -546,8 +655,8 @@ def _plot_ablation(path, conf, steps):
 
 def main(argv):
   del argv
-  config = flags.FLAGS.config
-  run(config, pathlib.Path(flags.FLAGS.workdir or f"runs/nguyen_{config.preset}"))
+  config = _CONFIG.value
+  run(config, pathlib.Path(_WORKDIR.value or f"runs/nguyen_{config.preset}"))
 
 
 if __name__ == "__main__":

@@ -51,6 +51,7 @@ def get_config(preset: str = "all"):
       epochs=5, train_size=0,  # 0: the whole MNIST training split
       fooling_class_size=6000,  # images of class n+1 per retrain (a digit class's size)
       initial="zoo",           # DNN_1: the bundled LeNet seed 0 ("zoo") or "train"
+      control=True,            # also train a 10-class LeNet with the same budget
   ))
 
   c.ablation = ml_collections.ConfigDict(dict(
@@ -62,13 +63,18 @@ def get_config(preset: str = "all"):
   elif preset in PARTS:
     c.parts = preset
   elif preset == "reduced":
-    c.evolve.generations = 200
-    c.evolve.runs = 5
-    c.retrain.generations = 100
-    c.retrain.population = 100
+    c.evolve.population = 100
+    c.evolve.generations = 100
+    c.evolve.runs = 3
+    c.evolve.checkpoint_every = 50
+    c.gradient.starts_per_class = 5
+    c.gradient.steps = 100
+    c.retrain.population = 50
+    c.retrain.generations = 50
+    c.retrain.runs = 3
     c.retrain.epochs = 1
-    c.retrain.train_size = 20000
-    c.retrain.fooling_class_size = 2000
+    c.retrain.train_size = 10000
+    c.retrain.fooling_class_size = 1000
   elif preset == "smoke":
     c.evolve.population = 16
     c.evolve.generations = 4
@@ -77,7 +83,8 @@ def get_config(preset: str = "all"):
     c.evolve.runs = 2
     c.gradient.starts_per_class = 2
     c.gradient.steps = 5
-    c.retrain.iterations = 3
+    c.transfer.encodings = "direct"   # the CPPN path is exercised by gradient/ablation
+    c.retrain.iterations = 2
     c.retrain.population = 16
     c.retrain.generations = 3
     c.retrain.runs = 2

@@ -1,0 +1,240 @@
+import json
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from PIL import Image
+
+from experiments import common, nguyen as nguyen_experiment
+from experiments.configs import nguyen as nguyen_config
+from foolingjax import nguyen
+
+
+def _bars_image(dark_on_bright=False):
+  """Three identical 3x2 bars, one 3x3 block (bars' IoU with it: 2/3) and a dot."""
+  image = np.zeros((12, 12, 1), np.float32)
+  for col in (1, 5, 9):
+    image[2:5, col:col + 2] = 1.0
+  image[8:11, 1:4] = 1.0
+  image[8, 8] = 1.0
+  return jnp.asarray(1.0 - image if dark_on_bright else image)
+
+
+# --------------------------------------------------------------------------
+# Transfer statistics
+
+
+def test_transfer_statistics_known_answer():
+  probs_a = jnp.array([[0.99999, 0.00001], [0.99999, 0.00001], [0.2, 0.8], [0.9, 0.1]])
+  probs_b = jnp.array([[0.999995, 0.000005], [0.3, 0.7], [0.1, 0.9], [0.95, 0.05]])
+  targets = jnp.array([0, 0, 1, 0])
+  stats = jax.jit(nguyen.transfer_statistics)(probs_a, probs_b, targets)
+  # Same top-1: images 0, 2, 3. Both >= 99.99 %: image 0 only. B < A: image 1.
+  assert int(stats["count"]) == 4
+  np.testing.assert_allclose(stats["same_top1"], 0.75)
+  np.testing.assert_allclose(stats["both_above"], 0.25)
+  np.testing.assert_allclose(stats["b_less_confident"], 0.25)
+  np.testing.assert_allclose(stats["a_above"], 0.5)
+  np.testing.assert_allclose(stats["b_above_given_a_above"], 0.5)
+  np.testing.assert_allclose(stats["median_conf_a"], (0.9 + 0.99999) / 2, rtol=1e-6)
+
+
+def test_transfer_statistics_rejects_mismatched_shapes():
+  with pytest.raises(ValueError, match="same class set"):
+    nguyen.transfer_statistics(jnp.ones((3, 10)) / 10, jnp.ones((3, 11)) / 11,
+                               jnp.zeros(3, jnp.int32))
+
+
+# --------------------------------------------------------------------------
+# Motifs
+
+
+def test_connected_components_label_each_blob_by_its_first_pixel():
+  mask = _bars_image()[..., 0] > 0.5
+  labels = np.asarray(jax.jit(nguyen.connected_components)(mask))
+  assert labels[8, 8] == 8 * 12 + 8                 # the dot
+  assert np.all(labels[2:5, 1:3] == 2 * 12 + 1)     # first bar
+  assert np.all(labels[8:11, 1:4] == 8 * 12 + 1)    # block
+  assert np.all(labels[~np.asarray(mask)] == 144)
+  assert len(np.unique(labels)) == 6                # 5 components + background
+
+
+@pytest.mark.parametrize("dark_on_bright", [False, True])
+def test_find_motifs_flags_copies_after_the_first(dark_on_bright):
+  image = _bars_image(dark_on_bright)
+  motifs = jax.jit(nguyen.find_motifs)(image)
+  # Components in raster order: bar, bar, bar, block, dot.
+  assert int(motifs.valid.sum()) == 5
+  np.testing.assert_array_equal(motifs.area[:5], [6, 6, 6, 9, 1])
+  np.testing.assert_array_equal(motifs.repeat[:5], [False, True, True, False, False])
+  np.testing.assert_allclose(motifs.background, [1.0 if dark_on_bright else 0.0])
+  # A looser threshold also takes the block for a bar (IoU 6/9).
+  loose = nguyen.find_motifs(image, iou_threshold=0.6)
+  np.testing.assert_array_equal(loose.repeat[:5], [False, True, True, True, False])
+
+
+def test_flat_image_has_no_motifs():
+  motifs = nguyen.find_motifs(jnp.full((8, 8, 3), 0.3))
+  assert int(motifs.valid.sum()) == 0 and int(motifs.num_repeats) == 0
+
+
+@pytest.mark.parametrize("jit", [False, True])
+def test_progressive_ablation_known_images(key, jit):
+  image = _bars_image()
+  motifs = nguyen.find_motifs(image)
+  fn = nguyen.progressive_ablation
+  if jit:
+    fn = jax.jit(fn, static_argnames="steps")
+  ablated, removed = fn(key, image, motifs, steps=3)
+  chex.assert_shape(ablated, (4, 12, 12, 1))
+  np.testing.assert_array_equal(removed, [0, 1, 1, 2])   # round(s / 3 * 2)
+  chex.assert_trees_all_close(ablated[0], image)
+  expected = np.asarray(image).copy()
+  expected[2:5, 5:7] = 0.0
+  expected[2:5, 9:11] = 0.0
+  np.testing.assert_array_equal(ablated[3], expected)   # one bar left, block and dot kept
+  # Each step removes a superset of the previous step's pixels.
+  lit = np.asarray(ablated[..., 0] > 0.5)
+  assert np.all(lit[1:] <= lit[:-1])
+  assert lit[1].sum() == lit[0].sum() - 6
+
+
+def test_ablation_fn_confidence_falls_as_copies_go(key):
+  # Logit of class 1 grows with the number of lit pixels: removing copies lowers it.
+  def apply_fn(params, x):
+    lit = jnp.sum(x, axis=(1, 2, 3))
+    return jnp.stack([jnp.zeros_like(lit), params * lit], axis=-1)
+
+  ablate = jax.jit(nguyen.make_ablation_fn(apply_fn=apply_fn, steps=2))
+  images = jnp.stack([_bars_image(), jnp.zeros((12, 12, 1))])
+  out = ablate(key, jnp.float32(0.2), images, jnp.array([1, 1]))
+  np.testing.assert_array_equal(out["repeats"], [2, 0])
+  np.testing.assert_array_equal(out["components"], [5, 0])
+  conf = np.asarray(out["confidence"])
+  lit = np.array([28.0, 22.0, 16.0])  # 3 bars of 6, a block of 9, a dot
+  np.testing.assert_allclose(conf[0], jax.nn.sigmoid(0.2 * lit), rtol=1e-5)
+  np.testing.assert_allclose(conf[1], 0.5)
+
+
+# --------------------------------------------------------------------------
+# The experiment at its smoke preset
+
+
+def test_bad_parts_fail_clearly(tmp_path):
+  config = nguyen_config.get_config("smoke")
+  config.parts = "gradient,transfr"
+  with pytest.raises(ValueError, match="transfr"):
+    nguyen_experiment.run(config, tmp_path)
+
+
+def _smoke(tmp_path_factory, parts):
+  workdir = tmp_path_factory.mktemp("nguyen_smoke")
+  config = nguyen_config.get_config("smoke")
+  config.parts = parts
+  return config, workdir, nguyen_experiment.run(config, workdir)
+
+
+# Direct encoding only (~50 s of CPU): the default suite.
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+  return _smoke(tmp_path_factory, "transfer,retrain")
+
+
+# These need the CPPN encoding, whose compilation alone takes ~40 s on XLA:CPU.
+@pytest.fixture(scope="module")
+def smoke_cppn_run(tmp_path_factory):
+  return _smoke(tmp_path_factory, "gradient,ablation")
+
+
+def _png(path):
+  with Image.open(path) as image:
+    assert image.size[0] > 100 and image.size[1] > 100
+    return image.size
+
+
+@pytest.mark.slow
+def test_smoke_gradient(smoke_cppn_run):
+  config, workdir, summary = smoke_cppn_run
+  result = json.loads((workdir / "gradient" / "result.json").read_text())
+  assert result["median_confidence"] == summary["gradient"]["median_confidence"]
+  n = 10 * config.gradient.starts_per_class
+  assert result["images"] == n and len(result["per_class_median"]) == 10
+  with np.load(workdir / "gradient" / "gradient_images.npz", allow_pickle=False) as f:
+    chex.assert_shape(f["images"], (n, 28, 28, 1))
+    assert f["images"].min() >= 0.0 and f["images"].max() <= 1.0
+    np.testing.assert_allclose(np.median(f["confidence"]), result["median_confidence"])
+  # Even 5 ascent steps on LeNet beat chance by far.
+  assert min(result["per_class_min"]) > 0.5
+  for encoding in ("direct", "cppn"):
+    assert 0.0 <= result["evolved"][encoding]["median_confidence"] <= 1.0
+  width, height = _png(workdir / "gradient" / "gradient_vs_evolved.png")
+  assert width > height  # 3 rows of 10
+
+
+def test_smoke_transfer(smoke_run):
+  config, workdir, _ = smoke_run
+  result = json.loads((workdir / "transfer" / "result.json").read_text())
+  pairs = {(r["source"], r["target"], r["encoding"]) for r in result["rows"]}
+  assert ("lenet_mnist seed 0", "lenet_mnist seed 1", "direct") in pairs
+  assert ("fc100_100_10_mnist seed 0", "lenet_mnist seed 0", "direct") in pairs
+  assert len(pairs) == len(nguyen_experiment.transfer_pairs(config))
+  for row in result["rows"]:
+    assert row["count"] == 10 * config.evolve.runs
+    for share in ("same_top1", "both_above", "b_less_confident", "a_above"):
+      assert 0.0 <= row[share] <= 1.0
+    assert row["both_above"] <= row["a_above"]
+  _png(workdir / "transfer" / "transfer.png")
+
+
+def test_smoke_retrain(smoke_run):
+  config, workdir, _ = smoke_run
+  r = config.retrain
+  lines = [json.loads(l) for l in (workdir / "retrain" / "metrics.jsonl").read_text()
+           .splitlines()]
+  assert [l["iteration"] for l in lines] == list(range(1, r.iterations + 1))
+  # DNN_1 is the bundled 10-class LeNet; later ones have the fooling class.
+  assert [l["num_outputs"] for l in lines] == [10] + [11] * (r.iterations - 1)
+  assert lines[0]["test_accuracy"] > 0.99
+  assert all(0.0 < l["test_accuracy"] <= 1.0 for l in lines)
+  assert [l["fooling_images_so_far"] for l in lines] == [
+      10 * r.runs * i for i in range(1, r.iterations + 1)]
+  with np.load(workdir / "retrain" / "iter_02" / "fooling.npz", allow_pickle=False) as f:
+    assert f["images"].dtype == np.uint8 and f["images"].shape == (10 * r.runs, 28, 28, 1)
+    np.testing.assert_allclose(np.median(f["fitness"]), lines[1]["median_confidence"])
+  result = json.loads((workdir / "retrain" / "result.json").read_text())
+  assert result["control"]["test_accuracy"] > 0.3   # 1 epoch on 640 digits (chance: 0.1)
+  assert 0.0 <= result["control"]["median_confidence"] <= 1.0
+  _png(workdir / "retrain" / "retrain.png")
+
+
+@pytest.mark.slow
+def test_smoke_ablation(smoke_cppn_run):
+  config, workdir, _ = smoke_cppn_run
+  result = json.loads((workdir / "ablation" / "result.json").read_text())
+  with np.load(workdir / "ablation" / "ablation.npz", allow_pickle=False) as f:
+    confidence, repeats = f["confidence"], f["repeats"]
+  assert result["images"] == 10 * config.evolve.runs == len(repeats)
+  assert result["with_repeats"] == int(np.sum(repeats >= 1))
+  chex.assert_shape(confidence, (len(repeats), config.ablation.steps + 1))
+  # Images without repeats are untouched by the ablation.
+  np.testing.assert_allclose(confidence[repeats == 0, -1], confidence[repeats == 0, 0],
+                             rtol=1e-6)
+  _png(workdir / "ablation" / "ablation.png")
+  if result["with_repeats"]:
+    _png(workdir / "ablation" / "ablation_examples.png")
+
+
+def test_smoke_rerun_resumes_and_conflicting_config_refuses(smoke_run):
+  config, workdir, summary = smoke_run
+  # A lost retrain result is rebuilt from metrics.jsonl without evolving again.
+  (workdir / "retrain" / "result.json").unlink()
+  again = nguyen_experiment.run(config, workdir)
+  assert again["retrain"]["iterations"] == summary["retrain"]["iterations"]
+  assert again["retrain"]["control"] == summary["retrain"]["control"]
+  assert again["transfer"] == summary["transfer"]
+  other = nguyen_config.get_config("smoke")
+  other.seed = 5
+  with pytest.raises(common.WorkdirConflictError, match="seed"):
+    nguyen_experiment.run(other, workdir)
