@@ -3,6 +3,7 @@
 import json
 
 import chex
+import flax.linen
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -163,6 +164,19 @@ def test_with_guided_relus_keeps_the_forward_of_a_zoo_conv_net(key):
   np.testing.assert_array_equal(guided_logits, logits)
   chex.assert_tree_all_finite(guided)
   assert float(jnp.max(jnp.abs(guided - plain))) > 0
+
+
+def test_with_guided_relus_finds_relu6_inside_nested_jit(key):
+  # EfficientNet-Lite's activation is flax.linen.relu6, here inside a jit.
+  k_x, k_w = jax.random.split(key)
+  x = 4.0 * jax.random.normal(k_x, (200,))
+  weights = jax.random.normal(k_w, (200,))
+  inner = jax.jit(lambda x: flax.linen.relu6(x) * weights)
+  f = lambda x: jnp.sum(inner(x))
+  np.testing.assert_array_equal(vis.with_guided_relus(f)(x), f(x))
+  guided = jax.grad(vis.with_guided_relus(f))(x)
+  np.testing.assert_array_equal(
+      guided, jnp.where((x > 0) & (x < 6) & (weights > 0), weights, 0.0))
 
 
 @pytest.mark.parametrize("batch_size", [None, 5])
