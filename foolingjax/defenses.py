@@ -106,6 +106,7 @@ def random_placements(key: jax.Array, num: int, *, image_shape, patch_side: int,
   angle = jax.random.uniform(k_angle, (num,), minval=-max_angle, maxval=max_angle)
   extent = jnp.asarray(image_shape[:2], jnp.float32)
   half = scale[:, None] * patch_side / 2.0
+  extent = extent[None, :]
   low = jnp.minimum(half - 0.5, (extent - 1) / 2)
   high = jnp.maximum(extent - 0.5 - half, (extent - 1) / 2)
   center = low + jax.random.uniform(k_center, (num, 2)) * (high - low)
@@ -230,7 +231,7 @@ def deepfool(apply_fn, params, x: jax.Array, *, steps: int = 20,
     z = x + (1.0 + overshoot) * r
     logits = logits_of(z)
     jac = jax.jacrev(logits_of)(z).reshape(logits.shape[0], -1)
-    w = jac - jac[label]
+    w = jac - jac[label][None, :]
     f = logits - logits[label]
     w_norm = jnp.sqrt(jnp.sum(jnp.square(w), axis=-1)) + 1e-8
     dist = jnp.where(jnp.arange(logits.shape[0]) == label, jnp.inf, jnp.abs(f) / w_norm)
@@ -304,7 +305,7 @@ def universal_perturbation(key: jax.Array, apply_fn, params, x: jax.Array, *, ep
 def fooling_rate(apply_fn, params, x: jax.Array, v: jax.Array) -> jax.Array:
   """Fraction of ``x [B, H, W, C]`` whose prediction ``clip(x + v)`` changes."""
   clean = jnp.argmax(apply_fn(params, x), -1)
-  perturbed = jnp.argmax(apply_fn(params, jnp.clip(x + v, 0.0, 1.0)), -1)
+  perturbed = jnp.argmax(apply_fn(params, jnp.clip(x + v[None], 0.0, 1.0)), -1)
   return jnp.mean((clean != perturbed).astype(jnp.float32))
 
 
@@ -538,8 +539,8 @@ def layer_features(features_fn, params, x: jax.Array, *, layers) -> jax.Array:
 def detector_scores(detector: Detector, features: jax.Array) -> jax.Array:
   """Logit of "adversarial" for each row of ``features [B, D]``, ``[B]``."""
   p = detector.params
-  z = (features - detector.mean) / detector.std
-  return jax.nn.relu(z @ p["w1"] + p["b1"]) @ p["w2"] + p["b2"]
+  z = (features - detector.mean[None, :]) / detector.std[None, :]
+  return jax.nn.relu(z @ p["w1"] + p["b1"][None, :]) @ p["w2"] + p["b2"]
 
 
 def fit_detector(key: jax.Array, clean: jax.Array, adversarial: jax.Array, *,

@@ -50,10 +50,10 @@ def get_config(preset: str = "all"):
 
   c.temperature = 100.0        # defensive distillation (Papernot et al. use 100)
 
-  c.lbfgs_images = 100
+  c.lbfgs_images = 30
   c.lbfgs_l2_budget = 1.5      # L-BFGS counts only below this L2 distortion
-  c.lbfgs_c_search_steps = 6
-  c.lbfgs_max_iters = 50
+  c.lbfgs_c_search_steps = 4
+  c.lbfgs_max_iters = 30
 
   c.patch_sides = (4, 8, 12, 16, 20)
   c.patch_target = 3

@@ -1,0 +1,277 @@
+import json
+import math
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from PIL import Image
+
+from experiments import common, defend
+from experiments.configs import defend as defend_config
+from foolingjax import defenses, models, training, zoo
+from foolingjax.attacks import losses
+
+
+@pytest.fixture(scope="module")
+def fc100():
+  return zoo.load_classifier("fc100_100_10_mnist", seed=0, train_if_missing=False)
+
+
+@pytest.fixture(scope="module")
+def mnist_small(mnist_test):
+  x, y = mnist_test
+  return x[:96].astype(np.float32) / 255.0, y[:96].astype(np.int32)
+
+
+def _placement(center, scale=1.0, angle=0.0):
+  return defenses.Placement(center=jnp.asarray(center, jnp.float32),
+                            scale=jnp.float32(scale), angle=jnp.float32(angle))
+
+
+def test_patch_at_scale_one_covers_exactly_its_pixels():
+  patch = jnp.arange(100, dtype=jnp.float32).reshape(10, 10, 1) / 100.0
+  image = jnp.full((28, 28, 1), -1.0)
+  # Centre (9.5, 14.5) puts the 10x10 patch on rows 5..14 and columns 10..19.
+  out = defenses.place_patch(image, patch, _placement([9.5, 14.5]))
+  np.testing.assert_allclose(out[5:15, 10:20], patch, atol=1e-6)
+  assert int(jnp.sum(out != -1.0)) == 100  # nothing outside the 10x10 window
+
+
+def test_patch_rotated_a_quarter_turn_is_rot90():
+  patch = jax.random.uniform(jax.random.key(1), (6, 6, 1))
+  image = jnp.zeros((16, 16, 1))
+  out = defenses.place_patch(image, patch, _placement([7.5, 7.5], angle=math.pi / 2))
+  window = out[5:11, 5:11, 0]
+  # Image offset (dr, dc) samples the patch at (dc, -dr) from its centre.
+  np.testing.assert_allclose(window, np.rot90(np.asarray(patch[..., 0]), k=1), atol=1e-5)
+
+
+def test_patch_scale_two_doubles_the_side():
+  out = defenses.place_patch(jnp.zeros((28, 28, 1)), jnp.ones((5, 5, 1)),
+                             _placement([13.5, 13.5], scale=2.0))
+  assert int(jnp.sum(out > 0)) == 100
+
+
+def test_random_placements_keep_unrotated_patches_inside(key):
+  p = defenses.random_placements(key, 500, image_shape=(28, 28, 1), patch_side=10,
+                                 scale_range=(0.8, 1.2), max_angle=0.0)
+  chex.assert_shape(p.center, (500, 2))
+  half = p.scale[:, None] * 5.0
+  assert bool(jnp.all(p.center - half >= -0.5 - 1e-4))
+  assert bool(jnp.all(p.center + half <= 27.5 + 1e-4))
+  assert bool(jnp.all((p.scale >= 0.8) & (p.scale <= 1.2)))
+
+
+def test_train_patch_lowers_the_target_loss(key, fc100, mnist_small):
+  apply_fn, params = fc100
+  x, y = mnist_small
+  train = jax.jit(lambda k, xs: defenses.train_patch(
+      k, apply_fn, params, xs, 3, patch_side=12, steps=30, batch_size=32,
+      learning_rate=0.1))
+  patch, loss = train(key, jnp.asarray(x[:64]))
+  chex.assert_shape(patch, (12, 12, 1))
+  assert bool(jnp.all((patch >= 0) & (patch <= 1)))
+  assert float(jnp.mean(loss[-10:])) < float(jnp.mean(loss[:5])) - 1.0
+  # On held-out images at the same random placements, the trained patch pulls
+  # towards the target more than a fresh random patch does.
+  held_out = jnp.asarray(x[64:])
+  place = defenses.random_placements(jax.random.key(4), len(held_out),
+                                     image_shape=(28, 28, 1), patch_side=12)
+  target_ce = lambda p: optax.softmax_cross_entropy_with_integer_labels(
+      apply_fn(params, defenses.apply_patch(held_out, p, place)),
+      jnp.full(len(held_out), 3)).mean()
+  noise = jax.random.uniform(jax.random.key(9), (12, 12, 1))
+  assert float(target_ce(patch)) < float(target_ce(noise)) - 1.0
+  rate = defenses.patch_success_rate(key, apply_fn, params, held_out,
+                                     jnp.asarray(y[64:]), patch, 3)
+  assert 0.0 <= float(rate) <= 1.0
+
+
+def test_deepfool_is_exact_on_a_linear_classifier(key):
+  apply_fn, params = models.init("fc10", key)
+  x = jax.random.uniform(jax.random.key(3), (28, 28, 1))
+  r = defenses.deepfool(apply_fn, params, x, steps=1, overshoot=0.0)
+  kernel = params["out"]["kernel"]  # [784, 10]
+  logits = apply_fn(params, x[None])[0]
+  label = int(jnp.argmax(logits))
+  w = kernel - kernel[:, label:label + 1]
+  f = logits - logits[label]
+  dist = jnp.abs(f) / jnp.linalg.norm(w, axis=0)
+  expected = float(jnp.min(jnp.where(jnp.arange(10) == label, jnp.inf, dist)))
+  np.testing.assert_allclose(float(jnp.linalg.norm(r)), expected, rtol=1e-3)
+  # One step lands on the boundary (+1e-4 past it): the prediction changes.
+  assert int(jnp.argmax(apply_fn(params, (x + r)[None])[0])) != label
+
+
+@pytest.mark.parametrize("norm,eps", [("linf", 0.15), ("l2", 3.0)])
+def test_universal_perturbation_stays_in_the_ball_and_beats_noise(key, fc100, mnist_small,
+                                                                  norm, eps):
+  apply_fn, params = fc100
+  x, _ = mnist_small
+  v = jax.jit(lambda k, xs: defenses.universal_perturbation(
+      k, apply_fn, params, xs, eps=eps, norm=norm, passes=1, deepfool_steps=5))(
+          key, jnp.asarray(x[:48]))
+  chex.assert_shape(v, (28, 28, 1))
+  size = jnp.max(jnp.abs(v)) if norm == "linf" else jnp.linalg.norm(v)
+  assert float(size) <= eps + 1e-5
+  noise = defenses.project_ball(
+      jax.random.normal(jax.random.key(5), v.shape) * 10.0, eps=eps, norm=norm)
+  held_out = jnp.asarray(x[48:])
+  assert (float(defenses.fooling_rate(apply_fn, params, held_out, v))
+          > float(defenses.fooling_rate(apply_fn, params, held_out, noise)))
+
+
+def test_adversarial_loss_mixes_clean_and_adversarial_terms(key, mnist_small):
+  apply_fn, params = models.init("fc10", key)
+  x, y = jnp.asarray(mnist_small[0][:16]), jnp.asarray(mnist_small[1][:16])
+  ce = lambda p, xs: optax.softmax_cross_entropy_with_integer_labels(
+      apply_fn(p, xs), y).mean()
+  from foolingjax import attacks
+  adv = attacks.fgsm(apply_fn, params, x, y, eps=0.1)
+  half = defenses.make_adversarial_loss(apply_fn, adversary="fgsm", eps=0.1, alpha=0.5)
+  value, _ = half(params, key, x, y)
+  np.testing.assert_allclose(value, 0.5 * ce(params, x) + 0.5 * ce(params, adv), rtol=1e-5)
+  # No gradient flows through the attack: the gradient is that of J at fixed x_adv.
+  only_adv = defenses.make_adversarial_loss(apply_fn, adversary="fgsm", eps=0.1, alpha=0.0)
+  grad = jax.grad(lambda p: only_adv(p, key, x, y)[0])(params)
+  chex.assert_trees_all_close(grad, jax.grad(lambda p: ce(p, adv))(params), rtol=1e-5)
+  madry = defenses.make_adversarial_loss(apply_fn, adversary="pgd", eps=0.1, alpha=0.0,
+                                         steps=5)
+  assert float(madry(params, key, x, y)[0]) > float(ce(params, x))
+  with pytest.raises(ValueError, match="adversary"):
+    defenses.make_adversarial_loss(apply_fn, adversary="cw", eps=0.1, alpha=0.5)
+
+
+def test_temperature_loss_and_scaled_classifier(key, mnist_small):
+  apply_fn, params = models.init("fc10", key)
+  x, y = jnp.asarray(mnist_small[0][:8]), jnp.asarray(mnist_small[1][:8])
+  logits = apply_fn(params, x)
+  loss = defenses.temperature_loss(apply_fn, temperature=4.0)
+  hard, _ = loss(params, None, x, y)
+  soft, _ = loss(params, None, x, jax.nn.one_hot(y, 10))
+  expected = optax.softmax_cross_entropy_with_integer_labels(logits / 4.0, y).mean()
+  np.testing.assert_allclose(hard, expected, rtol=1e-6)
+  np.testing.assert_allclose(soft, expected, rtol=1e-6)
+  hot = defenses.TemperatureScaled(apply_fn, 4.0)
+  np.testing.assert_allclose(hot(params, x), logits / 4.0, rtol=1e-6)
+  assert hot.num_classes == 10 and hot.input_shape == (28, 28, 1)
+  u8 = np.round(mnist_small[0][:10] * 255).astype(np.uint8)
+  proba = defenses.predict_proba(apply_fn, params, jnp.asarray(u8), temperature=4.0,
+                                 batch_size=4)
+  np.testing.assert_allclose(
+      proba, jax.nn.softmax(apply_fn(params, jnp.asarray(u8, jnp.float32) / 255) / 4.0),
+      rtol=1e-5, atol=1e-7)
+  with pytest.raises(ValueError, match="temperature"):
+    defenses.temperature_loss(apply_fn, temperature=0.0)
+
+
+def test_distilled_logits_saturate_the_cross_entropy_gradient(key):
+  # A T-fold logit scale (what distillation at T learns) zeroes the float32
+  # cross-entropy gradient, while the margin's gradient is unchanged in direction.
+  apply_fn, params = models.init("fc10", key)
+  scaled = jax.tree.map(lambda w: w * 1e5, params)
+  x = jax.random.uniform(jax.random.key(2), (1, 28, 28, 1))
+  label = jnp.argmax(apply_fn(scaled, x)[0])
+  ce_grad = jax.grad(lambda z: losses.cross_entropy(apply_fn(scaled, z)[0], label))(x)
+  margin_grad = jax.grad(lambda z: losses.logit_margin(apply_fn(scaled, z)[0], label))(x)
+  assert float(jnp.max(jnp.abs(ce_grad))) == 0.0
+  assert float(jnp.max(jnp.abs(margin_grad))) > 0.0
+
+
+def test_fit_lowers_the_loss_and_leaves_the_start_params_usable(key, mnist_test):
+  x, y = mnist_test
+  train = (x[:512], y[:512].astype(np.int32))
+  apply_fn, params = models.init("fc10", key)
+  config = training.default_config()
+  config.update(epochs=2, batch_size=64, learning_rate=1e-2)
+  trained, history = defenses.fit(key, (apply_fn, params), train, config=config,
+                                  loss_fn=defenses.cross_entropy_loss(apply_fn),
+                                  test=(x[:256], y[:256].astype(np.int32)))
+  assert history["train_loss"][1] < history["train_loss"][0]
+  assert history["test_accuracy"][-1] > 0.5
+  chex.assert_tree_all_finite(params)  # not donated away
+  assert not np.allclose(trained["out"]["kernel"], params["out"]["kernel"])
+
+
+def test_roc_auc_known_answers():
+  pos = jnp.array([True, True, False, False])
+  assert float(defenses.roc_auc(jnp.array([3.0, 2.0, 1.0, 0.0]), pos)) == 1.0
+  assert float(defenses.roc_auc(jnp.array([0.0, 1.0, 2.0, 3.0]), pos)) == 0.0
+  assert float(defenses.roc_auc(jnp.zeros(4), pos)) == 0.5
+  rng = np.random.default_rng(0)
+  scores, labels = rng.normal(size=60).round(1), rng.random(60) < 0.4
+  brute = np.mean([(a > b) + 0.5 * (a == b) for a in scores[labels]
+                   for b in scores[~labels]])
+  np.testing.assert_allclose(defenses.roc_auc(jnp.asarray(scores), jnp.asarray(labels)),
+                             brute, rtol=1e-6)
+
+
+def test_detector_separates_shifted_features(key):
+  k1, k2, k3 = jax.random.split(key, 3)
+  clean = jax.random.normal(k1, (200, 5))
+  adv = jax.random.normal(k2, (100, 5)) + jnp.array([[2.0, 0, 0, 0, 0]])
+  detector, loss = defenses.fit_detector(k3, clean[:100], adv[:50], hidden=8, steps=200)
+  assert float(loss[-1]) < float(loss[0])
+  scores = defenses.detector_scores(detector, jnp.concatenate([clean[100:], adv[50:]]))
+  auc = defenses.roc_auc(scores, jnp.arange(150) >= 100)
+  assert float(auc) > 0.8  # Bayes AUC for a 2σ shift is Φ(2/√2) ≈ 0.92
+
+
+def test_layer_features_concatenates_named_activations(key, mnist_small):
+  apply_fn, params = models.init("fc100_100_10", key)
+  x = jnp.asarray(mnist_small[0][:4])
+  feats = defenses.layer_features(models.feature_fn(apply_fn), params, x,
+                                  layers=("fc1", "logits"))
+  chex.assert_shape(feats, (4, 110))
+  with pytest.raises(ValueError, match="conv1"):
+    defenses.layer_features(models.feature_fn(apply_fn), params, x, layers=("conv1",))
+
+
+def test_smoke_run_writes_checked_files(tmp_path):
+  config = defend_config.get_config("smoke")
+  result = defend.run(config, tmp_path, log=lambda _: None)
+
+  saved = json.loads((tmp_path / "results.json").read_text())
+  assert set(saved["curves"]) == set(defend.MODELS)
+  for name in defend.MODELS:
+    assert (tmp_path / "models" / f"{name}.msgpack").is_file()
+    for attack in ("fgsm", "pgd"):
+      points = saved["curves"][name][attack]
+      assert [p["eps"] for p in points] == list(config.eps_linf)
+      # ε = 0 leaves the images alone; a stronger ε never helps PGD here.
+      assert points[0]["accuracy"] == saved["curves"][name]["fgsm"][0]["accuracy"]
+      assert points[-1]["accuracy"] <= points[0]["accuracy"]
+  assert saved["curves"] == json.loads(json.dumps(result["curves"]))
+  assert [r["side"] for r in saved["patch"]["rows"]] == list(config.patch_sides)
+  assert all(0 <= r["success_rate"] <= 1 for r in saved["patch"]["rows"])
+  assert saved["uap"]["norm_linf"] <= config.uap_eps + 1e-6
+  assert "init:fc10 (held-out)" in saved["uap"]["fooling_rate"]
+  assert set(saved["detector"]["auc"]) == {"fgsm", "pgd", "lbfgs", "uap"}
+  for name, auc in saved["detector"]["auc"].items():
+    assert auc is None or 0 <= auc <= 1
+    assert (auc is None) == (saved["detector"]["num_adversarial"][name] == 0)
+  assert set(saved["masking"]["rows"]) >= {"FGSM, cross-entropy", "PGD, CW logit margin"}
+
+  table = (tmp_path / "results.md").read_text()
+  rows = [line for line in table.splitlines() if line.startswith("| ")]
+  for label in defend.LABELS.values():
+    assert any(line.startswith(f"| {label} |") for line in rows)
+  standard = next(line for line in rows if line.startswith("| standard |"))
+  clean = saved["curves"]["standard"]["fgsm"][0]["accuracy"]
+  assert standard.split(" | ")[1] == f"{100 * clean:.1f}%"
+  assert "PGD, cross-entropy at T = 20" in table
+
+  for name in ("robust_vs_eps.png", "patch_success.png", "patches.png", "uap.png",
+               "detector_roc.png"):
+    with Image.open(tmp_path / name) as png:
+      png.verify()
+    with Image.open(tmp_path / name) as png:
+      assert np.asarray(png.convert("L")).std() > 10  # not blank
+
+  other = defend_config.get_config("smoke")
+  other.temperature = 5.0
+  with pytest.raises(common.WorkdirConflictError):
+    defend.run(other, tmp_path, log=lambda _: None)
