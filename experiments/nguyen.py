@@ -94,7 +94,9 @@ def _conf(p) -> str:
   # Truncated, never rounded up: a float32 softmax of 0.9999996 is not "100 %".
   if p is None:
     return "—"
-  return f"{np.floor(p * 1e6) / 1e4:.4f} %" if p >= 0.9999 else f"{np.floor(p * 1e4) / 1e2:.2f} %"
+  if p >= 0.9999:
+    return f"{np.floor(p * 1e6) / 1e4:.4f} %"
+  return f"{100 * p:.1e} %" if p < 1e-3 else f"{np.floor(p * 1e4) / 1e2:.2f} %"
 
 
 def markdown_tables(summary: dict) -> str:
@@ -524,7 +526,7 @@ def run_retrain(config, workdir, sources: Sources) -> dict:
     control = {"test_accuracy": float(np.mean(np.argmax(control_logits, -1) == test_y)),
                "median_confidence": float(np.median(np.asarray(archives.fitness))),
                "share_9999": float(np.mean(np.asarray(archives.fitness) >= 0.9999))}
-  _plot_retrain(out / "retrain.png", history, control and control["test_accuracy"])
+  _plot_retrain(out / "retrain.png", history, control)
   return {"iterations": history, "control": control, "scale": {
       "train_size": r.train_size or len(train_y), "epochs": r.epochs,
       "population": r.population, "generations": r.generations, "runs": r.runs,
@@ -561,15 +563,20 @@ def _plot_retrain(path, history, control=None):
 
   it = [h["iteration"] for h in history]
   fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.4))
-  ax1.plot(it, [_nines(h["median_confidence"]) for h in history], "o-", label="median")
-  ax1.axhline(4, color="gray", ls=":", label="99.99 %")
-  ax1.set(xlabel="iteration (DNN_i)", ylabel="-log10(1 - p)",
+  ax1.semilogy(it, [max(h["median_confidence"], 1e-8) for h in history], "o-",
+               label="DNN_i")
+  if control is not None:
+    ax1.axhline(max(control["median_confidence"], 1e-8), color="gray", ls="--",
+                label="same budget, no class n+1")
+  ax1.axhline(0.9999, color="gray", ls=":", label="99.99 %")
+  ax1.set(xlabel="iteration (DNN_i)", ylabel="confidence",
           title="Best confidence evolution reaches\n(median over real-class elites)")
-  ax1.legend(fontsize=8)
+  ax1.legend(fontsize=7)
   ax2.plot(it, [100 * h["test_accuracy"] for h in history], "o-", label="DNN_i")
   if control is not None:
-    ax2.axhline(100 * control, color="gray", ls="--", label="same budget, no class n+1")
-  ax2.legend(fontsize=8)
+    ax2.axhline(100 * control["test_accuracy"], color="gray", ls="--",
+                label="same budget, no class n+1")
+  ax2.legend(fontsize=7)
   ax2.set(xlabel="iteration (DNN_i)", ylabel="test accuracy (%)",
           title="MNIST test accuracy (11-way argmax)")
   fig.tight_layout()
