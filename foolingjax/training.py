@@ -181,7 +181,10 @@ def fit(config: ml_collections.ConfigDict, train: tuple[np.ndarray, np.ndarray],
                               "train_accuracy": [], "test_accuracy": [], "seconds": []}
   for phase, epochs, loss_fn, phase_key in phases:
     tx = make_optimizer(config, epochs * steps_per_epoch)
-    state = TrainState.create(apply_fn=apply_fn, params=params, tx=tx)
+    # step as an int32 array from the start, the dtype apply_gradients leaves it
+    # in, so a checkpoint restores into a fresh state without a dtype mismatch.
+    state = TrainState.create(apply_fn=apply_fn, params=params, tx=tx).replace(
+        step=jnp.zeros((), jnp.int32))
     start = 0
     if workdir is not None:
       last = checkpoint.latest(workdir, prefix=phase)
@@ -210,13 +213,14 @@ def fit(config: ml_collections.ConfigDict, train: tuple[np.ndarray, np.ndarray],
                           ("train_accuracy", train_acc), ("test_accuracy", test_acc),
                           ("seconds", seconds)):
         history[name].append(value)
-      log(f"[{config.model}/{phase}] epoch {epoch + 1}/{epochs} loss {mean_loss:.4f} "
-          f"train acc {train_acc:.4f} test acc {test_acc:.4f} ({seconds:.1f}s)")
       if workdir is not None:
         checkpoint.save(checkpoint.step_path(workdir, epoch, prefix=phase), state,
                         meta={"epoch": epoch, "phase": phase, "model": config.model,
                               "history": history})
         checkpoint.prune(workdir, keep=2, prefix=phase)
+      # Logged after the checkpoint: a run stopped at this line resumes after it.
+      log(f"[{config.model}/{phase}] epoch {epoch + 1}/{epochs} loss {mean_loss:.4f} "
+          f"train acc {train_acc:.4f} test acc {test_acc:.4f} ({seconds:.1f}s)")
     params = state.params
   return Classifier(apply_fn, params), history
 

@@ -44,8 +44,11 @@ def test_interrupted_fit_resumes_to_the_same_params(small_mnist, tmp_path):
   with pytest.raises(KeyboardInterrupt):
     training.fit(_small_config(model="fc10", epochs=3), train, None, workdir=tmp_path,
                  log=stop_after_first)
+  resumed_log = []
   resumed, hist = training.fit(_small_config(model="fc10", epochs=3), train, None,
-                               workdir=tmp_path, log=None)
+                               workdir=tmp_path, log=resumed_log.append)
+  assert "resumed from" in resumed_log[0] and "epoch 1/3" in resumed_log[0]
+  assert not any("epoch 1/3 loss" in line for line in resumed_log)
   chex.assert_trees_all_close(resumed.params, full.params, rtol=1e-6, atol=1e-6)
   assert hist["epoch"] == [1, 2, 3]
 
