@@ -44,7 +44,7 @@ def get_config(preset: str = "mnist_direct"):
   c.direct = ml_collections.ConfigDict(dict(
       mutation_rate=0.1, eta_m=15.0, cross_rate=0.5, eta_c=10.0,
       mutation_decay=1.0, min_mutation_rate=0.0))
-  c.cppn = ml_collections.ConfigDict(dict(max_nodes=32, max_conns=128))
+  c.cppn = ml_collections.ConfigDict(dict(max_nodes=16, max_conns=64))  # elites use <= 6 hidden nodes
 
   if preset == "mnist_direct":
     pass
