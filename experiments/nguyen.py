@@ -39,8 +39,8 @@ from experiments import common, fool
 from experiments.configs import fool as fool_config
 from experiments.configs import nguyen as nguyen_config
 from foolingjax import checkpoint, data, images, models, nguyen, training, zoo
-from foolingjax.contract import Classifier
 from foolingjax.attacks import fooling
+from foolingjax.contract import Classifier
 from foolingjax.evolution import map_elites
 
 _CONFIG = common.CONFIG
@@ -105,8 +105,9 @@ def markdown_tables(summary: dict) -> str:
   if "gradient" in summary:
     g = summary["gradient"]
     ev = g["evolved"]
-    out += [f"Gradient ascent ({g['images']} images, {g['steps']} steps) on {g['classifier']}"
-            ", median confidence per class (evolved: median over the runs' elites):", "",
+    out += [(f"Gradient ascent ({g['images']} images, {g['steps']} steps) on "
+             f"{g['classifier']}, median confidence per class (evolved: median over the "
+             "runs' elites):"), "",
             "| class | " + " | ".join(str(k) for k in range(NUM_REAL)) + " | all | >= 99.99 % |",
             "|---" * (NUM_REAL + 3) + "|"]
     out.append("| gradient | " + " | ".join(_conf(p) for p in g["per_class_median"])
@@ -116,12 +117,12 @@ def markdown_tables(summary: dict) -> str:
         out.append(f"| evolved {enc} | " + " | ".join(
             _conf(p) for p in ev[enc]["per_class_median"])
             + f" | {_conf(ev[enc]['median_confidence'])} | {_pct(ev[enc]['share_9999'])} |")
-    out += ["", f"The gradient images on the other seed: median "
-            f"{_conf(g['median_confidence_other_seed'])}, >= 99.99 %: "
-            f"{_pct(g['share_9999_other_seed'])}.", ""]
+    out += ["", (f"The gradient images on the other seed: median "
+                 f"{_conf(g['median_confidence_other_seed'])}, >= 99.99 %: "
+                 f"{_pct(g['share_9999_other_seed'])}."), ""]
   if "transfer" in summary:
-    out += ["| evolved on (A) | scored by (B) | encoding | images | A >= 99.99 % | "
-            "same top-1 | both >= 99.99 % | B less confident | median A | median B |",
+    out += [("| evolved on (A) | scored by (B) | encoding | images | A >= 99.99 % | "
+             "same top-1 | both >= 99.99 % | B less confident | median A | median B |"),
             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in summary["transfer"]["rows"]:
       out.append(f"| {r['source']} | {r['target']} | {r['encoding']} | {r['count']} | "
@@ -131,8 +132,8 @@ def markdown_tables(summary: dict) -> str:
     out.append("")
   if "retrain" in summary:
     rt = summary["retrain"]
-    out += ["| iteration | outputs | test accuracy | median best confidence | >= 99.99 % | "
-            ">= 99 % |", "|---|---|---|---|---|---|"]
+    out += [("| iteration | outputs | test accuracy | median best confidence | "
+             ">= 99.99 % | >= 99 % |"), "|---|---|---|---|---|---|"]
     for h in rt["iterations"]:
       out.append(f"| {h['iteration']} | {h['num_outputs']} | {_pct(h['test_accuracy'], 2)} | "
                  f"{_conf(h['median_confidence'])} | {_pct(h['share_9999'])} | "
@@ -146,20 +147,21 @@ def markdown_tables(summary: dict) -> str:
     a = summary["ablation"]
     q = a["confidence_quartiles_per_step"]
     steps = len(q) - 1
-    out += [f"{a['with_repeats']} of {a['images']} CPPN elites have repeated motifs "
-            f"(median {a['median_repeats']} repeats, {a['median_components']} components).",
+    out += [(f"{a['with_repeats']} of {a['images']} CPPN elites have repeated motifs "
+             f"(median {a['median_repeats']} repeats, {a['median_components']} "
+             "components)."),
             "", "| repeats removed | " + " | ".join(
                 f"{100 * s // steps} %" for s in range(steps + 1)) + " |",
             "|---" * (steps + 2) + "|"]
     for name, i in (("confidence, 1st quartile", 0), ("median", 1), ("3rd quartile", 2)):
       out.append(f"| {name} | " + " | ".join(_conf(x[i]) if x else "—" for x in q) + " |")
     d = a["drop_quartiles"] or [None] * 3
-    out += ["", f"Confidence drop with all repeats removed (percentage points): quartiles "
+    out += ["", (f"Confidence drop with all repeats removed (percentage points): quartiles "
             f"{', '.join(_pct(x, 2) for x in d)}; dropped for {_pct(a['share_dropped'])} "
             f"of the images (by > 1 point for {_pct(a['share_dropped_over_1pct'])}); "
             f">= 99.99 % before {_pct(a['share_9999_before'])}, after "
             f"{_pct(a['share_9999_after'])}; top-1 label lost for "
-            f"{_pct(a['share_top1_lost'])}.", ""]
+            f"{_pct(a['share_top1_lost'])}."), ""]
   return "\n".join(out)
 
 
@@ -322,7 +324,7 @@ def run_gradient(config, workdir, sources: Sources) -> dict:
                    f"({g.steps} steps) vs best evolved elite, per class")
   return {
       "classifier": f"{g.classifier} seed {g.classifier_seed}",
-      "images": int(len(confidence)), "steps": g.steps, "ascent_seconds": seconds,
+      "images": len(confidence), "steps": g.steps, "ascent_seconds": seconds,
       "median_confidence": float(np.median(confidence)),
       "share_9999": float(np.mean(confidence >= 0.9999)),
       "per_class_median": np.median(per_class, axis=1).tolist(),
@@ -360,7 +362,9 @@ def run_transfer(config, workdir, sources: Sources) -> dict:
     stats = jax.device_get(nguyen.transfer_statistics(probs_a, probs_b, jnp.asarray(targets)))
     row = {"source": f"{name_a} seed {seed_a}", "target": f"{name_b} seed {seed_b}",
            "encoding": encoding}
-    row.update({k: (int(v) if k == "count" else float(v)) for k, v in stats.items()})
+    # NaN (no image above the threshold on A) is written as null: result.json stays JSON.
+    row.update({k: (int(v) if k == "count" else None if np.isnan(v) else float(v))
+                for k, v in stats.items()})
     rows.append(row)
     idx = np.arange(len(targets))
     scatter.append((row, np.asarray(probs_a)[idx, targets], np.asarray(probs_b)[idx, targets]))
@@ -607,7 +611,7 @@ def run_ablation(config, workdir, sources: Sources) -> dict:
   quant = lambda v: ([float(q) for q in np.quantile(v, [0.25, 0.5, 0.75])]
                      if len(v) else None)
   result = {
-      "images": int(len(targets)), "with_repeats": int(len(repeated)),
+      "images": len(targets), "with_repeats": len(repeated),
       "median_components": float(np.median(res["components"])),
       "median_repeats": float(np.median(res["repeats"][repeated])) if len(repeated) else None,
       "confidence_quartiles_per_step": [quant(conf[:, s]) for s in range(a.steps + 1)],

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from experiments import common, nguyen as nguyen_experiment
+from experiments import common
+from experiments import nguyen as nguyen_experiment
 from experiments.configs import nguyen as nguyen_config
 from foolingjax import nguyen
 
