@@ -137,13 +137,13 @@ def _smoke(tmp_path_factory, parts):
   return config, workdir, nguyen_experiment.run(config, workdir)
 
 
-# Direct encoding only (~50 s of CPU): the default suite.
+# Direct encoding only: the default suite.
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory):
   return _smoke(tmp_path_factory, "transfer,retrain")
 
 
-# These need the CPPN encoding, whose compilation alone takes ~40 s on XLA:CPU.
+# These need the CPPN encoding, whose compilation took ~45 s here (XLA:CPU, loaded).
 @pytest.fixture(scope="module")
 def smoke_cppn_run(tmp_path_factory):
   return _smoke(tmp_path_factory, "gradient,ablation")
