@@ -169,9 +169,11 @@ def markdown_tables(summary: dict) -> str:
 # MAP-Elites: several independent runs under one vmap, checkpointed in chunks
 
 
-def _fool_config(classifier: str, classifier_seed: int, encoding: str):
+def _fool_config(config, classifier: str, classifier_seed: int, encoding: str):
   c = fool_config.get_config("mnist_direct")
   c.classifier, c.classifier_seed, c.encoding = classifier, classifier_seed, encoding
+  # Pinned here so a change of fool's defaults cannot invalidate our checkpoints.
+  c.cppn.update(config.cppn.to_dict())
   return c
 
 
@@ -245,7 +247,7 @@ class Sources:
     if name not in self._cache:
       e = self.config.evolve
       clf = zoo.load_classifier(classifier, seed=classifier_seed)
-      fcfg = _fool_config(classifier, classifier_seed, encoding)
+      fcfg = _fool_config(self.config, classifier, classifier_seed, encoding)
       enc = fool.make_encoding(fcfg, fool.input_shape_of(clf.apply_fn))
       evolver = Evolver(encoding=enc, apply_fn=clf.apply_fn, population=e.population,
                         chunk=_chunk(e.generations, e.checkpoint_every))
@@ -439,7 +441,7 @@ def run_retrain(config, workdir, sources: Sources) -> dict:
       done[record["iteration"]] = record
   (train_x, train_y), (test_x, test_y) = _training_data(config)
   key = jax.random.fold_in(jax.random.key(config.seed), 3)
-  fcfg = _fool_config("lenet_mnist", 0, r.encoding)
+  fcfg = _fool_config(config, "lenet_mnist", 0, r.encoding)
   encoding = fool.make_encoding(fcfg, train_x.shape[1:])
   evolvers = {}
   pool = []   # uint8 fooling images of the iterations so far

@@ -35,6 +35,9 @@ def get_config(preset: str = "all"):
   c.evolve = ml_collections.ConfigDict(dict(
       population=200, generations=1001, log_every=25, checkpoint_every=100, runs=10))
 
+  # CPPN genome capacity (the reduced run's sources were evolved with these).
+  c.cppn = ml_collections.ConfigDict(dict(max_nodes=32, max_conns=128))
+
   c.gradient = ml_collections.ConfigDict(dict(
       classifier="lenet_mnist", classifier_seed=0, other_seed=1, starts_per_class=10, steps=200,
       step_size=0.1, objective="log_softmax", l2_decay=0.0, blur_every=0, blur_sigma=0.5))
