@@ -25,6 +25,7 @@ patch_success.png, patches.png, uap.png, detector_roc.png, models/*.msgpack.
 
 from __future__ import annotations
 
+import functools
 import pathlib
 import time
 
@@ -208,12 +209,12 @@ def patch_results(key, apply_fn, params, train_x, x, y, config, workdir, *, log)
   rows, patches = [], []
   for side in config.patch_sides:
     k_train, k_eval = jax.random.split(jax.random.fold_in(key, side))
-    train = jax.jit(lambda k, p, xs: defenses.train_patch(
-        k, apply_fn, p, xs, config.patch_target, patch_side=side,
-        steps=config.patch_steps, batch_size=config.patch_batch,
+    train = jax.jit(functools.partial(
+        defenses.train_patch, apply_fn=apply_fn, target=config.patch_target,
+        patch_side=side, steps=config.patch_steps, batch_size=config.patch_batch,
         learning_rate=config.patch_lr))
     t0 = time.perf_counter()
-    patch, loss = train(k_train, params, jnp.asarray(train_x))
+    patch, loss = train(k_train, params=params, x=jnp.asarray(train_x))
     rate = float(defenses.patch_success_rate(k_eval, apply_fn, params, jnp.asarray(x),
                                              jnp.asarray(y), patch, config.patch_target))
     rows.append({"side": int(side), "area_fraction": side * side / (x.shape[1] * x.shape[2]),
@@ -317,7 +318,7 @@ def detector_results(key, apply_fn, params, train_xy, test_xy, lbfgs, uap_v, con
   positives["uap"] = with_uap[changed]
   aucs, counts, rocs = {}, {}, {}
   for name, adv in positives.items():
-    counts[name] = int(len(adv))
+    counts[name] = len(adv)
     if not len(adv):
       aucs[name] = None
       continue
@@ -334,9 +335,9 @@ def detector_results(key, apply_fn, params, train_xy, test_xy, lbfgs, uap_v, con
          for n in rocs] + [("chance", [0, 1], [0, 1], ":")],
         xlabel="false positive rate (clean flagged)", ylabel="true positive rate",
         title=f"Detector on {', '.join(config.detector_layers)} of the standard net")
-  return {"auc": aucs, "num_adversarial": counts, "num_clean": int(len(ex)),
+  return {"auc": aucs, "num_adversarial": counts, "num_clean": len(ex),
           "final_train_loss": float(loss[-1]),
-          "train_counts": {k: int(len(v)) for k, v in seen_train.items()}}
+          "train_counts": {k: len(v) for k, v in seen_train.items()}}
 
 
 def _plot(path, series, *, xlabel, ylabel, title, ylim=(-0.02, 1.02)):
