@@ -81,3 +81,21 @@ def test_user_classifier_by_dotted_path(tmp_path):
   summary = fool.run(_config(classifier="tests.user_models:tiny_linen_classifier",
                              generations=2), tmp_path)
   assert len(summary["best"]) == 3
+
+
+def test_cppn_run_resumes_and_validates_its_genomes(tmp_path):
+  fool.run(_config(encoding="cppn", generations=2), tmp_path)
+  summary = fool.run(_config(encoding="cppn", generations=4), tmp_path)
+  assert summary["generations"] == 4 and summary["encoding"] == "cppn"
+  # A corrupted genome in the checkpoint is rejected on resume, not rendered.
+  from foolingjax.evolution import cppn
+  path = checkpoint.latest(tmp_path / "checkpoints", prefix="archive")
+  raw, meta = checkpoint.load_raw(path)
+  genomes = raw["genomes"]
+  genomes["conn_src"] = np.asarray(genomes["conn_src"]).copy()
+  genomes["conn_dst"] = np.asarray(genomes["conn_dst"]).copy()
+  genomes["conn_mask"] = np.ones_like(np.asarray(genomes["conn_mask"]))
+  genomes["conn_src"][0, 0], genomes["conn_dst"][0, 0] = 9, 5   # a backward edge
+  checkpoint.save(path, raw, meta=meta)
+  with pytest.raises(cppn.InvalidGenomeError):
+    fool.run(_config(encoding="cppn", generations=6), tmp_path)
