@@ -24,11 +24,11 @@ import numpy as np
 
 from foolingjax import attacks
 
-ATTACK_KWARGS = dict(c_init=1.0, c_search_steps=8, c_factor=10.0, max_iters=200,
-                     tol=1e-4)
+ATTACK_KWARGS = {"c_init": 1.0, "c_search_steps": 8, "c_factor": 10.0, "max_iters": 200,
+                     "tol": 1e-4}
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _reference_fns(apply_fn):
   """Jitted objective value-and-gradient and prediction, compiled once per model."""
   @jax.jit
@@ -88,7 +88,7 @@ def scipy_lbfgs_attack(apply_fn, params, x, targets, *, c_init: float,
       result = scipy.optimize.minimize(
           fun, xi.astype(np.float64).ravel(), args=(xi, target, np.float32(c)),
           jac=True, method="L-BFGS-B", bounds=[(0.0, 1.0)] * xi.size,
-          options=dict(maxiter=max_iters, gtol=tol))  # ftol: scipy default
+          options={"maxiter": max_iters, "gtol": tol})  # ftol: scipy default
       x_adv = np.clip(result.x, 0.0, 1.0).astype(np.float32).reshape(shape)
       hit = int(predict(x_adv)) == int(target)
       l2 = float(np.sqrt(np.sum(np.square(x_adv - xi))))

@@ -133,7 +133,7 @@ def lbfgs_grid(classifier, x, y, config, workdir, *, log) -> dict:
   rms = np.asarray(metrics.rms_distortion(jnp.asarray(x), adv))
   result = {
       "classifier": config.lbfgs_classifier,
-      "num_images": int(len(x)),
+      "num_images": len(x),
       "success_rate": float(success.mean()),
       "average_minimum_distortion": (
           float(metrics.average_minimum_distortion(jnp.asarray(x), adv, mask=success))

@@ -210,7 +210,7 @@ def test_any_number_of_classes(key):
     adv = jax.jit(lambda p, x, y: attacks.fgsm(linear_apply, p, x, y, eps=0.1))(
         params, x, labels)
     chex.assert_shape(adv, x.shape)
-    images, out = jax.jit(lambda p, y: attacks.gradient_ascent_fooling(
+    _images, out = jax.jit(lambda p, y: attacks.gradient_ascent_fooling(
         key, linear_apply, p, y, steps=2, image_shape=SHAPE))(params, labels)
     chex.assert_shape(out["confidence"], (2, 3))
 

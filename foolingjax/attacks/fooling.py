@@ -10,7 +10,7 @@ target's softmax probability) comes back stacked.
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -30,7 +30,7 @@ def gaussian_blur(image: jax.Array, *, sigma: float) -> jax.Array:
   Returns:
     The blurred ``[H, W, C]`` image.
   """
-  radius = max(1, int(math.ceil(2.0 * sigma)))
+  radius = max(1, math.ceil(2.0 * sigma))
   taps = jnp.arange(-radius, radius + 1, dtype=jnp.float32)
   kernel = jnp.exp(-0.5 * jnp.square(taps / sigma))
   kernel = kernel / jnp.sum(kernel)

@@ -237,7 +237,8 @@ def lbfgs_attack(apply_fn, params, x: jax.Array, targets: jax.Array, *,
       better = hit & (l2 < best[1].l2)
       best = jax.tree.map(
           lambda new, old: jnp.where(better, new, old),
-          (x_adv, LbfgsInfo(success=hit, l2=l2, c=c, iterations=jnp.array(0), objective=value)),
+          (x_adv, LbfgsInfo(success=hit, l2=l2, c=c, iterations=jnp.array(0),
+                            objective=value)),
           best)
       c_ok = jnp.where(hit, jnp.maximum(c_ok, c), c_ok)
       c_fail = jnp.where(hit, c_fail, jnp.minimum(c_fail, c))

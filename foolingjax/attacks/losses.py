@@ -7,7 +7,7 @@ loss of the true label; the targeted ones *lower* the loss of the target.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
