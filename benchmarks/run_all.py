@@ -35,7 +35,7 @@ def machine() -> str:
 def main() -> int:
   parser = argparse.ArgumentParser()
   parser.add_argument("--only", default="", help="comma-separated names (bench_<name>.py)")
-  parser.add_argument("--timeout", type=int, default=900, help="seconds per benchmark")
+  parser.add_argument("--timeout", type=int, default=1800, help="seconds per benchmark")
   args = parser.parse_args()
   names = sorted(p.stem[len("bench_"):] for p in HERE.glob("bench_*.py"))
   if args.only:
