@@ -29,25 +29,13 @@ from __future__ import annotations
 import argparse
 import functools
 import platform
-import time
 
 import jax
 import jax.numpy as jnp
 
+from benchmarks.timing import interleaved_best
 from foolingjax import models
 from foolingjax.evolution import cppn, map_elites
-
-
-def _interleaved_best(fns: dict, rounds: int) -> dict:
-  """Best-of-``rounds`` seconds per function, measured round-robin so that load
-  from other processes hits every contender alike."""
-  best = {name: float("inf") for name in fns}
-  for _ in range(rounds):
-    for name, fn in fns.items():
-      t0 = time.perf_counter()
-      jax.block_until_ready(fn())
-      best[name] = min(best[name], time.perf_counter() - t0)
-  return best
 
 
 def grown_population(key, n: int, *, channels: int, max_nodes: int, max_conns: int,
@@ -122,7 +110,7 @@ def measure(*, max_nodes: int = 32, max_conns: int = 128, repeats: int = 3,
   }
   for fn in fns.values():  # compile
     jax.block_until_ready(fn())
-  best = _interleaved_best(fns, repeats)
+  best = interleaved_best(fns, repeats)
   t_generation = best["generations"] / generations
   result.update({f"{name}_per_s": n_small / best[name]
                  for name in ("encoding28", "untiled28", "sequential28", "loop28")})
@@ -152,7 +140,7 @@ def measure(*, max_nodes: int = 32, max_conns: int = 128, repeats: int = 3,
          "loop224": _loop(one224, large, loop_genomes)}
   for fn in fns.values():
     jax.block_until_ready(fn())
-  best = _interleaved_best(fns, max(1, repeats - 1))
+  best = interleaved_best(fns, max(1, repeats - 1))
   t_loop = best["loop224"] / loop_genomes * n_large
   result.update(
       sequential224_per_s=n_large / best["sequential224"],

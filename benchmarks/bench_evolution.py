@@ -12,25 +12,12 @@ from __future__ import annotations
 
 import argparse
 import platform
-import time
 
 import jax
-import jax.numpy as jnp
 
+from benchmarks.timing import interleaved_best
 from foolingjax import zoo
 from foolingjax.evolution import direct, map_elites
-
-
-def _interleaved_best(fns: dict, rounds: int) -> dict:
-  """Best-of-``rounds`` seconds per function, measured round-robin so that load
-  from other processes hits every contender alike."""
-  best = {name: float("inf") for name in fns}
-  for _ in range(rounds):
-    for name, fn in fns.items():
-      t0 = time.perf_counter()
-      jax.block_until_ready(fn())
-      best[name] = min(best[name], time.perf_counter() - t0)
-  return best
 
 
 def measure(population: int = 200, generations: int = 25, repeats: int = 5,
@@ -63,7 +50,7 @@ def measure(population: int = 200, generations: int = 25, repeats: int = 5,
          "single": one_at_a_time}
   for fn in fns.values():  # compile
     jax.block_until_ready(fn())
-  best = _interleaved_best(fns, repeats)
+  best = interleaved_best(fns, repeats)
   t_generation = best["generation"] / generations
   t_forward = best["forward"] / generations
   t_single = best["single"] / single_images * population

@@ -24,21 +24,10 @@ import time
 
 import jax
 
+from benchmarks.timing import interleaved_best
 from foolingjax import imagenet
 from foolingjax.evolution import direct
 from foolingjax.models import alexnet, efficientnet
-
-
-def _interleaved_best(fns: dict, rounds: int) -> dict:
-  """Best-of-``rounds`` seconds per function, round-robin so that load from
-  other processes hits every contender alike."""
-  best = {name: float("inf") for name in fns}
-  for _ in range(rounds):
-    for name, fn in fns.items():
-      t0 = time.perf_counter()
-      jax.block_until_ready(fn())
-      best[name] = min(best[name], time.perf_counter() - t0)
-  return best
 
 
 def measure(model: str = "efficientnet", batch: int = 8, repeats: int = 3) -> dict:
@@ -73,7 +62,7 @@ def measure(model: str = "efficientnet", batch: int = 8, repeats: int = 3) -> di
     t0 = time.perf_counter()
     jax.block_until_ready(fn())
     compile_s[name] = time.perf_counter() - t0
-  best = _interleaved_best(fns, repeats)
+  best = interleaved_best(fns, repeats)
   ten_eps = batch / best["render+10crop"]
   one_eps = batch / best["classify"]
   return {
