@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import pathlib
 
@@ -64,3 +65,19 @@ def write_json(path, obj) -> None:
   tmp = path.with_name(path.name + ".tmp")
   tmp.write_text(json.dumps(obj, indent=2, sort_keys=True))
   tmp.replace(path)
+
+
+def load_user_classifier(name: str):
+  """``package.module:function`` -> the ``(apply_fn, params)`` it returns."""
+  from foolingjax.contract import Classifier
+  module_name, _, attr = name.partition(":")
+  try:
+    factory = getattr(importlib.import_module(module_name), attr)
+  except (ImportError, AttributeError) as e:
+    raise ValueError(f"Cannot load classifier {name!r} ({e}). Fix: pass "
+                     "'package.module:function' where function() returns "
+                     "(apply_fn, params), with the package importable.") from e
+  result = factory()
+  if not (isinstance(result, tuple) and len(result) == 2 and callable(result[0])):
+    raise ValueError(f"{name}() must return (apply_fn, params); got {type(result).__name__}.")
+  return Classifier(*result)

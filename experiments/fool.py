@@ -11,7 +11,6 @@ elites.png and curves.png at the end, and summary.json.
 
 from __future__ import annotations
 
-import importlib
 import json
 import pathlib
 import time
@@ -36,17 +35,7 @@ def load_classifier(config) -> Classifier:
   """A zoo name, or ``package.module:function`` returning ``(apply_fn, params)``."""
   name = config.classifier
   if ":" in name:
-    module_name, _, attr = name.partition(":")
-    try:
-      factory = getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError) as e:
-      raise ValueError(f"Cannot load classifier {name!r} ({e}). Fix: pass "
-                       "'package.module:function' where function() returns "
-                       "(apply_fn, params), with the package importable.") from e
-    result = factory()
-    if not (isinstance(result, tuple) and len(result) == 2 and callable(result[0])):
-      raise ValueError(f"{name}() must return (apply_fn, params); got {type(result).__name__}.")
-    classifier = Classifier(*result)
+    classifier = common.load_user_classifier(name)
   else:
     classifier = zoo.load_classifier(name, seed=config.classifier_seed)
   if config.ten_crop:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import importlib
 import pathlib
 import time
 
@@ -48,13 +47,7 @@ def load_classifier(config) -> Classifier:
   if name.startswith("random:"):
     return models.init(name.partition(":")[2], jax.random.key(config.classifier_seed))
   if ":" in name:
-    module_name, _, attr = name.partition(":")
-    try:
-      factory = getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError) as e:
-      raise ValueError(f"Cannot load classifier {name!r} ({e}). Fix: pass "
-                       "'package.module:function' returning (apply_fn, params).") from e
-    return Classifier(*factory())
+    return common.load_user_classifier(name)
   return zoo.load_classifier(name, seed=config.classifier_seed)
 
 
