@@ -12,7 +12,7 @@ import time
 from absl import app
 
 from experiments import common
-from foolingjax import checkpoint, data, training
+from foolingjax import checkpoint, training, zoo
 
 _CONFIG = common.CONFIG
 _WORKDIR = common.WORKDIR
@@ -21,8 +21,7 @@ _WORKDIR = common.WORKDIR
 def run(config, workdir) -> dict:
   """Trains ``config.model`` on ``config.dataset``; writes params.msgpack and summary.json."""
   workdir, _ = common.prepare_workdir(workdir, config)
-  train = data.load(config.dataset, "train")
-  test = data.load(config.dataset, "test")
+  train, test = zoo.training_data(config)
   if config.train_limit:
     train = tuple(a[: config.train_limit] for a in train)
   if config.test_limit:

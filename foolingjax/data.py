@@ -249,3 +249,37 @@ def image_shape(name: str) -> tuple[int, int, int]:
 def to_float(images: np.ndarray) -> np.ndarray:
   """uint8 pixels -> float32 in [0, 1], the classifier contract."""
   return np.asarray(images, np.float32) / 255.0
+
+
+def disjoint_part(split: tuple[np.ndarray, np.ndarray], part: int, num_parts: int = 2, *,
+                  seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+  """One of ``num_parts`` disjoint, equal-sized parts of a split.
+
+  Szegedy et al.'s cross-training-set experiment trains on two disjoint halves
+  P1 and P2 of the MNIST training set: ``disjoint_part(train, 0)`` and
+  ``disjoint_part(train, 1)``. The parts are slices of one permutation drawn
+  with ``seed`` (numpy's PCG64), so they are disjoint, cover the split (up to
+  ``N mod num_parts`` left-over examples) and do not depend on JAX's PRNG.
+
+  Args:
+    split: ``(images [N, ...], labels [N])``.
+    part: which part, in ``[0, num_parts)``.
+    num_parts: how many parts, ``>= 1``.
+    seed: seed of the permutation; parts of one seed are disjoint.
+
+  Returns:
+    ``(images, labels)`` of the part, in the split's original order.
+  """
+  if not isinstance(num_parts, int) or num_parts < 1:
+    raise ValueError(f"num_parts must be an int >= 1; got {num_parts!r}.")
+  if not isinstance(part, int) or not 0 <= part < num_parts:
+    raise ValueError(f"part must be an int in [0, {num_parts}); got {part!r}. "
+                     "Fix: parts are numbered from 0 (P1 is part 0).")
+  images, labels = split
+  n = len(labels)
+  size = n // num_parts
+  if size == 0:
+    raise ValueError(f"Cannot cut {n} examples into {num_parts} parts.")
+  order = np.random.default_rng(seed).permutation(n)
+  index = np.sort(order[part * size:(part + 1) * size])
+  return images[index], labels[index]

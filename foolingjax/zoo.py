@@ -42,6 +42,15 @@ PRESETS: dict[str, dict] = {
     "ae400_10_mnist": dict(model="ae400_10", ae_pretrain_epochs=10, epochs=20,
                            batch_size=128),
     "alexnet_small_mnist": dict(model="alexnet_small", epochs=5),
+    # Szegedy et al.'s cross-training-set nets: trained on the disjoint halves
+    # P1 (part 0) and P2 (part 1) of the MNIST training set, see
+    # data.disjoint_part. FC100-100-10' is fc100_100_10_mnist_p2.
+    "fc100_100_10_mnist_p1": dict(model="fc100_100_10", epochs=20, batch_size=128,
+                                  train_part=0, train_parts=2),
+    "fc123_456_10_mnist_p1": dict(model="fc123_456_10", epochs=20, batch_size=128,
+                                  train_part=0, train_parts=2),
+    "fc100_100_10_mnist_p2": dict(model="fc100_100_10", epochs=20, batch_size=128,
+                                  train_part=1, train_parts=2),
 }
 
 
@@ -60,6 +69,14 @@ def preset_config(name: str, *, seed: int = 0) -> ml_collections.ConfigDict:
   config.update(PRESETS[name])
   config.seed = seed
   return config
+
+
+def training_data(config: ml_collections.ConfigDict):
+  """``(train, test)`` splits of a preset: its dataset, or one part of its training set."""
+  train = data.load(config.dataset, "train")
+  if "train_part" in config:
+    train = data.disjoint_part(train, config.train_part, config.train_parts)
+  return train, data.load(config.dataset, "test")
 
 
 def config_hash(config: ml_collections.ConfigDict) -> str:
@@ -110,7 +127,7 @@ def load_classifier(name: str = "lenet_mnist", seed: int = 0, *, train_if_missin
   if log:
     log(f"Training {name} (seed {seed}) once; it will be cached at {target}.")
   classifier, history = training.fit(
-      config, data.load(config.dataset, "train"), data.load(config.dataset, "test"),
+      config, *training_data(config),
       workdir=cache_dir() / "training" / f"{name}_seed{seed}_{digest}", log=log)
   checkpoint.save(target, classifier.params,
                   meta={"config": config.to_dict(), "history": history})
