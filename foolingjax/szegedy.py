@@ -1,0 +1,137 @@
+"""Library pieces for "Intriguing properties of neural networks" (Szegedy et al. 2013).
+
+Pure functions, jitted by callers:
+
+* **Units vs random directions** (the paper's section 3): the held-out images
+  ``x`` that maximise ``<phi(x), v>`` for a direction ``v`` of a layer's
+  activation space, where ``v`` is a unit vector ``e_i`` (one neuron) or a
+  random direction. :func:`top_k_along` ranks the images, and
+  :func:`label_purity` turns "the top images look alike" into a number: the
+  share of the top ``k`` that carry their most common label.
+* **Perturbations of a set magnitude** (the control rows of Tables 2 and 4):
+  :func:`scale_to_distortion` moves an image along a direction until the
+  clipped result is exactly a given RMS distortion away, so Gaussian noise
+  and magnified adversarial perturbations are compared at the distortion
+  they really have, after clipping to the pixel box.
+* :func:`random_targets` draws, per image, a target label other than the
+  true one, the same for every model.
+
+Distortion is Szegedy et al.'s ``sqrt(sum((x' - x)^2) / n)`` with pixels in
+[0, 1] (:func:`foolingjax.attacks.metrics.rms_distortion`).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+
+def random_directions(key: jax.Array, num: int, dim: int) -> jax.Array:
+  """``num`` directions drawn uniformly on the unit sphere of R^dim, ``[num, dim]``."""
+  v = jax.random.normal(key, (num, dim))
+  return v / jnp.linalg.norm(v, axis=-1, keepdims=True)
+
+
+def top_k_along(features: jax.Array, directions: jax.Array, k: int) -> tuple[jax.Array, jax.Array]:
+  """The ``k`` images with the largest projection on each direction.
+
+  Args:
+    features: ``[N, D]`` activations ``phi(x)`` of N held-out images.
+    directions: ``[M, D]`` directions ``v`` (rows of the identity for units).
+    k: how many images per direction, ``<= N``.
+
+  Returns:
+    ``(indices [M, k], scores [M, k])``: image indices sorted by decreasing
+    ``<phi(x), v>``, and those projections.
+  """
+  if features.ndim != 2 or directions.ndim != 2 or features.shape[1] != directions.shape[1]:
+    raise ValueError(f"features must be [N, D] and directions [M, D]; got "
+                     f"{features.shape} and {directions.shape}. Fix: flatten the layer's "
+                     "activations to [N, D].")
+  if not 1 <= k <= features.shape[0]:
+    raise ValueError(f"k must be in [1, {features.shape[0]}] (the number of images); got {k}.")
+  scores, indices = jax.lax.top_k(directions @ features.T, k)
+  return indices, scores
+
+
+def label_purity(labels: jax.Array, indices: jax.Array, num_classes: int) -> jax.Array:
+  """Per row of ``indices``, the share of its images that carry its most common label.
+
+  Args:
+    labels: int ``[N]`` labels of the images.
+    indices: int ``[M, k]`` image indices, e.g. from :func:`top_k_along`.
+    num_classes: number of labels K.
+
+  Returns:
+    float ``[M]`` in ``[1/K, 1]`` (``1``: all ``k`` images share a label).
+  """
+  counts = jnp.sum(jax.nn.one_hot(labels[indices], num_classes), axis=1)  # [M, K]
+  return jnp.max(counts, axis=-1) / indices.shape[1]
+
+
+def random_targets(key: jax.Array, labels: jax.Array, num_classes: int) -> jax.Array:
+  """A target label per image, uniform over the ``K - 1`` labels other than its own."""
+  shift = jax.random.randint(key, labels.shape, 1, num_classes)
+  return (labels + shift) % num_classes
+
+
+def _rms(x: jax.Array, y: jax.Array) -> jax.Array:
+  return jnp.sqrt(jnp.mean(jnp.square(y - x)))
+
+
+def scale_to_distortion(x: jax.Array, direction: jax.Array, target: jax.Array, *,
+                        iters: int = 60) -> tuple[jax.Array, jax.Array]:
+  """``clip(x + s * direction, 0, 1)`` with ``s >= 0`` chosen to hit an RMS distortion.
+
+  The distortion ``rms(clip(x + s d) - x)`` never decreases with ``s``, so
+  ``s`` is found per image by bisection on ``log s`` around the unclipped
+  solution ``s0 = target * sqrt(n) / ||d||``. Where clipping caps the
+  distortion below ``target`` (every pixel already at a bound), the most
+  distorted image is returned, and its distortion says so.
+
+  Args:
+    x: clean images ``[B, H, W, C]`` in [0, 1].
+    direction: ``[B, H, W, C]`` perturbation directions (any norm; e.g.
+      Gaussian noise, or ``adv - x`` to magnify an adversarial perturbation).
+    target: RMS distortion(s) to reach, a scalar or ``[B]``.
+    iters: bisection steps (60 halve a 2^30-wide bracket well below float32's
+      precision).
+
+  Returns:
+    ``(images [B, H, W, C], distortion [B])``: the clipped images and their
+    measured RMS distortion.
+  """
+  if x.shape != direction.shape or x.ndim != 4:
+    raise ValueError(f"x and direction must be [B, H, W, C] of one shape; got {x.shape} "
+                     f"and {direction.shape}.")
+  target = jnp.broadcast_to(jnp.asarray(target, jnp.float32), x.shape[:1])
+
+  def one(xi, di, ti):
+    norm = jnp.linalg.norm(di)
+    s0 = ti * jnp.sqrt(xi.size) / jnp.maximum(norm, 1e-12)
+    apply = lambda log_s: jnp.clip(xi + jnp.exp(log_s) * di, 0.0, 1.0)
+
+    def step(bracket, _):
+      lo, hi = bracket
+      mid = 0.5 * (lo + hi)
+      short = _rms(xi, apply(mid)) < ti
+      return (jnp.where(short, mid, lo), jnp.where(short, hi, mid)), None
+
+    # Clipping only shrinks the step, so s0 is a lower bound of the answer.
+    (lo, hi), _ = jax.lax.scan(step, (jnp.log(s0), jnp.log(s0) + 30.0 * jnp.log(2.0)),
+                               None, length=iters)
+    out = apply(hi)
+    out = jnp.where((norm > 0) & (ti > 0), out, xi)
+    return out, _rms(xi, out)
+
+  return jax.vmap(one)(x, direction, target)
+
+
+def gaussian_at_distortion(key: jax.Array, x: jax.Array, target: jax.Array, *,
+                           iters: int = 60) -> tuple[jax.Array, jax.Array]:
+  """Gaussian noise scaled so each clipped image is exactly ``target`` RMS away.
+
+  The control for an adversarial perturbation of the same distortion: same
+  magnitude, random direction. See :func:`scale_to_distortion`.
+  """
+  return scale_to_distortion(x, jax.random.normal(key, x.shape), target, iters=iters)

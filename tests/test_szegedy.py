@@ -1,0 +1,322 @@
+import json
+import shutil
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from PIL import Image
+
+from experiments import common
+from experiments import szegedy as szegedy_experiment
+from experiments.configs import szegedy as szegedy_config
+from foolingjax import attacks, data, szegedy, zoo
+
+# --------------------------------------------------------------------------
+# Library
+
+
+def test_random_directions_are_unit_vectors(key):
+  v = szegedy.random_directions(key, 7, 50)
+  chex.assert_shape(v, (7, 50))
+  np.testing.assert_allclose(np.linalg.norm(np.asarray(v), axis=1), 1.0, rtol=1e-6)
+
+
+def test_top_k_along_a_unit_and_a_direction_known_answer():
+  # Feature 0 of image i is i; feature 1 is -i. Unit e_0 ranks images from the
+  # last; direction (e_0 - e_1)/sqrt(2) too; e_1 ranks them from the first.
+  n = 6
+  features = jnp.stack([jnp.arange(n, dtype=jnp.float32), -jnp.arange(n, dtype=jnp.float32)], 1)
+  directions = jnp.array([[1.0, 0.0], [0.0, 1.0], [2 ** -0.5, -(2 ** -0.5)]])
+  indices, scores = jax.jit(szegedy.top_k_along, static_argnums=2)(features, directions, 3)
+  np.testing.assert_array_equal(indices, [[5, 4, 3], [0, 1, 2], [5, 4, 3]])
+  np.testing.assert_allclose(scores[0], [5, 4, 3])
+  np.testing.assert_allclose(scores[2], np.array([5, 4, 3]) * 2 ** 0.5, rtol=1e-6)
+
+
+def test_top_k_along_rejects_bad_shapes():
+  with pytest.raises(ValueError, match=r"\[N, D\]"):
+    szegedy.top_k_along(jnp.zeros((4, 3)), jnp.zeros((2, 5)), 2)
+  with pytest.raises(ValueError, match="k must be in"):
+    szegedy.top_k_along(jnp.zeros((4, 3)), jnp.zeros((2, 3)), 5)
+
+
+def test_label_purity_known_answer():
+  labels = jnp.array([0, 0, 1, 2, 2, 2])
+  indices = jnp.array([[0, 1, 2, 3], [3, 4, 5, 0], [0, 2, 3, 1]])
+  np.testing.assert_allclose(szegedy.label_purity(labels, indices, 3), [0.5, 0.75, 0.5])
+
+
+def test_random_targets_are_never_the_label_and_cover_the_others(key):
+  labels = jnp.tile(jnp.arange(10), 500)
+  targets = jax.jit(szegedy.random_targets, static_argnums=2)(key, labels, 10)
+  assert not np.any(np.asarray(targets) == np.asarray(labels))
+  for c in range(10):
+    hit = set(np.asarray(targets)[np.asarray(labels) == c].tolist())
+    assert hit == set(range(10)) - {c}
+
+
+def test_scale_to_distortion_hits_the_target_after_clipping(key, mnist_test):
+  x = jnp.asarray(data.to_float(mnist_test[0][:8]))
+  # Gaussian noise on MNIST: most pixels are 0, so clipping removes about half
+  # of the step and a plain rescaling would fall short.
+  noise = jax.random.normal(key, x.shape)
+  target = jnp.linspace(0.02, 0.3, 8)
+  out, dist = jax.jit(szegedy.scale_to_distortion)(x, noise, target)
+  assert float(out.min()) >= 0.0 and float(out.max()) <= 1.0
+  np.testing.assert_allclose(dist, target, rtol=1e-4)
+  np.testing.assert_allclose(attacks.metrics.rms_distortion(x, out), dist, rtol=1e-5)
+  # The naive unclipped rescaling would have given less.
+  naive = jnp.clip(x + noise * (target * 28 / jnp.linalg.norm(
+      noise.reshape(8, -1), axis=1))[:, None, None, None], 0, 1)
+  assert np.all(np.asarray(attacks.metrics.rms_distortion(x, naive)) < 0.8 * np.asarray(target))
+
+
+def test_scale_to_distortion_without_clipping_is_a_plain_rescaling(key):
+  x = jnp.full((2, 4, 4, 1), 0.5)
+  d = jax.random.normal(key, x.shape)
+  out, dist = szegedy.scale_to_distortion(x, d, 0.01)
+  expected = x + d * (0.01 * 4 / jnp.linalg.norm(d.reshape(2, -1), axis=1))[:, None, None, None]
+  np.testing.assert_allclose(out, expected, atol=1e-6)
+  np.testing.assert_allclose(dist, 0.01, rtol=1e-5)
+
+
+def test_scale_to_distortion_reports_an_unreachable_target():
+  # Every pixel is at 1 and the direction pushes them up: no step moves the image.
+  x = jnp.ones((1, 3, 3, 1))
+  out, dist = szegedy.scale_to_distortion(x, jnp.ones_like(x), 0.1)
+  np.testing.assert_array_equal(out, x)
+  assert float(dist[0]) == 0.0
+  # Half the pixels can move by at most 1: the distortion caps at sqrt(1/2).
+  x = jnp.concatenate([jnp.zeros((1, 2, 3, 1)), jnp.ones((1, 1, 3, 1))], axis=1)
+  x = jnp.pad(x, ((0, 0), (0, 1), (0, 0), (0, 0)), constant_values=1.0)  # 6 of 12 at 0
+  out, dist = szegedy.scale_to_distortion(x, jnp.ones_like(x), 0.9)
+  np.testing.assert_allclose(dist, np.sqrt(0.5), rtol=1e-5)
+  with pytest.raises(ValueError, match="one shape"):
+    szegedy.scale_to_distortion(x, jnp.ones((1, 4, 3, 2)), 0.1)
+
+
+def test_gaussian_at_distortion_zero_target_leaves_images_alone(key):
+  x = jnp.full((3, 5, 5, 1), 0.3)
+  out, dist = szegedy.gaussian_at_distortion(key, x, jnp.array([0.0, 0.05, 0.1]))
+  np.testing.assert_array_equal(out[0], x[0])
+  np.testing.assert_allclose(dist, [0.0, 0.05, 0.1], atol=1e-6)
+
+
+def test_disjoint_parts_cover_the_split_without_overlap():
+  images = np.arange(11 * 2).reshape(11, 2, 1, 1).astype(np.uint8)
+  labels = np.arange(11)
+  parts = [data.disjoint_part((images, labels), p, 2) for p in range(2)]
+  a, b = (set(p[1].tolist()) for p in parts)
+  assert len(a) == len(b) == 5 and not a & b
+  for imgs, labs in parts:
+    np.testing.assert_array_equal(imgs[:, 0, 0, 0], labs * 2)  # images stay with their labels
+  again = data.disjoint_part((images, labels), 0, 2)
+  np.testing.assert_array_equal(again[1], parts[0][1])
+  with pytest.raises(ValueError, match="numbered from 0"):
+    data.disjoint_part((images, labels), 2, 2)
+
+
+def test_cross_training_presets_are_bundled_and_trained_on_their_half():
+  for name, part in (("fc100_100_10_mnist_p1", 0), ("fc123_456_10_mnist_p1", 0),
+                     ("fc100_100_10_mnist_p2", 1)):
+    zoo.load_classifier(name, train_if_missing=False)
+    meta = zoo.info(name)
+    assert meta["config"]["train_part"] == part
+    assert meta["history"]["test_accuracy"][-1] > 0.97
+  train = data.load("mnist", "train")
+  for name, part in (("fc100_100_10_mnist_p1", 0), ("fc100_100_10_mnist_p2", 1)):
+    images, labels = zoo.training_data(zoo.preset_config(name))[0]
+    assert len(labels) == 30000
+    np.testing.assert_array_equal(images, data.disjoint_part(train, part, 2)[0])
+
+
+# --------------------------------------------------------------------------
+# The experiment at its smoke preset
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+  workdir = tmp_path_factory.mktemp("szegedy_smoke")
+  config = szegedy_config.get_config("smoke")
+  logs = []
+  summary = szegedy_experiment.run(config, workdir, log=logs.append)
+  tables = szegedy_experiment.parse_tables((workdir / "results.md").read_text())
+  return config, workdir, summary, tables, logs
+
+
+def _pct(cell: str) -> float:
+  assert cell.endswith("%"), cell
+  return float(cell[:-1]) / 100
+
+
+def _table(tables, prefix):
+  (title,) = [t for t in tables if t.startswith(prefix)]
+  return tables[title]
+
+
+def test_smoke_writes_every_table_and_figure(smoke_run):
+  config, workdir, summary, tables, _ = smoke_run
+  assert len(tables) == 5
+  for name in ("adversarial_examples.png", "units_fc100_100_10_mnist_fc2.png"):
+    with Image.open(workdir / name) as im:
+      assert im.size[0] > 200 and im.size[1] > 100
+  saved = json.loads((workdir / "summary.json").read_text())
+  assert set(saved) == {"units", "table1", "table2", "table2_images", "table3", "table4",
+                        "table4_images"}
+
+
+def test_smoke_units_table(smoke_run):
+  config, _, summary, tables, _ = smoke_run
+  rows = _table(tables, "Units vs random directions")
+  assert set(rows) == {"FC100-100-10 fc2, top 5", "FC100-100-10 fc2, top 20"}
+  result = summary["units"]["fc100_100_10_mnist:fc2"]
+  assert 0 < result["live"] <= result["dim"] == 100
+  for k, purity in result["purity"].items():
+    for group in ("units", "directions", "random_sets"):
+      values = np.array(purity[group]["values"])
+      assert np.all((values >= 1 / int(k) - 1e-6) & (values <= 1))
+      assert purity[group]["mean"] == pytest.approx(values.mean())
+    assert len(purity["units"]["values"]) == result["live"]
+    assert len(purity["directions"]["values"]) == config.units.num_random
+    # Top-k images of a trained net's units share labels far more than random sets.
+    assert purity["units"]["mean"] > purity["random_sets"]["mean"] + 0.1
+
+
+def test_smoke_table1_matches_the_saved_adversarial_examples(smoke_run, mnist_test):
+  config, workdir, summary, tables, _ = smoke_run
+  table1 = _table(tables, "Table 1")
+  x = data.to_float(mnist_test[0][: config.num_attack_images])
+  y = mnist_test[1][: config.num_attack_images]
+  targets = np.asarray(szegedy.random_targets(
+      jax.random.fold_in(jax.random.fold_in(jax.random.key(config.seed), 1), 1),
+      jnp.asarray(y), 10))
+  for name in szegedy_experiment._names(config.table1):
+    row = table1[szegedy_experiment.display(name)]
+    apply_fn, params = zoo.load_classifier(name, train_if_missing=False)
+    with np.load(workdir / "adversarial" / f"{name}.npz") as saved:
+      index, adv, success = saved["index"], saved["adv"], saved["success"]
+      assert int(saved["done"]) == len(index)
+    # Attacked: exactly the images the net gets right.
+    clean_pred = np.asarray(jnp.argmax(apply_fn(params, jnp.asarray(x)), -1))
+    np.testing.assert_array_equal(index, np.flatnonzero(clean_pred == y))
+    # Every success is classified as its target, and stays in the box.
+    adv_pred = np.asarray(jnp.argmax(apply_fn(params, jnp.asarray(adv)), -1))
+    np.testing.assert_array_equal(adv_pred[success], targets[index][success])
+    assert adv.min() >= 0 and adv.max() <= 1
+    distortion = float(attacks.metrics.average_minimum_distortion(
+        x[index], adv, success))
+    assert float(row["av. min. distortion"]) == pytest.approx(distortion, abs=6e-5)
+    assert 0.005 < distortion < 0.3
+    assert row["attacks succeeded"] == f"{success.sum()}/{len(index)}"
+    # The test error is the trained net's own, as recorded when it was trained.
+    history = zoo.info(name)["history"]
+    assert _pct(row["test error"]) == pytest.approx(1 - history["test_accuracy"][-1], abs=6e-4)
+
+
+def test_smoke_table2_rows(smoke_run, mnist_test):
+  config, workdir, summary, tables, _ = smoke_run
+  table2 = _table(tables, "Table 2")
+  names = szegedy_experiment._names(config.table1)
+  nets = [szegedy_experiment.display(n) for n in names]
+  for net in nets:
+    adv = table2[f"adversarial for {net}"]
+    assert adv[net] == "100.0%"  # each net fails on all of its own adversarial examples
+    noise = table2[f"Gaussian noise at the distortion of {net}"]
+    assert noise["av. distortion"] == adv["av. distortion"]
+    assert noise["images"] == adv["images"]
+    for other in nets:
+      assert 0 <= _pct(adv[other]) <= 1 and 0 <= _pct(noise[other]) <= 1
+  for rms in ("0.1", "0.3"):
+    row = table2[f"Gaussian noise, RMS {rms}"]
+    assert row["av. distortion"] == f"{float(rms):.4f}"
+    assert int(row["images"]) == summary["table2_images"]
+  # One cell by hand: net B's error on net A's adversarial examples, made from
+  # the images both nets classify correctly.
+  a, b = names
+  x = data.to_float(mnist_test[0][: config.num_attack_images])
+  y = mnist_test[1][: config.num_attack_images]
+  clf_a, clf_b = (zoo.load_classifier(n, train_if_missing=False) for n in (a, b))
+  predict = lambda clf, images: np.asarray(jnp.argmax(clf[0](clf[1], jnp.asarray(images)), -1))
+  common = np.flatnonzero((predict(clf_a, x) == y) & (predict(clf_b, x) == y))
+  assert summary["table2_images"] == len(common)
+  with np.load(workdir / "adversarial" / f"{a}.npz") as saved:
+    keep = saved["success"] & np.isin(saved["index"], common)
+    adv, labels = saved["adv"][keep], y[saved["index"][keep]]
+  assert table2[f"adversarial for {nets[0]}"]["images"] == str(len(labels))
+  expected = np.mean(predict(clf_b, adv) != labels)
+  assert _pct(table2[f"adversarial for {nets[0]}"][nets[1]]) == pytest.approx(expected, abs=6e-4)
+
+
+def test_smoke_tables_3_and_4(smoke_run):
+  config, workdir, summary, tables, _ = smoke_run
+  table3 = _table(tables, "Table 3")
+  assert table3["FC100-100-10 (P1)"]["trained on"] == "P1"
+  assert table3["FC100-100-10' (P2)"]["trained on"] == "P2"
+  assert all(r["training images"] == "30000" for r in table3.values())
+  table4 = _table(tables, "Table 4")
+  for net in table3:
+    assert table4[f"adversarial for {net}"][net] == "100.0%"
+    magnified = table4[f"adversarial for {net}, magnified to RMS 0.1"]
+    assert magnified["av. distortion"] == "0.1000"
+    assert magnified[net] == "100.0%"  # larger along the same direction: still fooled
+  assert table4["Gaussian noise, RMS 0.1"]["av. distortion"] == "0.1000"
+
+
+def test_smoke_refuses_saved_attacks_with_other_targets(smoke_run, tmp_path):
+  config, workdir, *_ = smoke_run
+  copy = tmp_path / "copy"
+  shutil.copytree(workdir, copy)
+  path = copy / "adversarial" / "fc10_wd1e-4_mnist.npz"
+  with np.load(path) as saved:
+    arrays = dict(saved)
+  arrays["targets"] = (arrays["targets"] + 1) % 10
+  with open(path, "wb") as f:
+    np.savez(f, **arrays)
+  with pytest.raises(RuntimeError, match="other images or targets"):
+    szegedy_experiment.run(config, copy)
+
+
+def test_smoke_rerun_resumes_and_a_changed_config_refuses(smoke_run):
+  config, workdir, summary, tables, _ = smoke_run
+  # Cut one net's saved attack back to its first chunk: the rerun resumes there.
+  path = workdir / "adversarial" / "fc100_100_10_mnist.npz"
+  with np.load(path) as saved:
+    arrays = dict(saved)
+  full = arrays["adv"].copy()
+  arrays["done"] = np.array(config.attack.chunk_images)
+  arrays["adv"][config.attack.chunk_images:] = 0.0
+  with open(path, "wb") as f:
+    np.savez(f, **arrays)
+  logs = []
+  again = szegedy_experiment.run(config, workdir, log=logs.append)
+  assert any("FC100-100-10: resuming at image 5" in line for line in logs)
+  assert not any("FC10(1e-4): " in line and "images" in line for line in logs)
+  with np.load(path) as saved:
+    np.testing.assert_allclose(saved["adv"], full, atol=1e-6)
+  assert again["table1"] == summary["table1"]
+  assert szegedy_experiment.parse_tables((workdir / "results.md").read_text()) == tables
+  other = szegedy_config.get_config("smoke")
+  other.attack.max_iters = 31
+  with pytest.raises(common.WorkdirConflictError, match="attack"):
+    szegedy_experiment.run(other, workdir)
+
+
+def test_bad_configs_fail_clearly(tmp_path):
+  config = szegedy_config.get_config("smoke")
+  config.parts = "units,tabels"
+  with pytest.raises(ValueError, match="tabels"):
+    szegedy_experiment.run(config, tmp_path / "a")
+  config = szegedy_config.get_config("smoke")
+  config.parts = "units"
+  config.units.layers = "fc100_100_10_mnist:conv9"
+  with pytest.raises(ValueError, match="fc1, fc2"):
+    szegedy_experiment.run(config, tmp_path / "b")
+  config = szegedy_config.get_config("smoke")
+  config.parts = "tables"
+  config.num_attack_images = 0
+  with pytest.raises(ValueError, match="num_attack_images"):
+    szegedy_experiment.run(config, tmp_path / "c")
+  with pytest.raises(ValueError, match="Unknown preset"):
+    szegedy_config.get_config("table9")
