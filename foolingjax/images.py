@@ -1,11 +1,13 @@
-"""Colour conversions (pure jnp) and labelled image grids saved as PNG."""
+"""Colour conversions and Gaussian blur (pure jnp), and labelled image grids saved as PNG."""
 
 from __future__ import annotations
 
+import math
 import os
 import pathlib
 from typing import Sequence
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -31,6 +33,51 @@ def hls_to_rgb(hls: jnp.ndarray) -> jnp.ndarray:
     k = jnp.mod(n + h * 12.0, 12.0)
     return l - a * jnp.clip(jnp.minimum(k - 3.0, 9.0 - k), -1.0, 1.0)
   return jnp.stack([f(0.0), f(8.0), f(4.0)], axis=-1)
+
+
+def gaussian_kernel(sigma: float) -> jax.Array:
+  """Normalised 1-D Gaussian of radius ``ceil(3 sigma)``: ``[2r + 1]``."""
+  radius = max(1, math.ceil(3.0 * sigma))
+  offsets = jnp.arange(-radius, radius + 1, dtype=jnp.float32)
+  weights = jnp.exp(-0.5 * jnp.square(offsets / sigma))
+  return weights / jnp.sum(weights)
+
+
+def gaussian_blur(x: jax.Array, *, sigma: float) -> jax.Array:
+  """Separable Gaussian blur of each channel, edges padded by replication.
+
+  Used by the regularised gradient ascent of both the fooling images
+  (:func:`foolingjax.attacks.gradient_ascent_fooling`) and the class and
+  neuron visualisations (:mod:`foolingjax.visualize`).
+
+  Args:
+    x: ``[..., H, W, C]``: one image or any batch of them.
+    sigma: standard deviation in pixels (static).
+
+  Returns:
+    The same shape; a constant image is left unchanged.
+  """
+  if x.ndim < 3:
+    raise ValueError(f"gaussian_blur expects [..., H, W, C] images; got shape {x.shape}.")
+  kernel = gaussian_kernel(sigma)
+  radius = (kernel.shape[0] - 1) // 2
+  shape = x.shape
+  channels = shape[-1]
+  y = x.reshape((-1, *shape[-3:]))
+
+  def blur_axis(y, axis):
+    pad = [(0, 0)] * 4
+    pad[axis] = (radius, radius)
+    y = jnp.pad(y, pad, mode="edge")
+    taps = [1, 1, 1, channels]
+    taps[axis - 1] = kernel.shape[0]
+    weights = jnp.broadcast_to(kernel.reshape([-1 if i == axis - 1 else 1
+                                               for i in range(4)]), taps)
+    return jax.lax.conv_general_dilated(
+        y, weights.astype(y.dtype), window_strides=(1, 1), padding="VALID",
+        dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=channels)
+
+  return blur_axis(blur_axis(y, 1), 2).reshape(shape)
 
 
 def to_uint8(images) -> np.ndarray:

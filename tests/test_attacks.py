@@ -241,6 +241,11 @@ def test_gaussian_blur_preserves_constant_and_mass():
   blurred = attacks.gaussian_blur(spike, sigma=1.0)
   np.testing.assert_allclose(float(blurred.sum()), 1.0, rtol=1e-5)
   assert float(blurred[4, 4, 0]) < 0.5
+  # One image and a batch of it go through the same function.
+  batch = jnp.stack([spike, 2 * spike])
+  np.testing.assert_allclose(attacks.gaussian_blur(batch, sigma=1.0)[1], 2 * blurred, atol=1e-6)
+  with pytest.raises(ValueError, match=r"\[..., H, W, C\]"):
+    attacks.gaussian_blur(jnp.zeros((9, 9)), sigma=1.0)
 
 
 def test_metrics_known_values():

@@ -9,35 +9,15 @@ target's softmax probability) comes back stacked.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
 
 from foolingjax.attacks import _checks
+from foolingjax.images import gaussian_blur
 
 OBJECTIVES = ("logit", "log_softmax", "softmax")
-
-
-def gaussian_blur(image: jax.Array, *, sigma: float) -> jax.Array:
-  """Separable Gaussian blur of one ``[H, W, C]`` image, edges reflected.
-
-  Args:
-    image: ``[H, W, C]``.
-    sigma: standard deviation in pixels (a Python float > 0).
-
-  Returns:
-    The blurred ``[H, W, C]`` image.
-  """
-  radius = max(1, math.ceil(2.0 * sigma))
-  taps = jnp.arange(-radius, radius + 1, dtype=jnp.float32)
-  kernel = jnp.exp(-0.5 * jnp.square(taps / sigma))
-  kernel = kernel / jnp.sum(kernel)
-  padded = jnp.pad(image, ((radius, radius), (radius, radius), (0, 0)), mode="reflect")
-  height, width = image.shape[0], image.shape[1]
-  rows = sum(kernel[i] * padded[i:i + height] for i in range(2 * radius + 1))
-  return sum(kernel[i] * rows[:, i:i + width] for i in range(2 * radius + 1))
 
 
 def _score(logits: jax.Array, target: jax.Array, objective: str) -> jax.Array:

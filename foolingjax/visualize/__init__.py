@@ -19,10 +19,9 @@ callables; every optimisation runs as one ``lax.scan``.
   :func:`style_transfer`, :func:`gram_matrix`, :func:`total_variation`.
 """
 
+from foolingjax.images import gaussian_blur, gaussian_kernel
 from foolingjax.visualize.ascent import (
     class_objective,
-    gaussian_blur,
-    gaussian_kernel,
     gradient_ascent,
     unit_objective,
 )

@@ -13,52 +13,16 @@ independent, so a batch visualises B classes or units at once.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 
+from foolingjax.images import gaussian_blur
+
 Params = Any
 Objective = Callable[[jax.Array], jax.Array]
-
-
-def gaussian_kernel(sigma: float) -> jax.Array:
-  """Normalised 1-D Gaussian of radius ``ceil(3 sigma)``: ``[2r + 1]``."""
-  radius = max(1, math.ceil(3.0 * sigma))
-  offsets = jnp.arange(-radius, radius + 1, dtype=jnp.float32)
-  weights = jnp.exp(-0.5 * jnp.square(offsets / sigma))
-  return weights / jnp.sum(weights)
-
-
-def gaussian_blur(x: jax.Array, *, sigma: float) -> jax.Array:
-  """Separable Gaussian blur of each channel, edges padded by replication.
-
-  Args:
-    x: ``[B, H, W, C]``.
-    sigma: standard deviation in pixels (static).
-
-  Returns:
-    ``[B, H, W, C]``; a constant image is left unchanged.
-  """
-  kernel = gaussian_kernel(sigma)
-  radius = (kernel.shape[0] - 1) // 2
-  channels = x.shape[-1]
-
-  def blur_axis(y, axis):
-    pad = [(0, 0)] * 4
-    pad[axis] = (radius, radius)
-    y = jnp.pad(y, pad, mode="edge")
-    shape = [1, 1, 1, channels]
-    shape[axis - 1] = kernel.shape[0]
-    weights = jnp.broadcast_to(kernel.reshape([-1 if i == axis - 1 else 1
-                                               for i in range(4)]), shape)
-    return jax.lax.conv_general_dilated(
-        y, weights.astype(y.dtype), window_strides=(1, 1), padding="VALID",
-        dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=channels)
-
-  return blur_axis(blur_axis(x, 1), 2)
 
 
 def class_objective(apply_fn: Callable[[Params, jax.Array], jax.Array], params: Params,
