@@ -52,6 +52,9 @@ _WORKDIR = common.WORKDIR
 
 PARTS = szegedy_config.PARTS
 NUM_CLASSES = 10
+# fold_in streams of the seed's key: units 0, Table 2's noise 1, Table 4's noise
+# 2, the attack targets 3.
+TARGETS_STREAM = 3
 
 DISPLAY = {
     "fc10_wd1e-4_mnist": "FC10(1e-4)",
@@ -295,7 +298,7 @@ def adversarial_set(name: str, classifier, x: np.ndarray, y: np.ndarray, targets
   cfg = config.attack
   attack = jax.jit(lambda p, xb, tb: attacks.lbfgs_attack(
       apply_fn, p, xb, tb, c_search_steps=cfg.c_search_steps, max_iters=cfg.max_iters,
-      tol=cfg.tol, chunk_size=1))
+      tol=cfg.tol, chunk_size=cfg.chunk_size or None))
   chunk = cfg.chunk_images
   t0 = time.perf_counter()
   while int(state["done"]) < n:
@@ -436,7 +439,7 @@ def _attack_inputs(config, test):
     raise ValueError(f"config.num_attack_images must be in [1, {len(test[1])}]; got {n}.")
   x = data.to_float(test[0][:n])
   y = np.asarray(test[1][:n])
-  key = jax.random.fold_in(jax.random.fold_in(jax.random.key(config.seed), 1), 1)
+  key = jax.random.fold_in(jax.random.key(config.seed), TARGETS_STREAM)
   targets = np.asarray(szegedy.random_targets(key, jnp.asarray(y), NUM_CLASSES))
   return x, y, targets
 
@@ -451,62 +454,56 @@ def _attack_all(nets, classifiers, config, test, workdir, *, log):
   return x, y, sets
 
 
-def run_tables(config, key, test, workdir, *, log) -> tuple[dict, str]:
-  nets = _names(config.table1)
+def _study(nets, config, key, test, workdir, *, log, noise_rms, magnify_rms=None):
+  """One table per net (errors, distortion) and the cross table of ``nets``."""
   classifiers = {n: zoo.load_classifier(n, log=log) for n in nets}
-  train = data.load("mnist", "train")
-  table1 = {}
+  per_net = {}
   for name in nets:
-    table1[name] = {"train_error": 1.0 - training.accuracy(classifiers[name], *train),
-                    "test_error": 1.0 - training.accuracy(classifiers[name], *test)}
+    preset = zoo.preset_config(name)
+    own, _ = zoo.training_data(preset)  # the half a cross-training-set net saw
+    part = preset.get("train_part")
+    per_net[name] = {"trained_on": "all" if part is None else f"P{part + 1}",
+                     "train_images": len(own[1]),
+                     "train_error": 1.0 - training.accuracy(classifiers[name], *own),
+                     "test_error": 1.0 - training.accuracy(classifiers[name], *test)}
   x, y, sets = _attack_all(nets, classifiers, config, test, workdir, log=log)
   for name, s in sets.items():
-    table1[name].update(distortion=s.mean_distortion, attacked=s.attacked,
-                        succeeded=len(s.labels))
+    per_net[name].update(distortion=s.mean_distortion, attacked=s.attacked,
+                         succeeded=len(s.labels))
   predicts = {n: _predict_fn(classifiers[n]) for n in nets}
-  rows, common = cross_rows(jax.random.fold_in(key, 2), sets, predicts, x, y,
-                            noise_rms=_floats(config.noise_rms, "noise_rms"))
+  rows, common = cross_rows(key, sets, predicts, x, y, noise_rms=noise_rms,
+                            magnify_rms=magnify_rms)
+  title = (f"error rate of each net (columns) on the examples of each row, made from the "
+           f"{common} of the first {len(y)} test images that every net classifies correctly")
+  return per_net, sets, rows, common, title
+
+
+def run_tables(config, key, test, workdir, *, log) -> tuple[dict, str]:
+  nets = _names(config.table1)
+  table1, sets, rows, common, title = _study(
+      nets, config, key, test, workdir, log=log,
+      noise_rms=_floats(config.noise_rms, "noise_rms"))
   _plot_examples(workdir / "adversarial_examples.png", sets)
   body = [[display(n), _pct(r["train_error"]), _pct(r["test_error"]), _dist(r["distortion"]),
            f"{r['succeeded']}/{r['attacked']}"] for n, r in table1.items()]
   md = ("### Table 1: training error, test error and average minimum distortion\n\n"
         + markdown_table(["net", "training error", "test error", "av. min. distortion",
                           "attacks succeeded"], body) + "\n\n"
-        + cross_markdown(f"Table 2: cross-model generalisation: error rate of each net "
-                         f"(columns) on the examples of each row, made from the {common} of "
-                         f"the first {len(y)} test images that every net classifies "
-                         "correctly", rows, nets))
+        + cross_markdown(f"Table 2: cross-model generalisation: {title}", rows, nets))
   return {"table1": table1, "table2": rows, "table2_images": common}, md
 
 
 def run_cross_training(config, key, test, workdir, *, log) -> tuple[dict, str]:
   nets = _names(config.cross_training)
-  classifiers = {n: zoo.load_classifier(n, log=log) for n in nets}
-  table3 = {}
-  for name in nets:
-    preset = zoo.preset_config(name)
-    own, _ = zoo.training_data(preset)
-    part = preset.get("train_part")
-    table3[name] = {"trained_on": "all" if part is None else f"P{part + 1}",
-                    "train_images": len(own[1]),
-                    "train_error": 1.0 - training.accuracy(classifiers[name], *own),
-                    "test_error": 1.0 - training.accuracy(classifiers[name], *test)}
-  x, y, sets = _attack_all(nets, classifiers, config, test, workdir, log=log)
-  for name, s in sets.items():
-    table3[name].update(distortion=s.mean_distortion, attacked=s.attacked,
-                        succeeded=len(s.labels))
-  predicts = {n: _predict_fn(classifiers[n]) for n in nets}
-  rows, common = cross_rows(jax.random.fold_in(key, 3), sets, predicts, x, y,
-                            noise_rms=[config.magnify_rms], magnify_rms=config.magnify_rms)
+  table3, _, rows, common, title = _study(
+      nets, config, key, test, workdir, log=log, noise_rms=[config.magnify_rms],
+      magnify_rms=config.magnify_rms)
   body = [[display(n), r["trained_on"], str(r["train_images"]), _pct(r["train_error"]),
            _pct(r["test_error"]), _dist(r["distortion"])] for n, r in table3.items()]
   md = ("### Table 3: nets trained on disjoint halves of the MNIST training set\n\n"
         + markdown_table(["net", "trained on", "training images", "training error",
                           "test error", "av. min. distortion"], body) + "\n\n"
-        + cross_markdown(f"Table 4: cross-training-set generalisation: error rate of each "
-                         f"net (columns) on the examples of each row, made from the {common} "
-                         f"of the first {len(y)} test images that every net classifies "
-                         "correctly", rows, nets))
+        + cross_markdown(f"Table 4: cross-training-set generalisation: {title}", rows, nets))
   return {"table3": table3, "table4": rows, "table4_images": common}, md
 
 

@@ -190,13 +190,14 @@ def test_smoke_table1_matches_the_saved_adversarial_examples(smoke_run, mnist_te
   x = data.to_float(mnist_test[0][: config.num_attack_images])
   y = mnist_test[1][: config.num_attack_images]
   targets = np.asarray(szegedy.random_targets(
-      jax.random.fold_in(jax.random.fold_in(jax.random.key(config.seed), 1), 1),
+      jax.random.fold_in(jax.random.key(config.seed), szegedy_experiment.TARGETS_STREAM),
       jnp.asarray(y), 10))
   for name in szegedy_experiment._names(config.table1):
     row = table1[szegedy_experiment.display(name)]
     apply_fn, params = zoo.load_classifier(name, train_if_missing=False)
     with np.load(workdir / "adversarial" / f"{name}.npz") as saved:
       index, adv, success = saved["index"], saved["adv"], saved["success"]
+      np.testing.assert_array_equal(saved["targets"], targets[index])
       assert int(saved["done"]) == len(index)
     # Attacked: exactly the images the net gets right.
     clean_pred = np.asarray(jnp.argmax(apply_fn(params, jnp.asarray(x)), -1))
