@@ -7,7 +7,7 @@ Run:
 Presets:
   all    every part at the scale measured for the README: 10,000 held-out
          images ranked per direction; L-BFGS on the first 1,000 MNIST test
-         images for each of the nine nets (6.5 minutes on two CPU cores).
+         images for each of the nine nets (6 minutes on two CPU cores).
   units / tables / cross_training   one part at that scale.
   smoke  every part tiny (bundled weights, 12 attacked images, a short c
          search), for the tests: well under a minute.
