@@ -62,6 +62,8 @@ DISPLAY = {
     "fc10_wd1_mnist": "FC10(1)",
     "fc100_100_10_mnist": "FC100-100-10",
     "fc200_200_10_mnist": "FC200-200-10",
+    "fc100_100_10_sigmoid_mnist": "FC100-100-10 sigmoid",
+    "fc200_200_10_sigmoid_mnist": "FC200-200-10 sigmoid",
     "fc123_456_10_mnist": "FC123-456-10",
     "ae400_10_mnist": "AE400-10",
     "lenet_mnist": "LeNet",

@@ -9,6 +9,9 @@ Presets:
          images ranked per direction; L-BFGS on the first 1,000 MNIST test
          images for each of the nine nets (6 minutes on two CPU cores).
   units / tables / cross_training   one part at that scale.
+  sigmoid  Tables 1-2 for FC100-100-10 and FC200-200-10 with ReLU (ours) and
+         sigmoid (the paper's) hidden units; the sigmoid nets are trained on
+         first use.
   smoke  every part tiny (bundled weights, 12 attacked images, a short c
          search), for the tests: well under a minute.
 """
@@ -58,6 +61,11 @@ def get_config(preset: str = "all"):
     pass
   elif preset in PARTS:
     c.parts = preset
+  elif preset == "sigmoid":
+    # Tables 1-2 for ReLU and sigmoid versions of the same nets.
+    c.parts = "tables"
+    c.table1 = ("fc100_100_10_mnist,fc100_100_10_sigmoid_mnist,fc200_200_10_mnist,"
+                "fc200_200_10_sigmoid_mnist")
   elif preset == "smoke":
     c.units.layers = "fc100_100_10_mnist:fc2"
     c.units.num_images = 500
@@ -72,5 +80,6 @@ def get_config(preset: str = "all"):
     c.attack.max_iters = 30
     c.attack.chunk_images = 5
   else:
-    raise ValueError(f"Unknown preset {preset!r}; known: all, {', '.join(PARTS)}, smoke.")
+    raise ValueError(f"Unknown preset {preset!r}; known: all, {', '.join(PARTS)}, sigmoid, "
+                     "smoke.")
   return c

@@ -24,6 +24,11 @@ _FACTORIES: dict[str, Callable[..., nn.Module]] = {
     "fc100_100_10": lambda k: MLP(hidden=(100, 100), num_classes=k),
     "fc200_200_10": lambda k: MLP(hidden=(200, 200), num_classes=k),
     "fc123_456_10": lambda k: MLP(hidden=(123, 456), num_classes=k),
+    # Szegedy et al.'s hidden layers are sigmoid; the nets above use ReLU.
+    "fc100_100_10_sigmoid": lambda k: MLP(hidden=(100, 100), num_classes=k,
+                                          activation="sigmoid"),
+    "fc200_200_10_sigmoid": lambda k: MLP(hidden=(200, 200), num_classes=k,
+                                          activation="sigmoid"),
     "ae400_10": lambda k: AutoencoderClassifier(code_size=400, num_classes=k),
     "alexnet_small": lambda k: AlexNetSmall(num_classes=k),
 }
