@@ -321,3 +321,15 @@ def test_bad_configs_fail_clearly(tmp_path):
     szegedy_experiment.run(config, tmp_path / "c")
   with pytest.raises(ValueError, match="Unknown preset"):
     szegedy_config.get_config("table9")
+
+
+@pytest.mark.parametrize("preset", ["all", "units", "tables", "cross_training", "sigmoid", "smoke"])
+def test_every_preset_names_zoo_nets(preset):
+  config = szegedy_config.get_config(preset)
+  nets = szegedy_experiment._names(config.table1) + szegedy_experiment._names(
+      config.cross_training) + [item.split(":")[0] for item in
+                                szegedy_experiment._names(config.units.layers)]
+  for name in nets:
+    zoo.preset_config(name)  # raises for an unknown preset
+    assert szegedy_experiment.display(name) != name  # every table net has a paper name
+  assert szegedy_experiment.parts_of(config)
