@@ -167,14 +167,9 @@ def run_units(config, key, test, workdir: pathlib.Path, *, log) -> dict:
   ks = [int(k) for k in _floats(cfg.purity_k, "units.purity_k")]
   x = data.to_float(test[0][: cfg.num_images])
   y = test[1][: cfg.num_images]
-  if max(ks + [cfg.show_k]) > len(y):
-    raise ValueError(f"units.purity_k and units.show_k must not exceed units.num_images "
-                     f"({len(y)}).")
   results = {}
   for i, item in enumerate(_names(cfg.layers)):
-    name, sep, layer = item.partition(":")
-    if not sep:
-      raise ValueError(f"config.units.layers entries are 'net:layer'; got {item!r}.")
+    name, _, layer = item.partition(":")
     t0 = time.perf_counter()
     phi = jnp.asarray(_features(zoo.load_classifier(name, log=log), layer, x))
     dim = phi.shape[1]
@@ -437,8 +432,6 @@ def _attack_inputs(config, test):
   Table 3) is attacked towards the same label on the same image.
   """
   n = config.num_attack_images
-  if not 1 <= n <= len(test[1]):
-    raise ValueError(f"config.num_attack_images must be in [1, {len(test[1])}]; got {n}.")
   x = data.to_float(test[0][:n])
   y = np.asarray(test[1][:n])
   key = jax.random.fold_in(jax.random.key(config.seed), TARGETS_STREAM)
@@ -512,14 +505,64 @@ def run_cross_training(config, key, test, workdir, *, log) -> tuple[dict, str]:
 # --------------------------------------------------------------------------
 
 
-def run(config, workdir, *, log=print) -> dict:
-  """Runs ``config.parts``; returns every number (also in ``summary.json``)."""
+def validate(config, num_test: int) -> list[str]:
+  """Checks every setting before anything is written; returns the parts to run."""
   parts = parts_of(config)
+
+  def positive_int(value, name, most=None):
+    if not isinstance(value, int) or value < 1 or (most is not None and value > most):
+      bound = f" and at most {most}" if most is not None else ""
+      raise ValueError(f"config.{name} must be an int >= 1{bound}; got {value!r}.")
+
+  if "units" in parts:
+    u = config.units
+    positive_int(u.num_images, "units.num_images", num_test)
+    for name in ("num_random", "show_rows"):
+      positive_int(u[name], f"units.{name}")
+    positive_int(u.show_k, "units.show_k", u.num_images)
+    for k in _floats(u.purity_k, "units.purity_k"):
+      positive_int(int(k) if k == int(k) else k, "units.purity_k entries", u.num_images)
+    for item in _names(u.layers):
+      name, sep, layer = item.partition(":")
+      if not sep:
+        raise ValueError(f"config.units.layers entries are 'net:layer'; got {item!r}.")
+      # The layer names of the net's architecture, from shapes alone.
+      preset = zoo.preset_config(name)
+      apply_fn, params = models.init(preset.model, jax.random.key(0),
+                                     input_shape=data.image_shape(preset.dataset))
+      layers = jax.eval_shape(models.feature_fn(apply_fn), params,
+                              jnp.zeros((1, *apply_fn.input_shape), jnp.float32))
+      if layer not in layers:
+        raise ValueError(f"{name} has no layer {layer!r}; its layers are "
+                         f"{', '.join(layers)}. Fix: config.units.layers = 'net:layer'.")
+  for part, key in (("tables", "table1"), ("cross_training", "cross_training")):
+    if part in parts:
+      for name in _names(config[key]):
+        zoo.preset_config(name)  # one clear error for an unknown net
+  if {"tables", "cross_training"} & set(parts):
+    positive_int(config.num_attack_images, "num_attack_images", num_test)
+    for name in ("c_search_steps", "max_iters", "chunk_images"):
+      positive_int(config.attack[name], f"attack.{name}")
+    if not (isinstance(config.attack.chunk_size, int) and config.attack.chunk_size >= 0):
+      raise ValueError(f"config.attack.chunk_size must be an int >= 0 (0: one vmap); got "
+                       f"{config.attack.chunk_size!r}.")
+    _floats(config.noise_rms, "noise_rms")
+    _floats(config.magnify_rms, "magnify_rms")
+  return parts
+
+
+def run(config, workdir, *, log=print) -> dict:
+  """Runs ``config.parts``; returns every number (also in ``summary.json``).
+
+  Every setting is checked before the work directory is touched, so a bad
+  config leaves nothing behind that a corrected rerun would conflict with.
+  """
+  test = data.load("mnist", "test")
+  parts = validate(config, len(test[1]))
   workdir, resuming = common.prepare_workdir(workdir, config)
   if resuming:
     log(f"Resuming in {workdir}")
   key = jax.random.key(config.seed)
-  test = data.load("mnist", "test")
   summary, sections = {}, []
   if "units" in parts:
     summary["units"] = run_units(config, jax.random.fold_in(key, 0), test, workdir, log=log)

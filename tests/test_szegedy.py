@@ -314,11 +314,25 @@ def test_bad_configs_fail_clearly(tmp_path):
   config.units.layers = "fc100_100_10_mnist:conv9"
   with pytest.raises(ValueError, match="fc1, fc2"):
     szegedy_experiment.run(config, tmp_path / "b")
-  config = szegedy_config.get_config("smoke")
   config.parts = "tables"
-  config.num_attack_images = 0
-  with pytest.raises(ValueError, match="num_attack_images"):
-    szegedy_experiment.run(config, tmp_path / "c")
+  config.table1 = "fc100_100_10_mnist,fc101_mnist"
+  with pytest.raises(ValueError, match="fc101_mnist"):
+    szegedy_experiment.run(config, tmp_path / "b")
+  assert not (tmp_path / "b").exists()
+  for field, value, match in (("num_attack_images", 0, "num_attack_images"),
+                               ("num_attack_images", 10001, "at most 10000"),
+                               ("noise_rms", "0.1,big", "noise_rms")):
+    config = szegedy_config.get_config("smoke")
+    config.parts = "tables"
+    config[field] = value
+    with pytest.raises(ValueError, match=match):
+      szegedy_experiment.run(config, tmp_path / "c")
+    # Nothing was written, so the corrected config runs there without a conflict.
+    assert not (tmp_path / "c").exists()
+  config = szegedy_config.get_config("smoke")
+  config.units.purity_k = "5,600"  # more than units.num_images
+  with pytest.raises(ValueError, match="purity_k"):
+    szegedy_experiment.run(config, tmp_path / "d")
   with pytest.raises(ValueError, match="Unknown preset"):
     szegedy_config.get_config("table9")
 
