@@ -27,7 +27,8 @@ def prepare_workdir(workdir, config: ml_collections.ConfigDict, *,
 
   Returns ``(path, resuming)``: ``resuming`` is True when the directory already
   holds a run of the same config (the caller then resumes from its checkpoint).
-  A different config raises instead of overwriting the earlier results.
+  A different config raises instead of overwriting the earlier results,
+  unless the directory holds nothing but its config.json (no results).
   Keys in ``ignore`` (e.g. the total number of generations, which a resumed
   run may extend) are left out of the comparison.
   """
@@ -39,9 +40,15 @@ def prepare_workdir(workdir, config: ml_collections.ConfigDict, *,
                   "--workdir.") from e
   config_path = workdir / "config.json"
   current = config.to_dict()
+  # A directory holding nothing but config.json has no results to protect (a
+  # run that stopped on bad input before writing any): a new config takes it.
+  only_config = {p.name for p in workdir.iterdir()} == {"config.json"}
   if config_path.exists():
     previous = json.loads(config_path.read_text())
     strip = lambda d: {k: v for k, v in d.items() if k not in ignore}
+    if strip(previous) != strip(json.loads(json.dumps(current))) and only_config:
+      config_path.write_text(json.dumps(current, indent=2, sort_keys=True))
+      return workdir, False
     if strip(previous) != strip(json.loads(json.dumps(current))):
       changed = sorted(k for k in set(previous) | set(current)
                        if k not in ignore and previous.get(k) != current.get(k))
