@@ -265,7 +265,7 @@ def units_markdown(results: dict) -> str:
 
 
 def adversarial_set(name: str, classifier, x: np.ndarray, y: np.ndarray, targets: np.ndarray,
-                    config, path: pathlib.Path, *, log) -> dict[str, np.ndarray]:
+                    config, path: pathlib.Path, *, log, predict=None) -> dict[str, np.ndarray]:
   """L-BFGS adversarial examples of the images ``classifier`` gets right.
 
   Saved to ``path`` after every chunk; a rerun continues after the last
@@ -276,7 +276,8 @@ def adversarial_set(name: str, classifier, x: np.ndarray, y: np.ndarray, targets
     ``success``, ``l2`` and ``c`` (see :class:`foolingjax.attacks.LbfgsInfo`).
   """
   apply_fn, params = classifier
-  index = np.flatnonzero(_predict_fn(classifier)(x) == y)
+  predict = predict or _predict_fn(classifier)
+  index = np.flatnonzero(predict(x) == y)
   n = len(index)
   state = {"index": index, "targets": targets[index], "adv": x[index].copy(),
            "success": np.zeros(n, bool), "l2": np.zeros(n, np.float32),
@@ -439,12 +440,13 @@ def _attack_inputs(config, test):
   return x, y, targets
 
 
-def _attack_all(nets, classifiers, config, test, workdir, *, log):
+def _attack_all(nets, classifiers, predicts, config, test, workdir, *, log):
   x, y, targets = _attack_inputs(config, test)
   sets = {}
   for name in nets:
     state = adversarial_set(name, classifiers[name], x, y, targets, config,
-                            workdir / "adversarial" / f"{name}.npz", log=log)
+                            workdir / "adversarial" / f"{name}.npz", log=log,
+                            predict=predicts[name])
     sets[name] = Attacked.from_state(state, x, y, targets)
   return x, y, sets
 
@@ -461,11 +463,12 @@ def _study(nets, config, key, test, workdir, *, log, noise_rms, magnify_rms=None
                      "train_images": len(own[1]),
                      "train_error": 1.0 - training.accuracy(classifiers[name], *own),
                      "test_error": 1.0 - training.accuracy(classifiers[name], *test)}
-  x, y, sets = _attack_all(nets, classifiers, config, test, workdir, log=log)
+  # One jitted predictor per net, shared by the attack's selection and the cross table.
+  predicts = {n: _predict_fn(classifiers[n]) for n in nets}
+  x, y, sets = _attack_all(nets, classifiers, predicts, config, test, workdir, log=log)
   for name, s in sets.items():
     per_net[name].update(distortion=s.mean_distortion, attacked=s.attacked,
                          succeeded=len(s.labels))
-  predicts = {n: _predict_fn(classifiers[n]) for n in nets}
   rows, common = cross_rows(key, sets, predicts, x, y, noise_rms=noise_rms,
                             magnify_rms=magnify_rms)
   title = (f"error rate of each net (columns) on the examples of each row, made from the "
