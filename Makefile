@@ -30,7 +30,7 @@ install: $(VENV)/.runtime
 install-test: $(VENV)/.test
 
 demo: install
-	$(PY) -m experiments.fool --config=experiments/configs/fool.py:$(PRESET) --workdir=$(WORKDIR)
+	$(PY) -m experiments.nguyen2015.fool --config=experiments/nguyen2015/configs/fool.py:$(PRESET) --workdir=$(WORKDIR)
 
 test: install-test
 	$(PY) -m pytest -q

@@ -32,7 +32,7 @@ import optax
 from flax import struct
 
 from foolingjax import attacks, training
-from foolingjax.attacks import _checks
+from foolingjax import checks
 
 # --------------------------------------------------------------------------
 # Adversarial patch (Brown et al. 2017, "Adversarial Patch").
@@ -145,7 +145,7 @@ def train_patch(key: jax.Array, apply_fn, params, x: jax.Array, target: int, *,
   Returns:
     ``(patch [P, P, C], losses [steps])``.
   """
-  x = _checks.images(x, who="train_patch")
+  x = checks.images(x, who="train_patch")
   k_init, k_steps = jax.random.split(key)
   patch = jax.random.uniform(k_init, (patch_side, patch_side, x.shape[-1]))
   tx = optax.adam(optax.cosine_decay_schedule(learning_rate, max(steps, 1)))
@@ -279,8 +279,8 @@ def universal_perturbation(key: jax.Array, apply_fn, params, x: jax.Array, *, ep
   Returns:
     ``v`` of shape ``[H, W, C]`` with ``||v|| <= eps``.
   """
-  x = _checks.images(x, who="universal_perturbation")
-  _checks.norm(norm, who="universal_perturbation")
+  x = checks.images(x, who="universal_perturbation")
+  checks.norm(norm, who="universal_perturbation")
   predict = lambda z: jnp.argmax(apply_fn(params, z[None])[0])
   clean = jax.vmap(predict)(x)
 

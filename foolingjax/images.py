@@ -126,7 +126,7 @@ def save_grid(path: str | os.PathLike, images, *, titles: Sequence[str] | None =
       if labels is not None:
         parts.append(str(labels[i]))
       if confidences is not None:
-        parts.append(_format_confidence(float(confidences[i])))
+        parts.append(format_confidence(float(confidences[i])))
       titles.append("\n".join(parts))
   ncols = ncols or min(n, 10)
   nrows = -(-n // ncols)
@@ -153,7 +153,7 @@ def save_grid(path: str | os.PathLike, images, *, titles: Sequence[str] | None =
   return path
 
 
-def _format_confidence(p: float) -> str:
+def format_confidence(p: float) -> str:
   # Truncate, never round up: a float32 softmax of 0.99999988 is not "100%".
   if p >= 0.9999:
     return f"{np.floor(p * 1e6) / 1e4:.4f}%"

@@ -3,7 +3,7 @@
 The first call trains the preset (a few minutes at most on two CPU cores) and
 caches the parameters under ``$FOOLINGJAX_CACHE`` (default
 ``~/.cache/foolingjax``); later calls read the cache. Weights trained by
-``python -m experiments.train --config=experiments/configs/train.py:lenet_mnist``
+``python -m experiments.zoo.train --config=experiments/zoo/configs/train.py:lenet_mnist``
 for seeds 0 and 1 also ship inside the package (``foolingjax/assets``), so the
 main job needs neither a download nor a training run. Two seeds give the
 fooling paper's DNN_A and DNN_B: same architecture and data, another seed.
@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import pathlib
 from typing import Callable
 
@@ -24,6 +23,7 @@ import jax
 import ml_collections
 
 from foolingjax import checkpoint, data, models, training
+from foolingjax.cache import cache_dir, check_writable
 from foolingjax.contract import Classifier
 
 ASSETS = pathlib.Path(__file__).parent / "assets"
@@ -89,11 +89,6 @@ def config_hash(config: ml_collections.ConfigDict) -> str:
   return hashlib.sha256(json.dumps(config.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
 
 
-def cache_dir() -> pathlib.Path:
-  return pathlib.Path(os.environ.get("FOOLINGJAX_CACHE",
-                                     pathlib.Path.home() / ".cache" / "foolingjax"))
-
-
 def load_classifier(name: str = "lenet_mnist", seed: int = 0, *, train_if_missing: bool = True,
                     log: Callable[[str], None] | None = print,
                     config: ml_collections.ConfigDict | None = None) -> Classifier:
@@ -127,9 +122,9 @@ def load_classifier(name: str = "lenet_mnist", seed: int = 0, *, train_if_missin
   if not train_if_missing:
     raise FileNotFoundError(
         f"No trained {name} (seed {seed}) in {cache_dir() / 'classifiers'}. Fix: call "
-        "with train_if_missing=True or run experiments.train for this preset.")
+        "with train_if_missing=True or run experiments.zoo.train for this preset.")
   target = cache_dir() / "classifiers" / filename
-  _check_writable(target.parent)
+  check_writable(target.parent)
   if log:
     log(f"Training {name} (seed {seed}) once; it will be cached at {target}.")
   classifier, history = training.fit(
@@ -148,15 +143,3 @@ def info(name: str, seed: int = 0) -> dict:
     if (directory / filename).is_file():
       return checkpoint.load_raw(directory / filename)[1]
   raise FileNotFoundError(f"{name} seed {seed} is not trained yet.")
-
-
-def _check_writable(directory: pathlib.Path) -> None:
-  try:
-    directory.mkdir(parents=True, exist_ok=True)
-    probe = directory / ".write_test"
-    probe.write_bytes(b"")
-    probe.unlink()
-  except OSError as e:
-    raise OSError(
-        f"The classifier cache {directory} is not writable ({e}). Fix: set "
-        "FOOLINGJAX_CACHE to a writable directory.") from e

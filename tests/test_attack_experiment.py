@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from experiments import attack, common
-from experiments.configs import attack as attack_config
+from experiments import common
+from experiments.attacks_defences import attack
+from experiments.attacks_defences.configs import attack as attack_config
 
 
 def test_smoke_run_writes_checked_files(tmp_path):

@@ -9,8 +9,9 @@ import optax
 import pytest
 from PIL import Image
 
-from experiments import common, defend
-from experiments.configs import defend as defend_config
+from experiments import common
+from experiments.attacks_defences import defend
+from experiments.attacks_defences.configs import defend as defend_config
 from foolingjax import defenses, models, training, zoo
 from foolingjax.attacks import losses
 

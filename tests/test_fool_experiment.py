@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from experiments import common, fool
-from experiments.configs import fool as fool_config
+from experiments import common
+from experiments.nguyen2015 import fool
+from experiments.nguyen2015.configs import fool as fool_config
 from foolingjax import checkpoint
 
 

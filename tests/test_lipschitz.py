@@ -203,8 +203,8 @@ def test_efficientnet_lite0_bound_holds(key):
 
 
 def test_experiment_smoke_writes_a_table_that_parses(tmp_path):
-  from experiments import lipschitz as experiment
-  from experiments.configs import lipschitz as configs
+  from experiments.szegedy2013 import lipschitz as experiment
+  from experiments.szegedy2013.configs import lipschitz as configs
   config = configs.get_config("smoke")
   results = experiment.run(config, tmp_path, log=lambda s: None)
   for name in ("config.json", "bounds.json", "measured.json", "results.md"):

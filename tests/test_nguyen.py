@@ -8,9 +8,10 @@ import pytest
 from PIL import Image
 
 from experiments import common
-from experiments import nguyen as nguyen_experiment
-from experiments.configs import nguyen as nguyen_config
-from foolingjax import nguyen
+from experiments.nguyen2015 import followups as nguyen_experiment
+from experiments.nguyen2015.configs import followups as nguyen_config
+from foolingjax import motifs as motifs_lib
+from foolingjax import transfer
 
 
 def _bars_image(dark_on_bright=False):
@@ -31,7 +32,7 @@ def test_transfer_statistics_known_answer():
   probs_a = jnp.array([[0.99999, 0.00001], [0.99999, 0.00001], [0.2, 0.8], [0.9, 0.1]])
   probs_b = jnp.array([[0.999995, 0.000005], [0.3, 0.7], [0.1, 0.9], [0.95, 0.05]])
   targets = jnp.array([0, 0, 1, 0])
-  stats = jax.jit(nguyen.transfer_statistics)(probs_a, probs_b, targets)
+  stats = jax.jit(transfer.transfer_statistics)(probs_a, probs_b, targets)
   # Same top-1: images 0, 2, 3. Both >= 99.99 %: image 0 only. B < A: image 1.
   assert int(stats["count"]) == 4
   np.testing.assert_allclose(stats["same_top1"], 0.75)
@@ -44,7 +45,7 @@ def test_transfer_statistics_known_answer():
 
 def test_transfer_statistics_rejects_mismatched_shapes():
   with pytest.raises(ValueError, match="same class set"):
-    nguyen.transfer_statistics(jnp.ones((3, 10)) / 10, jnp.ones((3, 11)) / 11,
+    transfer.transfer_statistics(jnp.ones((3, 10)) / 10, jnp.ones((3, 11)) / 11,
                                jnp.zeros(3, jnp.int32))
 
 
@@ -54,7 +55,7 @@ def test_transfer_statistics_rejects_mismatched_shapes():
 
 def test_connected_components_label_each_blob_by_its_first_pixel():
   mask = _bars_image()[..., 0] > 0.5
-  labels = np.asarray(jax.jit(nguyen.connected_components)(mask))
+  labels = np.asarray(jax.jit(motifs_lib.connected_components)(mask))
   assert labels[8, 8] == 8 * 12 + 8                 # the dot
   assert np.all(labels[2:5, 1:3] == 2 * 12 + 1)     # first bar
   assert np.all(labels[8:11, 1:4] == 8 * 12 + 1)    # block
@@ -65,27 +66,27 @@ def test_connected_components_label_each_blob_by_its_first_pixel():
 @pytest.mark.parametrize("dark_on_bright", [False, True])
 def test_find_motifs_flags_copies_after_the_first(dark_on_bright):
   image = _bars_image(dark_on_bright)
-  motifs = jax.jit(nguyen.find_motifs)(image)
+  motifs = jax.jit(motifs_lib.find_motifs)(image)
   # Components in raster order: bar, bar, bar, block, dot.
   assert int(motifs.valid.sum()) == 5
   np.testing.assert_array_equal(motifs.area[:5], [6, 6, 6, 9, 1])
   np.testing.assert_array_equal(motifs.repeat[:5], [False, True, True, False, False])
   np.testing.assert_allclose(motifs.background, [1.0 if dark_on_bright else 0.0])
   # A looser threshold also takes the block for a bar (IoU 6/9).
-  loose = nguyen.find_motifs(image, iou_threshold=0.6)
+  loose = motifs_lib.find_motifs(image, iou_threshold=0.6)
   np.testing.assert_array_equal(loose.repeat[:5], [False, True, True, True, False])
 
 
 def test_flat_image_has_no_motifs():
-  motifs = nguyen.find_motifs(jnp.full((8, 8, 3), 0.3))
+  motifs = motifs_lib.find_motifs(jnp.full((8, 8, 3), 0.3))
   assert int(motifs.valid.sum()) == 0 and int(motifs.num_repeats) == 0
 
 
 @pytest.mark.parametrize("jit", [False, True])
 def test_progressive_ablation_known_images(key, jit):
   image = _bars_image()
-  motifs = nguyen.find_motifs(image)
-  fn = nguyen.progressive_ablation
+  motifs = motifs_lib.find_motifs(image)
+  fn = motifs_lib.progressive_ablation
   if jit:
     fn = jax.jit(fn, static_argnames="steps")
   ablated, removed = fn(key, image, motifs, steps=3)
@@ -108,7 +109,7 @@ def test_ablation_fn_confidence_falls_as_copies_go(key):
     lit = jnp.sum(x, axis=(1, 2, 3))
     return jnp.stack([jnp.zeros_like(lit), params * lit], axis=-1)
 
-  ablate = jax.jit(nguyen.make_ablation_fn(apply_fn=apply_fn, steps=2))
+  ablate = jax.jit(motifs_lib.make_ablation_fn(apply_fn=apply_fn, steps=2))
   images = jnp.stack([_bars_image(), jnp.zeros((12, 12, 1))])
   out = ablate(key, jnp.float32(0.2), images, jnp.array([1, 1]))
   np.testing.assert_array_equal(out["repeats"], [2, 0])

@@ -9,16 +9,17 @@ import pytest
 from PIL import Image
 
 from experiments import common
-from experiments import szegedy as szegedy_experiment
-from experiments.configs import szegedy as szegedy_config
-from foolingjax import attacks, data, szegedy, zoo
+from experiments.szegedy2013 import properties as szegedy_experiment
+from experiments.szegedy2013.configs import properties as szegedy_config
+from foolingjax import attacks, data, directions, zoo
+from foolingjax.attacks import perturbations
 
 # --------------------------------------------------------------------------
 # Library
 
 
 def test_random_directions_are_unit_vectors(key):
-  v = szegedy.random_directions(key, 7, 50)
+  v = directions.random_directions(key, 7, 50)
   chex.assert_shape(v, (7, 50))
   np.testing.assert_allclose(np.linalg.norm(np.asarray(v), axis=1), 1.0, rtol=1e-6)
 
@@ -29,7 +30,7 @@ def test_top_k_along_a_unit_and_a_direction_known_answer():
   n = 6
   features = jnp.stack([jnp.arange(n, dtype=jnp.float32), -jnp.arange(n, dtype=jnp.float32)], 1)
   directions = jnp.array([[1.0, 0.0], [0.0, 1.0], [2 ** -0.5, -(2 ** -0.5)]])
-  indices, scores = jax.jit(szegedy.top_k_along, static_argnums=2)(features, directions, 3)
+  indices, scores = jax.jit(directions.top_k_along, static_argnums=2)(features, directions, 3)
   np.testing.assert_array_equal(indices, [[5, 4, 3], [0, 1, 2], [5, 4, 3]])
   np.testing.assert_allclose(scores[0], [5, 4, 3])
   np.testing.assert_allclose(scores[2], np.array([5, 4, 3]) * 2 ** 0.5, rtol=1e-6)
@@ -37,20 +38,20 @@ def test_top_k_along_a_unit_and_a_direction_known_answer():
 
 def test_top_k_along_rejects_bad_shapes():
   with pytest.raises(ValueError, match=r"\[N, D\]"):
-    szegedy.top_k_along(jnp.zeros((4, 3)), jnp.zeros((2, 5)), 2)
+    directions.top_k_along(jnp.zeros((4, 3)), jnp.zeros((2, 5)), 2)
   with pytest.raises(ValueError, match="k must be in"):
-    szegedy.top_k_along(jnp.zeros((4, 3)), jnp.zeros((2, 3)), 5)
+    directions.top_k_along(jnp.zeros((4, 3)), jnp.zeros((2, 3)), 5)
 
 
 def test_label_purity_known_answer():
   labels = jnp.array([0, 0, 1, 2, 2, 2])
   indices = jnp.array([[0, 1, 2, 3], [3, 4, 5, 0], [0, 2, 3, 1]])
-  np.testing.assert_allclose(szegedy.label_purity(labels, indices, 3), [0.5, 0.75, 0.5])
+  np.testing.assert_allclose(directions.label_purity(labels, indices, 3), [0.5, 0.75, 0.5])
 
 
 def test_random_targets_are_never_the_label_and_cover_the_others(key):
   labels = jnp.tile(jnp.arange(10), 500)
-  targets = jax.jit(szegedy.random_targets, static_argnums=2)(key, labels, 10)
+  targets = jax.jit(perturbations.random_targets, static_argnums=2)(key, labels, 10)
   assert not np.any(np.asarray(targets) == np.asarray(labels))
   for c in range(10):
     hit = set(np.asarray(targets)[np.asarray(labels) == c].tolist())
@@ -63,7 +64,7 @@ def test_scale_to_distortion_hits_the_target_after_clipping(key, mnist_test):
   # of the step and a plain rescaling would fall short.
   noise = jax.random.normal(key, x.shape)
   target = jnp.linspace(0.02, 0.3, 8)
-  out, dist = jax.jit(szegedy.scale_to_distortion)(x, noise, target)
+  out, dist = jax.jit(perturbations.scale_to_distortion)(x, noise, target)
   assert float(out.min()) >= 0.0 and float(out.max()) <= 1.0
   np.testing.assert_allclose(dist, target, rtol=1e-4)
   np.testing.assert_allclose(attacks.metrics.rms_distortion(x, out), dist, rtol=1e-5)
@@ -76,7 +77,7 @@ def test_scale_to_distortion_hits_the_target_after_clipping(key, mnist_test):
 def test_scale_to_distortion_without_clipping_is_a_plain_rescaling(key):
   x = jnp.full((2, 4, 4, 1), 0.5)
   d = jax.random.normal(key, x.shape)
-  out, dist = szegedy.scale_to_distortion(x, d, 0.01)
+  out, dist = perturbations.scale_to_distortion(x, d, 0.01)
   expected = x + d * (0.01 * 4 / jnp.linalg.norm(d.reshape(2, -1), axis=1))[:, None, None, None]
   np.testing.assert_allclose(out, expected, atol=1e-6)
   np.testing.assert_allclose(dist, 0.01, rtol=1e-5)
@@ -85,21 +86,21 @@ def test_scale_to_distortion_without_clipping_is_a_plain_rescaling(key):
 def test_scale_to_distortion_reports_an_unreachable_target():
   # Every pixel is at 1 and the direction pushes them up: no step moves the image.
   x = jnp.ones((1, 3, 3, 1))
-  out, dist = szegedy.scale_to_distortion(x, jnp.ones_like(x), 0.1)
+  out, dist = perturbations.scale_to_distortion(x, jnp.ones_like(x), 0.1)
   np.testing.assert_array_equal(out, x)
   assert float(dist[0]) == 0.0
   # Half the pixels can move by at most 1: the distortion caps at sqrt(1/2).
   x = jnp.concatenate([jnp.zeros((1, 2, 3, 1)), jnp.ones((1, 1, 3, 1))], axis=1)
   x = jnp.pad(x, ((0, 0), (0, 1), (0, 0), (0, 0)), constant_values=1.0)  # 6 of 12 at 0
-  out, dist = szegedy.scale_to_distortion(x, jnp.ones_like(x), 0.9)
+  out, dist = perturbations.scale_to_distortion(x, jnp.ones_like(x), 0.9)
   np.testing.assert_allclose(dist, np.sqrt(0.5), rtol=1e-5)
   with pytest.raises(ValueError, match="one shape"):
-    szegedy.scale_to_distortion(x, jnp.ones((1, 4, 3, 2)), 0.1)
+    perturbations.scale_to_distortion(x, jnp.ones((1, 4, 3, 2)), 0.1)
 
 
 def test_gaussian_at_distortion_zero_target_leaves_images_alone(key):
   x = jnp.full((3, 5, 5, 1), 0.3)
-  out, dist = szegedy.gaussian_at_distortion(key, x, jnp.array([0.0, 0.05, 0.1]))
+  out, dist = perturbations.gaussian_at_distortion(key, x, jnp.array([0.0, 0.05, 0.1]))
   np.testing.assert_array_equal(out[0], x[0])
   np.testing.assert_allclose(dist, [0.0, 0.05, 0.1], atol=1e-6)
 
@@ -189,7 +190,7 @@ def test_smoke_table1_matches_the_saved_adversarial_examples(smoke_run, mnist_te
   table1 = _table(tables, "Table 1")
   x = data.to_float(mnist_test[0][: config.num_attack_images])
   y = mnist_test[1][: config.num_attack_images]
-  targets = np.asarray(szegedy.random_targets(
+  targets = np.asarray(perturbations.random_targets(
       jax.random.fold_in(jax.random.key(config.seed), szegedy_experiment.TARGETS_STREAM),
       jnp.asarray(y), 10))
   for name in szegedy_experiment._names(config.table1):

@@ -115,8 +115,8 @@ def test_two_seeds_are_different_nets(lenet, mnist_test):
 
 
 def test_train_experiment_smoke(tmp_path):
-  from experiments import train
-  from experiments.configs import train as train_config
+  from experiments.zoo import train
+  from experiments.zoo.configs import train as train_config
   summary = train.run(train_config.get_config("smoke"), tmp_path)
   written = json.loads((tmp_path / "summary.json").read_text())
   assert written["test_error"] == pytest.approx(summary["test_error"])

@@ -429,8 +429,8 @@ def test_tsne_calibrates_perplexity_and_separates_clusters(key):
 def test_visualize_experiment_smoke_writes_pngs(tmp_path):
   from PIL import Image
 
-  from experiments import visualize as experiment
-  from experiments.configs import visualize as configs
+  from experiments.cs231n import visualize as experiment
+  from experiments.cs231n.configs import visualize as configs
 
   config = configs.get_config("smoke")
   summary = experiment.run(config, tmp_path)

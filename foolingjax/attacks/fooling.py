@@ -14,7 +14,7 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
-from foolingjax.attacks import _checks
+from foolingjax import checks
 from foolingjax.images import gaussian_blur
 
 OBJECTIVES = ("logit", "log_softmax", "softmax")
@@ -74,11 +74,11 @@ def gradient_ascent_fooling(
     raise ValueError(f"{who}: steps must be a Python int >= 1; got {steps!r}.")
   if not isinstance(blur_every, int) or blur_every < 0:
     raise ValueError(f"{who}: blur_every must be a Python int >= 0; got {blur_every!r}.")
-  _checks.nonnegative(l2_decay, name="l2_decay", who=who, upper=0.999)
+  checks.nonnegative(l2_decay, name="l2_decay", who=who, upper=0.999)
   if blur_every:
-    _checks.nonnegative(blur_sigma, name="blur_sigma", who=who, strict=True)
+    checks.nonnegative(blur_sigma, name="blur_sigma", who=who, strict=True)
   if not callable(step_size):
-    _checks.nonnegative(step_size, name="step_size", who=who)
+    checks.nonnegative(step_size, name="step_size", who=who)
   input_shape = getattr(apply_fn, "input_shape", None)
   if init_images is None:
     shape = image_shape or input_shape
@@ -89,9 +89,9 @@ def gradient_ascent_fooling(
     if batch < 0:
       raise ValueError(f"{who}: target must have shape [B]; got {jnp.shape(target)}.")
     init_images = jax.random.uniform(key, (batch, *shape), jnp.float32)
-  x0 = _checks.images(init_images, who=who, input_shape=input_shape)
-  k = _checks.num_classes(apply_fn, params, x0)
-  target = _checks.labels(target, batch=x0.shape[0], num_classes=k, who=who,
+  x0 = checks.images(init_images, who=who, input_shape=input_shape)
+  k = checks.num_classes(apply_fn, params, x0)
+  target = checks.labels(target, batch=x0.shape[0], num_classes=k, who=who,
                           name="target")
   schedule = step_size if callable(step_size) else (lambda _: step_size)
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from foolingjax.attacks import _checks
+from foolingjax import checks
 from foolingjax.attacks.losses import LossFn, cross_entropy_direction
 
 _TINY = 1e-12
@@ -63,12 +63,12 @@ def project(x: jax.Array, x_clean: jax.Array, *, eps, norm: str) -> jax.Array:
 
 
 def _validate(who, apply_fn, params, x, labels, *, eps, norm, targeted):
-  x = _checks.images(x, who=who, input_shape=getattr(apply_fn, "input_shape", None))
-  k = _checks.num_classes(apply_fn, params, x)
-  labels = _checks.labels(labels, batch=x.shape[0], num_classes=k, who=who,
+  x = checks.images(x, who=who, input_shape=getattr(apply_fn, "input_shape", None))
+  k = checks.num_classes(apply_fn, params, x)
+  labels = checks.labels(labels, batch=x.shape[0], num_classes=k, who=who,
                           name="targets" if targeted else "labels")
-  _checks.nonnegative(eps, name="eps", who=who, upper=1.0 if norm == "linf" else None)
-  _checks.norm(norm, who=who)
+  checks.nonnegative(eps, name="eps", who=who, upper=1.0 if norm == "linf" else None)
+  checks.norm(norm, who=who)
   return x, labels
 
 
@@ -137,7 +137,7 @@ def pgd(key: jax.Array | None, apply_fn, params, x: jax.Array, labels: jax.Array
   who = "pgd" if random_start else "bim"
   x, labels = _validate(who, apply_fn, params, x, labels, eps=eps, norm=norm,
                         targeted=targeted)
-  _checks.nonnegative(step_size, name="step_size", who=who)
+  checks.nonnegative(step_size, name="step_size", who=who)
   if not isinstance(steps, int) or steps < 0:
     raise ValueError(f"{who}: steps must be a non-negative Python int; got {steps!r}.")
   if random_start and key is None:

@@ -45,7 +45,7 @@ import optax
 import optax.tree_utils as otu
 from flax import struct
 
-from foolingjax.attacks import _checks
+from foolingjax import checks
 from foolingjax.attacks.losses import LossFn, cross_entropy
 
 DISTANCES = ("l2_squared", "l2")
@@ -200,13 +200,13 @@ def lbfgs_attack(apply_fn, params, x: jax.Array, targets: jax.Array, *,
     image where no ``c`` succeeded) and an :class:`LbfgsInfo`.
   """
   who = "lbfgs_attack"
-  x = _checks.images(x, who=who, input_shape=getattr(apply_fn, "input_shape", None))
-  k = _checks.num_classes(apply_fn, params, x)
-  targets = _checks.labels(targets, batch=x.shape[0], num_classes=k, who=who,
+  x = checks.images(x, who=who, input_shape=getattr(apply_fn, "input_shape", None))
+  k = checks.num_classes(apply_fn, params, x)
+  targets = checks.labels(targets, batch=x.shape[0], num_classes=k, who=who,
                            name="targets")
-  _checks.nonnegative(c_init, name="c_init", who=who, strict=True)
-  _checks.nonnegative(tol, name="tol", who=who)
-  _checks.nonnegative(box_weight, name="box_weight", who=who, strict=True)
+  checks.nonnegative(c_init, name="c_init", who=who, strict=True)
+  checks.nonnegative(tol, name="tol", who=who)
+  checks.nonnegative(box_weight, name="box_weight", who=who, strict=True)
   if chunk_size is not None and (not isinstance(chunk_size, int) or chunk_size < 1):
     raise ValueError(f"{who}: chunk_size must be None or a Python int >= 1; got "
                      f"{chunk_size!r}.")

@@ -39,7 +39,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from foolingjax import checkpoint
+from foolingjax import cache, checkpoint
 from foolingjax.contract import ApplyFn, Classifier
 from foolingjax.models import torch_pickle
 
@@ -265,8 +265,7 @@ def weights_path() -> pathlib.Path:
 
 
 def _cache_dir() -> pathlib.Path:
-  from foolingjax import zoo
-  return zoo.cache_dir() / "imagenet"
+  return cache.cache_dir() / "imagenet"
 
 
 def load_efficientnet_lite0(*, weights: str | os.PathLike | None = None,
@@ -307,8 +306,7 @@ def load_efficientnet_lite0(*, weights: str | os.PathLike | None = None,
     variables = variables_from_torch_state_dict(torch_pickle.load(path),
                                                 source=str(path), module=module)
     if target is not None:
-      from foolingjax import zoo
-      zoo._check_writable(target.parent)
+      cache.check_writable(target.parent)
       checkpoint.save(target, variables, meta={"source": str(path),
                                                "package": WEIGHTS_PACKAGE})
   variables = jax.device_put(variables)

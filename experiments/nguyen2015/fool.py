@@ -1,6 +1,6 @@
 """Evolves fooling images with MAP-Elites over the classes of a classifier.
 
-  python -m experiments.fool --config=experiments/configs/fool.py:mnist_direct \
+  python -m experiments.nguyen2015.fool --config=experiments/nguyen2015/configs/fool.py:mnist_direct \
       --workdir=runs/fool_mnist_direct
 
 The work directory gets config.json, metrics.jsonl (one line per generation),

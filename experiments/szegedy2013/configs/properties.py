@@ -1,7 +1,7 @@
-"""Presets for "Intriguing properties of neural networks" (experiments/szegedy.py).
+"""Presets for "Intriguing properties of neural networks" (experiments/szegedy2013/properties.py).
 
 Run:
-  python -m experiments.szegedy --config=experiments/configs/szegedy.py:all \
+  python -m experiments.szegedy2013.properties --config=experiments/szegedy2013/configs/properties.py:all \
       --workdir=runs/szegedy_all [--config.num_attack_images=300]
 
 Presets:

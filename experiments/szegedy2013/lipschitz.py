@@ -1,6 +1,6 @@
 """Per-layer upper Lipschitz bounds next to the measured sensitivity.
 
-  python -m experiments.lipschitz --config=experiments/configs/lipschitz.py:all \
+  python -m experiments.szegedy2013.lipschitz --config=experiments/szegedy2013/configs/lipschitz.py:all \
       --workdir=runs/lipschitz_all
 
 For each classifier: the bound of every layer (:mod:`foolingjax.lipschitz`),

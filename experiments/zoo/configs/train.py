@@ -1,7 +1,7 @@
 """Training presets, one per zoo classifier.
 
 Run:
-  python -m experiments.train --config=experiments/configs/train.py:lenet_mnist \
+  python -m experiments.zoo.train --config=experiments/zoo/configs/train.py:lenet_mnist \
       --workdir=runs/lenet_mnist [--config.seed=1]
 Presets: every key of foolingjax.zoo.PRESETS, plus ``smoke``.
 """

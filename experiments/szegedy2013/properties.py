@@ -1,6 +1,6 @@
 """Szegedy et al. 2013, "Intriguing properties of neural networks", on MNIST.
 
-  python -m experiments.szegedy --config=experiments/configs/szegedy.py:all \
+  python -m experiments.szegedy2013.properties --config=experiments/szegedy2013/configs/properties.py:all \
       --workdir=runs/szegedy_all
 
 Three parts (``config.parts``), all written to the work directory:
@@ -44,8 +44,9 @@ import numpy as np
 from absl import app, flags
 
 from experiments import common
-from experiments.configs import szegedy as szegedy_config
-from foolingjax import attacks, data, images, models, szegedy, training, zoo
+from experiments.szegedy2013.configs import properties as szegedy_config
+from foolingjax import attacks, data, directions, images, models, training, zoo
+from foolingjax.attacks import perturbations
 
 _CONFIG = common.CONFIG
 _WORKDIR = common.WORKDIR
@@ -178,24 +179,24 @@ def run_units(config, key, test, workdir: pathlib.Path, *, log) -> dict:
     live = np.flatnonzero(np.asarray(jnp.max(phi, 0) > jnp.min(phi, 0)))
     k_dirs, k_sets, k_show = jax.random.split(jax.random.fold_in(key, i), 3)
     units = jnp.eye(dim)[live]
-    directions = szegedy.random_directions(k_dirs, cfg.num_random, dim)
+    directions = directions.random_directions(k_dirs, cfg.num_random, dim)
     yj = jnp.asarray(y)
     per_k = {}
     for k in ks:
       sets = jax.vmap(lambda kk: jax.random.permutation(kk, len(y))[:k])(
           jax.random.split(jax.random.fold_in(k_sets, k), cfg.num_random))
       purity = {
-          "units": szegedy.label_purity(yj, szegedy.top_k_along(phi, units, k)[0], NUM_CLASSES),
-          "directions": szegedy.label_purity(
-              yj, szegedy.top_k_along(phi, directions, k)[0], NUM_CLASSES),
-          "random_sets": szegedy.label_purity(yj, sets, NUM_CLASSES),
+          "units": directions.label_purity(yj, directions.top_k_along(phi, units, k)[0], NUM_CLASSES),
+          "directions": directions.label_purity(
+              yj, directions.top_k_along(phi, directions, k)[0], NUM_CLASSES),
+          "random_sets": directions.label_purity(yj, sets, NUM_CLASSES),
       }
       per_k[k] = {group: {"mean": float(jnp.mean(p)), "at_least_90": float(jnp.mean(p >= 0.9)),
                           "values": [float(v) for v in p]} for group, p in purity.items()}
     shown_units = np.sort(np.asarray(jax.random.choice(
         k_show, jnp.asarray(live), (min(cfg.show_rows, len(live)),), replace=False)))
-    top_units = np.asarray(szegedy.top_k_along(phi, jnp.eye(dim)[shown_units], cfg.show_k)[0])
-    top_dirs = np.asarray(szegedy.top_k_along(phi, directions[: cfg.show_rows], cfg.show_k)[0])
+    top_units = np.asarray(directions.top_k_along(phi, jnp.eye(dim)[shown_units], cfg.show_k)[0])
+    top_dirs = np.asarray(directions.top_k_along(phi, directions[: cfg.show_rows], cfg.show_k)[0])
     figure = workdir / f"units_{name}_{layer}.png"
     _plot_units(figure, x, y, top_units, top_dirs, shown_units,
                 title=f"{display(name)}, layer {layer}: {len(y)} held-out test images")
@@ -358,8 +359,8 @@ class Attacked:
     return float(self.rms.mean()) if len(self.index) else float("nan")
 
 
-_at_distortion = jax.jit(szegedy.gaussian_at_distortion)
-_scale = jax.jit(szegedy.scale_to_distortion)
+_at_distortion = jax.jit(perturbations.gaussian_at_distortion)
+_scale = jax.jit(perturbations.scale_to_distortion)
 
 
 def cross_rows(key, sets: dict[str, Attacked], predicts: dict, x, y, *, noise_rms,
@@ -436,7 +437,7 @@ def _attack_inputs(config, test):
   x = data.to_float(test[0][:n])
   y = np.asarray(test[1][:n])
   key = jax.random.fold_in(jax.random.key(config.seed), TARGETS_STREAM)
-  targets = np.asarray(szegedy.random_targets(key, jnp.asarray(y), NUM_CLASSES))
+  targets = np.asarray(perturbations.random_targets(key, jnp.asarray(y), NUM_CLASSES))
   return x, y, targets
 
 

@@ -1,8 +1,8 @@
 """Seeing inside a CNN: writes one PNG figure per technique, plus summary.json.
 
-  python -m experiments.visualize --config=experiments/configs/visualize.py:mnist \
+  python -m experiments.cs231n.visualize --config=experiments/cs231n/configs/visualize.py:mnist \
       --workdir=runs/visualize_mnist
-  python -m experiments.visualize --config=experiments/configs/visualize.py:imagenet \
+  python -m experiments.cs231n.visualize --config=experiments/cs231n/configs/visualize.py:imagenet \
       --workdir=runs/visualize_imagenet
 
 Parts (``config.parts``, comma separated): attribution, class_models, units,

@@ -1,7 +1,7 @@
 """Adversarial-attack presets: accuracy-vs-ε curves and an L-BFGS grid.
 
 Run:
-  python -m experiments.attack --config=experiments/configs/attack.py:mnist \
+  python -m experiments.attacks_defences.attack --config=experiments/attacks_defences/configs/attack.py:mnist \
       --workdir=runs/attack_mnist [--config.num_images=2000]
 Presets:
   mnist: FGSM / PGD curves (L∞ and L2) for LeNet and the FC nets, L-BFGS grid

@@ -1,6 +1,6 @@
 """FGSM / PGD accuracy-vs-ε curves and a grid of L-BFGS adversarial examples.
 
-  python -m experiments.attack --config=experiments/configs/attack.py:mnist \
+  python -m experiments.attacks_defences.attack --config=experiments/attacks_defences/configs/attack.py:mnist \
       --workdir=runs/attack_mnist
 
 Writes to the work directory:

@@ -1,4 +1,4 @@
-"""Argument checks shared by the attacks: one clear error per mistake.
+"""Argument checks shared by attacks, defences and visualisation: one clear error per mistake.
 
 Shapes are static, so they are checked even under ``jit``. Values (``eps``,
 labels) are checked whenever they are concrete; a traced value cannot be

@@ -1,7 +1,7 @@
 """Defence presets: adversarial training, distillation, patch, UAP, detector.
 
 Run:
-  python -m experiments.defend --config=experiments/configs/defend.py:all \
+  python -m experiments.attacks_defences.defend --config=experiments/attacks_defences/configs/defend.py:all \
       --workdir=runs/defend_all
 Presets:
   all: FC100-100-10 on MNIST: the bundled standard net, Goodfellow FGSM

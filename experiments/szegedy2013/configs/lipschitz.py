@@ -1,7 +1,7 @@
 """Presets for per-layer upper Lipschitz bounds vs. measured sensitivity.
 
 Run:
-  python -m experiments.lipschitz --config=experiments/configs/lipschitz.py:all \
+  python -m experiments.szegedy2013.lipschitz --config=experiments/szegedy2013/configs/lipschitz.py:all \
       --workdir=runs/lipschitz_all
 Presets:
   mnist: LeNet and the FC nets (bundled seed-0 weights), 20 test images each.

@@ -1,6 +1,6 @@
 """Trains a zoo classifier with checkpoints and resumption.
 
-  python -m experiments.train --config=experiments/configs/train.py:lenet_mnist \
+  python -m experiments.zoo.train --config=experiments/zoo/configs/train.py:lenet_mnist \
       --workdir=runs/lenet_mnist
 """
 

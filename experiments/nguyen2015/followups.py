@@ -1,6 +1,6 @@
 """The fooling paper's follow-up studies (Nguyen, Yosinski & Clune 2015).
 
-  python -m experiments.nguyen --config=experiments/configs/nguyen.py:all \
+  python -m experiments.nguyen2015.followups --config=experiments/nguyen2015/configs/followups.py:all \
       --workdir=runs/nguyen_all
 
 Four parts, each in its own subdirectory of the work directory, each writing a
@@ -35,10 +35,11 @@ import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
 
-from experiments import common, fool
-from experiments.configs import fool as fool_config
-from experiments.configs import nguyen as nguyen_config
-from foolingjax import checkpoint, data, images, models, nguyen, training, zoo
+from experiments import common
+from experiments.nguyen2015 import fool
+from experiments.nguyen2015.configs import fool as fool_config
+from experiments.nguyen2015.configs import followups as nguyen_config
+from foolingjax import checkpoint, data, images, models, motifs, training, transfer, zoo
 from foolingjax.attacks import fooling
 from foolingjax.contract import Classifier
 from foolingjax.evolution import map_elites
@@ -320,7 +321,7 @@ def run_gradient(config, workdir, sources: Sources) -> dict:
                          "share_9999": float(np.mean(fit >= 0.9999)),
                          "per_class_median": np.median(fit, axis=0).tolist()}
   all_conf = np.concatenate(confs)
-  titles = [t + images._format_confidence(float(p)) for t, p in zip(titles, all_conf)]
+  titles = [t + images.format_confidence(float(p)) for t, p in zip(titles, all_conf)]
   images.save_grid(out / "gradient_vs_evolved.png", np.concatenate(rows), titles=titles,
                    ncols=NUM_REAL, title=f"Best of {g.starts_per_class} gradient ascents "
                    f"({g.steps} steps) vs best evolved elite, per class")
@@ -361,7 +362,7 @@ def run_transfer(config, workdir, sources: Sources) -> dict:
     x = jnp.asarray(imgs)
     probs_a = _softmax_fn(clf_a)(clf_a.params, x)
     probs_b = _softmax_fn(clf_b)(clf_b.params, x)
-    stats = jax.device_get(nguyen.transfer_statistics(probs_a, probs_b, jnp.asarray(targets)))
+    stats = jax.device_get(transfer.transfer_statistics(probs_a, probs_b, jnp.asarray(targets)))
     row = {"source": f"{name_a} seed {seed_a}", "target": f"{name_b} seed {seed_b}",
            "encoding": encoding}
     # NaN (no image above the threshold on A) is written as null: result.json stays JSON.
@@ -599,7 +600,7 @@ def run_ablation(config, workdir, sources: Sources) -> dict:
   out.mkdir(parents=True, exist_ok=True)
   imgs, _, targets = sources.elites(a.classifier, a.classifier_seed, a.encoding)
   clf = zoo.load_classifier(a.classifier, seed=a.classifier_seed)
-  ablate = jax.jit(nguyen.make_ablation_fn(
+  ablate = jax.jit(motifs.make_ablation_fn(
       apply_fn=clf.apply_fn, steps=a.steps, max_components=a.max_components,
       iou_threshold=a.iou_threshold, min_area=a.min_area))
   key = jax.random.fold_in(jax.random.key(config.seed), 4)
@@ -632,7 +633,7 @@ def run_ablation(config, workdir, sources: Sources) -> dict:
     show = repeated[np.argsort(-res["repeats"][repeated], kind="stable")[:a.examples]]
     tiles = res["images"][show].reshape(-1, *imgs.shape[1:])
     titles = [f"{targets[i]}: -{res['removed'][i, s]}/{res['repeats'][i]}\n"
-              + images._format_confidence(float(res["confidence"][i, s]))
+              + images.format_confidence(float(res["confidence"][i, s]))
               for i in show for s in range(a.steps + 1)]
     images.save_grid(out / "ablation_examples.png", tiles, titles=titles, ncols=a.steps + 1,
                      title="Repeated copies removed (class: removed/repeats)")

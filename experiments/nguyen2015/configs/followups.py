@@ -1,7 +1,7 @@
-"""Presets for the fooling paper's follow-up studies (experiments/nguyen.py).
+"""Presets for the fooling paper's follow-up studies (experiments/nguyen2015/followups.py).
 
 Run:
-  python -m experiments.nguyen --config=experiments/configs/nguyen.py:all \
+  python -m experiments.nguyen2015.followups --config=experiments/nguyen2015/configs/followups.py:all \
       --workdir=runs/nguyen_all [--config.seed=1] [--config.parts=transfer,ablation]
 
 Presets:

@@ -1,6 +1,6 @@
 """Defences and the attacks that get through them, in one results table.
 
-  python -m experiments.defend --config=experiments/configs/defend.py:all \
+  python -m experiments.attacks_defences.defend --config=experiments/attacks_defences/configs/defend.py:all \
       --workdir=runs/defend_all
 
 Trains (or reuses from ``<workdir>/models``) a standard classifier, Goodfellow

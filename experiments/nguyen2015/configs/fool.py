@@ -1,7 +1,7 @@
 """Presets for the fooling-images experiment (MAP-Elites over classes).
 
 Run:
-  python -m experiments.fool --config=experiments/configs/fool.py:mnist_direct \
+  python -m experiments.nguyen2015.fool --config=experiments/nguyen2015/configs/fool.py:mnist_direct \
       --workdir=runs/fool_mnist_direct [--config.seed=1] [--config.classifier=...]
 
 Presets:

@@ -1,7 +1,7 @@
 """Presets of the CNN-visualisation experiment.
 
 Run:
-  python -m experiments.visualize --config=experiments/configs/visualize.py:mnist \
+  python -m experiments.cs231n.visualize --config=experiments/cs231n/configs/visualize.py:mnist \
       --workdir=runs/visualize_mnist [--config.classifier=lenet_mnist]
 Presets:
   ``mnist``: the bundled LeNet, every part, MNIST test images (a few minutes
