@@ -1,4 +1,17 @@
-"""Trained classifiers on demand: ``load_classifier("lenet_mnist", seed=0)``.
+"""Classifiers by name: ``resolve("lenet_mnist@1")``, trained on first use.
+
+One grammar names every classifier an experiment or a notebook takes
+(:func:`resolve`):
+
+* ``lenet_mnist``, ``fc100_100_10_mnist``, ...: a zoo preset (:data:`PRESETS`),
+  seed 0; ``lenet_mnist@1``: the same preset trained with seed 1.
+* ``efficientnet_lite0_imagenet``: the ImageNet-pretrained EfficientNet-Lite0.
+* ``init:lenet``, ``init:fc10@3``: an untrained architecture of
+  :mod:`foolingjax.models`, initialised with the given seed (default 0).
+* ``package.module:function``: a user's model; ``function()`` returns
+  ``(apply_fn, params)`` (e.g. from :func:`foolingjax.models.from_linen`).
+
+:func:`load_classifier` is the preset loader underneath.
 
 The first call trains the preset (a few minutes at most on two CPU cores) and
 caches the parameters under ``$FOOLINGJAX_CACHE`` (default
@@ -17,6 +30,8 @@ from __future__ import annotations
 import hashlib
 import json
 import pathlib
+import importlib
+import re
 from typing import Callable
 
 import jax
@@ -143,3 +158,92 @@ def info(name: str, seed: int = 0) -> dict:
     if (directory / filename).is_file():
       return checkpoint.load_raw(directory / filename)[1]
   raise FileNotFoundError(f"{name} seed {seed} is not trained yet.")
+
+
+SPEC_FORMS = ("<preset> or <preset>@<seed> (a zoo preset, e.g. lenet_mnist@1)",
+              "efficientnet_lite0_imagenet (pretrained)",
+              "init:<architecture>[@<seed>] (untrained, e.g. init:fc10)",
+              "package.module:function (your model: function() returns (apply_fn, params))")
+_SEED = re.compile(r"^(?P<name>[^@]+)@(?P<seed>\d+)$")
+
+
+def parse_spec(spec: str) -> tuple[str, str, int]:
+  """Splits a classifier spec into ``(kind, name, seed)`` without loading anything.
+
+  ``kind`` is ``"preset"``, ``"pretrained"``, ``"init"`` or ``"user"``. Raises a
+  ValueError naming the forms and the known names for a spec that names
+  nothing; experiments call it before they create their work directory.
+  """
+  if not isinstance(spec, str) or not spec.strip():
+    raise ValueError(_unknown(spec, "empty"))
+  spec = spec.strip()
+  kind = "preset"
+  body = spec
+  if spec.startswith("init:"):
+    kind, body = "init", spec[len("init:"):]
+  elif ":" in spec:
+    module_name, _, attr = spec.partition(":")
+    if not module_name or not attr.isidentifier() or not all(
+        part.isidentifier() for part in module_name.split(".")):
+      raise ValueError(_unknown(spec, "not a valid package.module:function"))
+    return "user", spec, 0
+  match = _SEED.match(body)
+  name, seed = (match["name"], int(match["seed"])) if match else (body, 0)
+  if "@" in name:
+    raise ValueError(_unknown(spec, "the seed after @ must be a non-negative integer"))
+  if kind == "init":
+    if name not in models.ARCHITECTURES:
+      raise ValueError(_unknown(spec, f"no architecture {name!r}"))
+    return kind, name, seed
+  if name in PRETRAINED:
+    if match:
+      raise ValueError(_unknown(spec, f"{name} is pretrained; it has no seeds"))
+    return "pretrained", name, 0
+  if name not in PRESETS:
+    raise ValueError(_unknown(spec, f"no preset {name!r}"))
+  return kind, name, seed
+
+
+def resolve(spec: str, *, train_if_missing: bool = True,
+            log: Callable[[str], None] | None = print) -> Classifier:
+  """The classifier a spec names, as ``Classifier(apply_fn, params)``.
+
+  Args:
+    spec: one of the forms in this module's docstring (:data:`SPEC_FORMS`).
+    train_if_missing: for a preset not cached or bundled yet: train it (True)
+      or raise (False).
+    log: progress printer for a training run.
+
+  Returns:
+    ``Classifier(apply_fn, params)``.
+  """
+  kind, name, seed = parse_spec(spec)
+  if kind == "init":
+    return models.init(name, jax.random.key(seed))
+  if kind == "user":
+    return _load_user(name)
+  return load_classifier(name, seed=seed, train_if_missing=train_if_missing, log=log)
+
+
+def _load_user(spec: str) -> Classifier:
+  module_name, _, attr = spec.partition(":")
+  try:
+    factory = getattr(importlib.import_module(module_name), attr)
+  except (ImportError, AttributeError) as e:
+    raise ValueError(f"Cannot load classifier {spec!r} ({e}). Fix: pass "
+                     "'package.module:function' where function() returns "
+                     "(apply_fn, params), with the package importable (run from the "
+                     "directory that holds it or install it).") from e
+  result = factory()
+  if not (isinstance(result, tuple) and len(result) == 2 and callable(result[0])):
+    raise ValueError(f"{spec}() must return (apply_fn, params); got "
+                     f"{type(result).__name__}. Fix: return the pair, e.g. "
+                     "foolingjax.models.from_linen(module, variables, input_shape=...).")
+  return Classifier(*result)
+
+
+def _unknown(spec, why: str) -> str:
+  known = ", ".join(sorted(PRESETS) + list(PRETRAINED))
+  return (f"Unknown classifier {spec!r} ({why}). A classifier is one of: "
+          + "; ".join(SPEC_FORMS) + f". Presets: {known}. Architectures for init: "
+          f"{', '.join(models.ARCHITECTURES)}.")

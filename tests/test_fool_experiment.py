@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from experiments import common
+from experiments import core
 from experiments.nguyen2015 import fool
 from experiments.nguyen2015.configs import fool as fool_config
 from foolingjax import checkpoint
@@ -61,7 +61,7 @@ def test_kill_and_resume_equals_uninterrupted(tmp_path):
 def test_different_config_refuses_to_overwrite(tmp_path):
   fool.run(_config(), tmp_path)
   before = (tmp_path / "summary.json").read_text()
-  with pytest.raises(common.WorkdirConflictError, match="seed"):
+  with pytest.raises(core.WorkdirConflictError, match="seed"):
     fool.run(_config(seed=3), tmp_path)
   assert (tmp_path / "summary.json").read_text() == before
 

@@ -11,33 +11,25 @@ elites.png and curves.png at the end, and summary.json.
 
 from __future__ import annotations
 
-import json
 import pathlib
 import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from absl import app, flags
+from absl import app
 
-from experiments import common
-from foolingjax import checkpoint, images, sharding, zoo
+from experiments import core
+from foolingjax import evolution, images, sharding, zoo
 from foolingjax.contract import Classifier, num_classes_of
-from foolingjax.evolution import direct, map_elites
+from foolingjax.evolution import driver
 
-_CONFIG = common.CONFIG
-_WORKDIR = common.WORKDIR
-
-ENCODINGS = ("direct", "cppn")
+ENCODINGS = evolution.ENCODINGS
 
 
 def load_classifier(config) -> Classifier:
-  """A zoo name, or ``package.module:function`` returning ``(apply_fn, params)``."""
-  name = config.classifier
-  if ":" in name:
-    classifier = common.load_user_classifier(name)
-  else:
-    classifier = zoo.load_classifier(name, seed=config.classifier_seed)
+  """``config.classifier`` (any :func:`foolingjax.zoo.resolve` spec), 10-crop wrapped if asked."""
+  classifier = zoo.resolve(config.classifier)
   if config.ten_crop:
     # The original's ImageNet fitness: softmax averaged over 10 crops of a
     # 256x256 rendering; the wrapper's softmax is that average.
@@ -56,19 +48,12 @@ def input_shape_of(apply_fn) -> tuple[int, int, int]:
 
 
 def make_encoding(config, image_shape):
-  height, width, channels = image_shape
-  if config.encoding == "direct":
-    return direct.make_encoding(height=height, width=width, channels=channels,
-                                **config.direct.to_dict())
-  if config.encoding == "cppn":
-    from foolingjax.evolution import cppn
-    return cppn.make_encoding(height=height, width=width, channels=channels,
-                              **config.cppn.to_dict())
-  raise ValueError(f"Unknown encoding {config.encoding!r}; use one of {ENCODINGS}.")
+  options = config.direct if config.encoding == "direct" else config.cppn
+  return evolution.make_encoding(config.encoding, image_shape, **options.to_dict())
 
 
 def validate(config) -> None:
-  checks = [
+  core.check([
       (config.population >= 1, f"population must be >= 1, got {config.population}"),
       (config.generations >= 0, f"generations must be >= 0, got {config.generations}"),
       (config.log_every >= 1, f"log_every must be >= 1, got {config.log_every}"),
@@ -77,10 +62,8 @@ def validate(config) -> None:
        f"log_every ({config.log_every})"),
       (config.encoding in ENCODINGS,
        f"unknown encoding {config.encoding!r}; use one of {ENCODINGS}"),
-  ]
-  for ok, message in checks:
-    if not ok:
-      raise ValueError(f"Bad fool config: {message}.")
+  ], what="fool")
+  core.check_classifiers(config.classifier)
 
 
 def class_labels(num_classes: int) -> list[str]:
@@ -111,97 +94,46 @@ def run(config, workdir) -> dict:
     raise ValueError(f"config.num_classes is {config.num_classes} but the classifier "
                      f"{config.classifier!r} has {num_classes} classes. Fix: set "
                      "--config.num_classes=-1 or pick a matching classifier.")
-  workdir, resuming = common.prepare_workdir(workdir, config, ignore=("generations",))
-  ckpt_dir = workdir / "checkpoints"
-  metrics_path = workdir / "metrics.jsonl"
-  labels = class_labels(num_classes)
-
   encoding = make_encoding(config, image_shape)
-  init_fn = jax.jit(map_elites.make_init_fn(
-      encoding=encoding, apply_fn=classifier.apply_fn, num_cells=num_classes,
-      init_size=config.population))
-  run_fns = {}
+  workdir, _ = core.prepare_workdir(workdir, config, ignore=("generations",))
+  labels = class_labels(num_classes)
+  evolver = driver.Evolver(encoding=encoding, apply_fn=classifier.apply_fn,
+                           num_cells=num_classes, population=config.population, mesh=mesh)
 
-  def run_fn(n):
-    if n not in run_fns:
-      run_fns[n] = jax.jit(
-          map_elites.make_run_fn(encoding=encoding, apply_fn=classifier.apply_fn,
-                                 batch_size=config.population, num_generations=n,
-                                 mesh=mesh),
-          out_shardings=sharding.replicated(mesh) if mesh is not None else None)
-    return run_fns[n]
-
-  key = jax.random.key(config.seed)
-  k_init, k_run = jax.random.split(key)
-  last = checkpoint.latest(ckpt_dir, prefix="archive") if resuming else None
-  if last is not None:
-    template = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype),
-                                      jax.eval_shape(init_fn, k_init, classifier.params))
-    archive, _ = checkpoint.restore(last, template)
-    _validate_archive(config, archive)
-    _truncate_metrics(metrics_path, int(archive.generation))
-    print(f"Resumed from {last} at generation {int(archive.generation)}.")
-  else:
-    if metrics_path.exists():
-      metrics_path.unlink()  # metrics of a run that never reached a checkpoint
-    archive = init_fn(k_init, classifier.params)
-    record = _jsonable(map_elites.archive_metrics(archive))
-    common.append_jsonl(metrics_path, record)
-    _save(ckpt_dir, workdir, archive, encoding, labels)
+  def draw(archive):
+    _save_grid(workdir / f"elites_gen{int(archive.generation):05d}.png", archive, evolver,
+               labels)
 
   t_start = time.perf_counter()
-  evaluations_start = int(archive.evaluations)
-  while int(archive.generation) < config.generations:
-    gen = int(archive.generation)
-    n = min(config.log_every - gen % config.log_every, config.generations - gen)
-    t0 = time.perf_counter()
-    archive, metrics = run_fn(n)(k_run, archive, classifier.params)
-    metrics = jax.device_get(metrics)
-    seconds = time.perf_counter() - t0
-    for i in range(n):
-      common.append_jsonl(metrics_path, _jsonable({k: v[i] for k, v in metrics.items()}))
-    gen = int(archive.generation)
-    print(f"gen {gen:5d}/{config.generations} | cells >= 99.99%: "
-          f"{int(metrics['cells_9999'][-1])}/{num_classes} | median "
-          f"{float(metrics['median'][-1]):.5f} | {n * config.population / seconds:,.0f} evals/s",
-          flush=True)
-    if gen % config.checkpoint_every == 0 or gen == config.generations:
-      _save(ckpt_dir, workdir, archive, encoding, labels)
+  evaluations_before = None
 
-  history = [json.loads(line) for line in metrics_path.read_text().splitlines()]
+  def on_checkpoint(archive):
+    nonlocal evaluations_before
+    if evaluations_before is None:
+      evaluations_before = int(archive.evaluations)
+    draw(archive)
+
+  archive, history = evolver.evolve(
+      jax.random.key(config.seed), classifier.params, generations=config.generations,
+      directory=workdir / "checkpoints", checkpoint_every=config.checkpoint_every,
+      log_every=config.log_every, metrics_path=workdir / "metrics.jsonl",
+      on_checkpoint=on_checkpoint)
   wall = time.perf_counter() - t_start
   summary = _summary(history, archive, labels, config, wall,
-                     int(archive.evaluations) - evaluations_start)
+                     int(archive.evaluations) - (evaluations_before or 0))
   _plot_curves(workdir / "curves.png", history, labels)
-  _save_grid(workdir / "elites.png", archive, encoding, labels)
-  common.write_json(workdir / "summary.json", summary)
+  _save_grid(workdir / "elites.png", archive, evolver, labels)
+  core.write_json(workdir / "summary.json", summary)
   return summary
 
 
-def _validate_archive(config, archive) -> None:
-  """A checkpointed CPPN genome enters from outside: reject malformed graphs."""
-  if config.encoding != "cppn":
-    return
-  from foolingjax.evolution import cppn
-  # Initialisation fills every cell (each offspring competes for all of them).
-  cppn.validate_genome(archive.genomes)
-
-
-def _save(ckpt_dir, workdir, archive, encoding, labels):
-  gen = int(archive.generation)
-  checkpoint.save(checkpoint.step_path(ckpt_dir, gen, prefix="archive"), archive,
-                  meta={"generation": gen})
-  checkpoint.prune(ckpt_dir, keep=3, prefix="archive")
-  _save_grid(workdir / f"elites_gen{gen:05d}.png", archive, encoding, labels)
-
-
-def _save_grid(path, archive, encoding, labels, max_cells=100):
+def _save_grid(path, archive, evolver, labels, max_cells=100):
   fitness = np.asarray(archive.fitness)
   cells = np.flatnonzero(np.isfinite(fitness))
   if len(cells) > max_cells:
     cells = cells[np.argsort(-fitness[cells])[:max_cells]]
   genomes = jax.tree_util.tree_map(lambda leaf: leaf[cells], archive.genomes)
-  rendered = jax.jit(jax.vmap(encoding.render))(genomes)
+  rendered = evolver.render(genomes)
   images.save_grid(path, rendered, labels=[labels[c] for c in cells],
                    confidences=fitness[cells],
                    title=f"Elites at generation {int(archive.generation)}")
@@ -228,10 +160,7 @@ def _summary(history, archive, labels, config, wall, evaluations) -> dict:
 
 
 def _plot_curves(path, history, labels):
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
-
+  plt = core.pyplot()
   gens = np.array([h["generation"] for h in history])
   best = np.array([h["best"] for h in history])
   fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
@@ -248,37 +177,13 @@ def _plot_curves(path, history, labels):
   ax2.set(xlabel="generation", ylabel="-log10(1 - confidence)", title="Nines of confidence")
   ax2.legend(fontsize=8)
   fig.tight_layout()
-  tmp = path.with_name(path.name + ".tmp.png")
-  fig.savefig(tmp, dpi=100)
-  plt.close(fig)
-  tmp.replace(path)
-
-
-def _jsonable(metrics: dict) -> dict:
-  out = {}
-  for k, v in metrics.items():
-    v = np.asarray(v)
-    out[k] = v.tolist() if v.ndim else (int(v) if v.dtype.kind in "iu" else float(v))
-  return out
-
-
-def _truncate_metrics(path: pathlib.Path, generation: int) -> None:
-  """Drops metric lines written after the checkpoint we resume from."""
-  if not path.exists():
-    return
-  kept = [line for line in path.read_text().splitlines()
-          if line and json.loads(line)["generation"] <= generation]
-  tmp = path.with_name(path.name + ".tmp")
-  tmp.write_text("".join(line + "\n" for line in kept))
-  tmp.replace(path)
+  core.save_figure(fig, path)
 
 
 def main(argv):
   del argv
-  config = _CONFIG.value
-  run(config, pathlib.Path(_WORKDIR.value or f"runs/fool_{config.preset}"))
+  run(core.CONFIG.value, core.WORKDIR.value)
 
 
 if __name__ == "__main__":
-  flags.mark_flag_as_required("config")
-  app.run(main)
+  core.cli(main)

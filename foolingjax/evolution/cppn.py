@@ -890,4 +890,5 @@ def make_encoding(*, height: int, width: int, channels: int, max_nodes: int = 32
   render_fn = functools.partial(render, height=height, width=width, channels=channels,
                                 pixels_per_tile=pixels_per_tile)
   return Encoding(init=init, vary=vary, render=render_fn,
-                  image_shape=(height, width, channels), name="cppn")
+                  image_shape=(height, width, channels), name="cppn",
+                  validate=validate_genome)

@@ -10,6 +10,8 @@ them over the population with ``jax.vmap`` and jits the whole generation:
   ``stats`` is a dict of scalars (e.g. how many structural adds were skipped
   because the genome was full), averaged over the batch into the metrics.
 * ``render(genome) -> image``: float32 ``[H, W, C]`` in [0, 1].
+* ``validate(genomes)`` (optional): checks genomes that enter from outside (a
+  restored checkpoint) on the host and raises one clear error; returns them.
 """
 
 from __future__ import annotations
@@ -31,3 +33,4 @@ class Encoding:
   render: Callable[[Genome], jax.Array]
   image_shape: tuple[int, int, int]
   name: str = "encoding"
+  validate: Callable[[Genome], Genome] | None = None

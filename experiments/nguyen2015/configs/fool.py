@@ -17,9 +17,10 @@ Presets:
                 the softmax averaged over 10 crops, population 400, 5001
                 generations.
   smoke         a few generations, for the tests.
-``config.classifier`` is a zoo name (``lenet_mnist``, ``fc100_100_10_mnist``, ...)
-or a dotted path ``package.module:function`` to a function returning a
-``(apply_fn, params)`` pair (called with no arguments).
+``config.classifier`` is any classifier spec of ``foolingjax.zoo.resolve``: a
+zoo preset (``lenet_mnist``, ``lenet_mnist@1`` for seed 1, ...),
+``efficientnet_lite0_imagenet``, ``init:<architecture>`` or a dotted path
+``package.module:function`` to a function returning ``(apply_fn, params)``.
 """
 
 import ml_collections
@@ -29,8 +30,7 @@ def get_config(preset: str = "mnist_direct"):
   c = ml_collections.ConfigDict()
   c.preset = preset
   c.seed = 0
-  c.classifier = "lenet_mnist"
-  c.classifier_seed = 0
+  c.classifier = "lenet_mnist"  # any foolingjax.zoo.resolve spec, e.g. lenet_mnist@1
   c.num_classes = -1          # -1: take it from the classifier; else it must match
   c.encoding = "direct"       # direct | cppn
   c.population = 200          # offspring per generation (and initial population)

@@ -1,0 +1,339 @@
+"""The experiment core every entrypoint shares.
+
+One place for what experiments do around the library:
+
+* the command line: ``--config`` and ``--workdir`` are both required
+  (:func:`cli`), and an entrypoint's ``main`` only calls ``run(config, workdir)``;
+* the work directory: a config is validated *before* the directory is created,
+  ``config.json`` records it, a rerun with the same config resumes, another
+  config is refused (:func:`prepare_workdir`);
+* named parts that skip when their ``<part>/result.json`` exists
+  (:func:`parse_parts`, :func:`run_parts`);
+* named random streams (:func:`rng`);
+* outputs: atomic JSON, JSON lines that survive a cut last line, figures,
+  markdown tables written and parsed back, and one way to print percentages
+  and confidences, with ``None`` and NaN shown as ``—``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import pathlib
+import zlib
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+import jax
+import ml_collections
+import numpy as np
+from absl import app, flags
+from ml_collections import config_flags
+
+from foolingjax import zoo
+
+# Defined once here, not in each entrypoint: absl refuses a flag defined twice,
+# and the tests import several experiments into one process.
+CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "Experiment config: experiments/<group>/configs/<name>.py:<preset>.")
+WORKDIR = flags.DEFINE_string("workdir", None, "Work directory (a rerun resumes there).")
+
+MISSING = "—"
+
+
+# --------------------------------------------------------------------------
+# Command line
+
+
+def cli(main: Callable[[list[str]], Any]) -> None:
+  """``app.run(main)`` with ``--config`` and ``--workdir`` required.
+
+  ``main(argv)`` should only call ``run(CONFIG.value, WORKDIR.value)``; stray
+  positional arguments are refused.
+  """
+  flags.mark_flags_as_required(["config", "workdir"])
+
+  def checked(argv):
+    if len(argv) > 1:
+      raise app.UsageError(f"Unexpected arguments {argv[1:]}. Fix: settings go in "
+                           "--config.<field>=<value>.")
+    return main(argv)
+
+  app.run(checked)
+
+
+# --------------------------------------------------------------------------
+# Work directory
+
+
+class WorkdirConflictError(FileExistsError):
+  """The work directory holds results of a different config."""
+
+
+def check(checks: Iterable[tuple[bool, str]], *, what: str) -> None:
+  """Raises one ValueError listing every failed ``(ok, message)`` check."""
+  failed = [message for ok, message in checks if not ok]
+  if failed:
+    raise ValueError(f"Bad {what} config: " + "; ".join(failed) + ".")
+
+
+def check_classifiers(*specs: str) -> None:
+  """Parses classifier specs (no loading), so a typo fails before any work."""
+  for spec in specs:
+    zoo.parse_spec(spec)
+
+
+def names(text: str) -> list[str]:
+  """``"a, b,c"`` -> ``["a", "b", "c"]``."""
+  return [n.strip() for n in str(text).split(",") if n.strip()]
+
+
+def prepare_workdir(workdir, config: ml_collections.ConfigDict, *,
+                    ignore: tuple[str, ...] = ()) -> tuple[pathlib.Path, bool]:
+  """Creates ``workdir`` and writes config.json; refuses to mix two configs.
+
+  Call it after the config is validated. Returns ``(path, resuming)``:
+  ``resuming`` is True when the directory already holds a run of the same
+  config (the caller then resumes from its checkpoints). A different config
+  raises instead of overwriting the earlier results, unless the directory holds
+  nothing but its config.json (no results). Keys in ``ignore`` (e.g. the total
+  number of generations, which a resumed run may extend) are left out of the
+  comparison.
+  """
+  if workdir is None or not str(workdir).strip():
+    raise ValueError("No work directory. Fix: pass --workdir=DIR (a new directory, or "
+                     "the one of the run to resume).")
+  workdir = pathlib.Path(workdir)
+  try:
+    workdir.mkdir(parents=True, exist_ok=True)
+  except OSError as e:
+    raise OSError(f"Cannot create work directory {workdir}: {e}. Fix: pass a writable "
+                  "--workdir.") from e
+  config_path = workdir / "config.json"
+  current = json.loads(json.dumps(config.to_dict()))
+  strip = lambda d: {k: v for k, v in d.items() if k not in ignore}
+  # A directory holding nothing but config.json has no results to protect (a
+  # run that stopped on bad input before writing any): a new config takes it.
+  only_config = {p.name for p in workdir.iterdir()} == {"config.json"}
+  resuming = False
+  if config_path.exists():
+    try:
+      previous = json.loads(config_path.read_text())
+    except json.JSONDecodeError as e:
+      raise WorkdirConflictError(
+          f"{config_path} is not valid JSON ({e}). Fix: pass a new --workdir.") from e
+    if strip(previous) != strip(current) and not only_config:
+      changed = sorted(k for k in set(previous) | set(current)
+                       if k not in ignore and previous.get(k) != current.get(k))
+      raise WorkdirConflictError(
+          f"{workdir} holds a run with a different config (differs in: "
+          f"{', '.join(changed)}). Refusing to overwrite it. Fix: pass a new --workdir, "
+          "or the same config to resume.")
+    resuming = strip(previous) == strip(current)
+  write_text(config_path, json.dumps(current, indent=2, sort_keys=True))
+  return workdir, resuming
+
+
+# --------------------------------------------------------------------------
+# Parts
+
+
+def parse_parts(text: str, known: Sequence[str]) -> list[str]:
+  """``config.parts`` -> the named parts, in ``known``'s order; one error otherwise."""
+  parts = names(text)
+  unknown = sorted(set(parts) - set(known))
+  if unknown or not parts:
+    raise ValueError(f"Bad config.parts {text!r}: unknown {unknown}. Fix: a "
+                     f"comma-separated subset of {', '.join(known)}.")
+  return [p for p in known if p in parts]
+
+
+def run_parts(workdir: pathlib.Path, parts: Sequence[str],
+              runners: Mapping[str, Callable[[], dict]], *,
+              log: Callable[[str], None] = print) -> dict[str, dict]:
+  """Runs each part once: a part whose ``<part>/result.json`` exists is read back.
+
+  A part's runner returns a JSON-able dict, written atomically to
+  ``workdir/<part>/result.json`` when the part finishes; a killed part has no
+  result and runs again (resuming from its own checkpoints, if it keeps any).
+  """
+  import time
+  results = {}
+  for part in parts:
+    path = workdir / part / "result.json"
+    if path.exists():
+      log(f"[{part}] done earlier; reading {path}.")
+      results[part] = json.loads(path.read_text())
+      continue
+    t0 = time.perf_counter()
+    result = jsonable(runners[part]())
+    result["seconds"] = time.perf_counter() - t0
+    write_json(path, result)
+    results[part] = result
+    log(f"[{part}] finished in {result['seconds']:.0f} s.")
+  return results
+
+
+# --------------------------------------------------------------------------
+# Randomness
+
+
+def stream_id(name: str | int) -> int:
+  """A stable non-negative int for a stream name (ints pass through)."""
+  if isinstance(name, int):
+    return name
+  return zlib.crc32(name.encode()) % (2 ** 31)
+
+
+def rng(seed: int | jax.Array, name: str | int) -> jax.Array:
+  """The named random stream ``fold_in(key(seed), id(name))``; names never collide by order."""
+  key = jax.random.key(seed) if isinstance(seed, int) else seed
+  return jax.random.fold_in(key, stream_id(name))
+
+
+# --------------------------------------------------------------------------
+# Files
+
+
+def write_text(path, text: str) -> None:
+  """Writes ``text`` to a temporary name, then renames: never a half-written file."""
+  path = pathlib.Path(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  tmp = path.with_name(path.name + ".tmp")
+  tmp.write_text(text)
+  tmp.replace(path)
+
+
+def write_json(path, obj) -> None:
+  write_text(path, json.dumps(jsonable(obj), indent=2, sort_keys=True))
+
+
+def append_jsonl(path, record: dict) -> None:
+  with open(path, "a") as f:
+    f.write(json.dumps(jsonable(record)) + "\n")
+
+
+def read_jsonl(path) -> list[dict]:
+  """The records of a JSON-lines file; a last line cut by a kill is dropped.
+
+  A bad line anywhere else raises one error naming the file and the line.
+  """
+  path = pathlib.Path(path)
+  if not path.exists():
+    return []
+  lines = path.read_text().splitlines()
+  records = []
+  for i, line in enumerate(lines):
+    if not line.strip():
+      continue
+    try:
+      records.append(json.loads(line))
+    except json.JSONDecodeError as e:
+      if i == len(lines) - 1:
+        break  # an append cut short by a kill; the run rewrites it
+      raise ValueError(f"{path}, line {i + 1}, is not JSON ({e}). Fix: delete the "
+                       "line, or pass a new --workdir.") from e
+  return records
+
+
+def write_jsonl(path, records: Iterable[dict]) -> None:
+  write_text(path, "".join(json.dumps(jsonable(r)) + "\n" for r in records))
+
+
+def jsonable(tree):
+  """numpy/jax scalars and arrays -> Python numbers and lists; NaN -> None."""
+  if isinstance(tree, Mapping):
+    return {str(k): jsonable(v) for k, v in tree.items()}
+  if isinstance(tree, (list, tuple)):
+    return [jsonable(v) for v in tree]
+  if isinstance(tree, (np.ndarray, jax.Array, np.generic)):
+    arr = np.asarray(tree)
+    if arr.ndim:
+      return [jsonable(v) for v in arr]
+    tree = arr.item()
+  if isinstance(tree, float) and not math.isfinite(tree):
+    return None
+  return tree
+
+
+def save_figure(fig, path, *, dpi: int = 100) -> pathlib.Path:
+  """Saves a matplotlib figure atomically and closes it."""
+  import matplotlib.pyplot as plt
+  path = pathlib.Path(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  tmp = path.with_name(path.stem + ".tmp" + path.suffix)
+  fig.savefig(tmp, dpi=dpi)
+  plt.close(fig)
+  tmp.replace(path)
+  return path
+
+
+def pyplot():
+  """matplotlib.pyplot on the Agg backend (no display needed)."""
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  return plt
+
+
+# --------------------------------------------------------------------------
+# Numbers and tables
+
+
+def _missing(v) -> bool:
+  return v is None or (isinstance(v, (float, np.floating)) and not np.isfinite(v))
+
+
+def pct(p, digits: int = 1) -> str:
+  """A share as a percentage: ``0.1234 -> "12.3%"``; None or NaN -> ``—``."""
+  return MISSING if _missing(p) else f"{100 * float(p):.{digits}f}%"
+
+
+def confidence(p) -> str:
+  """A softmax confidence, truncated, never rounded up (0.9999996 is not "100%").
+
+  ``>= 99.99 %`` shows six digits of the probability, below 0.1 % scientific
+  notation, else two decimals; None or NaN -> ``—``.
+  """
+  if _missing(p):
+    return MISSING
+  p = float(p)
+  if p >= 0.9999:
+    return f"{np.floor(p * 1e6) / 1e4:.4f}%"
+  return f"{100 * p:.1e}%" if p < 1e-3 else f"{np.floor(p * 1e4) / 1e2:.2f}%"
+
+
+def number(v, digits: int = 4) -> str:
+  """A plain number with ``digits`` decimals; None or NaN -> ``—``."""
+  return MISSING if _missing(v) else f"{float(v):.{digits}f}"
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+  """A GitHub markdown table; :func:`parse_markdown_tables` reads it back."""
+  if any(len(row) != len(header) for row in rows):
+    raise ValueError(f"Every row needs {len(header)} cells: {header}.")
+  lines = ["| " + " | ".join(map(str, header)) + " |", "|" + "---|" * len(header)]
+  lines += ["| " + " | ".join(map(str, row)) + " |" for row in rows]
+  return "\n".join(lines)
+
+
+def parse_markdown_tables(text: str) -> dict[str, dict[str, dict[str, str]]]:
+  """Reads tables back: ``{section heading: {row label: {column: cell}}}``.
+
+  A table belongs to the last ``#``-heading above it; a second table under
+  the same heading is merged into the first.
+  """
+  tables: dict[str, dict[str, dict[str, str]]] = {}
+  heading, header = None, None
+  for line in text.splitlines():
+    if line.startswith("#"):
+      heading, header = line.lstrip("#").strip(), None
+    elif line.startswith("|") and heading is not None:
+      cells = [c.strip() for c in line.strip().strip("|").split("|")]
+      if header is None:
+        header = cells
+        tables.setdefault(heading, {})
+      elif not set("".join(cells)) <= set("-:"):
+        tables[heading][cells[0]] = dict(zip(header, cells))
+    elif not line.strip():
+      header = None
+  return tables

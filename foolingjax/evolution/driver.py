@@ -1,0 +1,285 @@
+"""A resumable MAP-Elites driver: evolve to N generations, checkpointing as it goes.
+
+>>> evolver = Evolver(encoding=encoding, apply_fn=apply_fn, num_cells=10, population=200)
+>>> archive, history = evolver.evolve(jax.random.key(0), params, generations=1001,
+...                                   directory="runs/x/evolve")
+
+Generations run in jitted ``lax.scan`` blocks of ``log_every``; every
+``checkpoint_every`` generations (and at the end) the archive is written to
+``directory/archive_<generation>.msgpack`` and each generation's metrics are in
+``directory/metrics.jsonl`` (or ``metrics_path``). A later call with the same directory resumes from
+the newest checkpoint. Each generation's key is ``fold_in(run key,
+generation)``, so the result does not depend on where a run was cut: a resumed
+run equals an uninterrupted one bit for bit.
+
+With ``runs=R`` the evolver runs R independent archives under one ``vmap``
+(one compilation for all of them): every archive leaf gets a leading ``[R]``
+axis, and run r uses the r-th key of ``split(key, R)``.
+
+The driver writes only under the ``directory`` it is given, and nothing when
+it is None.
+"""
+
+from __future__ import annotations
+
+import pathlib
+import time
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from foolingjax import checkpoint, sharding
+from foolingjax.evolution import map_elites
+from foolingjax.evolution.encoding import Encoding
+
+PREFIX = "archive"
+METRICS = "metrics.jsonl"
+
+
+class Evolver:
+  """Jitted init, scan blocks and rendering of MAP-Elites for one encoding and net.
+
+  Keep one per (encoding, classifier architecture): its compiled functions
+  serve any ``params`` of that architecture, so retraining loops reuse them.
+
+  Args:
+    encoding: the image encoding.
+    apply_fn: the classifier, ``apply_fn(params, images) -> logits``.
+    num_cells: archive cells (the classes competed for).
+    population: offspring per generation, also the initial population.
+    runs: None for one archive; R for R independent archives under one vmap.
+    score_transform: ``score_transform(apply_fn, params) -> images -> [B, num_cells]``
+      replacing the softmax (e.g. real classes only, or 10-crop averaging).
+    mesh: split the population over this mesh's devices (single run only).
+  """
+
+  def __init__(self, *, encoding: Encoding, apply_fn: Callable, num_cells: int,
+               population: int, runs: int | None = None,
+               score_transform: Callable | None = None,
+               mesh: jax.sharding.Mesh | None = None):
+    if population < 1:
+      raise ValueError(f"population must be >= 1, got {population}.")
+    if runs is not None and runs < 1:
+      raise ValueError(f"runs must be >= 1 (or None for one archive), got {runs}.")
+    if runs is not None and mesh is not None:
+      raise ValueError("Sharding (mesh) is for a single run; pass runs=None.")
+    self.encoding = encoding
+    self.apply_fn = apply_fn
+    self.num_cells = num_cells
+    self.population = population
+    self.runs = runs
+    self.score_transform = score_transform
+    self.mesh = mesh
+    init_fn = map_elites.make_init_fn(encoding=encoding, apply_fn=apply_fn,
+                                      num_cells=num_cells, init_size=population,
+                                      score_transform=score_transform)
+    render = jax.vmap(encoding.render)
+    if runs is None:
+      self._init = jax.jit(init_fn)
+      self._render = jax.jit(render)
+    else:
+      self._init = jax.jit(jax.vmap(init_fn, in_axes=(0, None)))
+      self._render = jax.jit(jax.vmap(render))
+    self._blocks: dict[int, Callable] = {}
+
+  # ------------------------------------------------------------------ pieces
+
+  def keys(self, key: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """``(init key, run key)`` of ``key``; ``[R]`` keys each with ``runs``."""
+    k_init, k_run = jax.random.split(key)
+    if self.runs is None:
+      return k_init, k_run
+    return jax.random.split(k_init, self.runs), jax.random.split(k_run, self.runs)
+
+  def init(self, init_key: jax.Array, params: Any) -> map_elites.Archive:
+    return self._init(init_key, params)
+
+  def block(self, num_generations: int) -> Callable:
+    """The jitted ``(run_key, archive, params) -> (archive, metrics [n, ...])``."""
+    if num_generations not in self._blocks:
+      run_fn = map_elites.make_run_fn(
+          encoding=self.encoding, apply_fn=self.apply_fn, batch_size=self.population,
+          num_generations=num_generations, score_transform=self.score_transform,
+          mesh=self.mesh)
+      if self.runs is None:
+        out = sharding.replicated(self.mesh) if self.mesh is not None else None
+        fn = jax.jit(run_fn, out_shardings=out)
+      else:
+        # Metrics come back [R, n, ...]; put generations first like one run's.
+        vmapped = jax.vmap(run_fn, in_axes=(0, 0, None))
+
+        def fn_runs(keys, archives, params, vmapped=vmapped):
+          archives, metrics = vmapped(keys, archives, params)
+          return archives, jax.tree_util.tree_map(lambda m: jnp.swapaxes(m, 0, 1), metrics)
+
+        fn = jax.jit(fn_runs)
+      self._blocks[num_generations] = fn
+    return self._blocks[num_generations]
+
+  def template(self, init_key: jax.Array, params: Any) -> map_elites.Archive:
+    """Zeros shaped like an archive (the restore target of a checkpoint)."""
+    shapes = jax.eval_shape(self._init, init_key, params)
+    return jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+
+  def render(self, genomes) -> jax.Array:
+    """Images of genomes ``[N, ...]`` (``[R, N, ...]`` with runs): ``[.., H, W, C]``."""
+    return self._render(genomes)
+
+  def elites(self, archive: map_elites.Archive) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(images [M, H, W, C], fitness [M], cell [M])`` of every cell (of every run)."""
+    rendered = np.asarray(self.render(archive.genomes))
+    fitness = np.asarray(archive.fitness)
+    if self.runs is None:
+      return rendered, fitness, np.arange(self.num_cells)
+    return (rendered.reshape(-1, *rendered.shape[2:]), fitness.reshape(-1),
+            np.tile(np.arange(self.num_cells), self.runs))
+
+  # ------------------------------------------------------------------ driver
+
+  def evolve(self, key: jax.Array, params: Any, *, generations: int,
+             directory: str | pathlib.Path | None = None, checkpoint_every: int = 100,
+             log_every: int = 25, keep: int = 3,
+             metrics_path: str | pathlib.Path | None = None,
+             on_checkpoint: Callable[[map_elites.Archive], None] | None = None,
+             log: Callable[[str], None] | None = print, log_prefix: str = ""
+             ) -> tuple[map_elites.Archive, list[dict]]:
+    """Runs (or resumes) to ``generations``; returns ``(archive, metrics per generation)``.
+
+    Args:
+      key: the run's key; split into the init and run keys (:meth:`keys`).
+      params: the classifier's parameters.
+      generations: total generations (a resumed run may extend it).
+      directory: where checkpoints and metrics.jsonl go; None keeps nothing.
+      checkpoint_every: generations between checkpoints (also written at the end).
+      log_every: generations per jitted scan block and per progress line.
+      keep: newest checkpoints kept.
+      metrics_path: where the per-generation metrics go (JSON lines); default
+        ``directory/metrics.jsonl``.
+      on_checkpoint: called with the archive after each checkpoint (and on a
+        resume, for the checkpoint resumed from: e.g. to redraw its figure).
+      log: progress printer, or None.
+      log_prefix: put before every progress line.
+
+    Returns:
+      The final archive and one metrics dict per generation from 0 (JSON-able:
+      ``generation``, ``best`` per cell, ``cells_99``, ``cells_9999``, ``mean``,
+      ``median`` and the encoding's stats; with runs each has a leading ``[R]``).
+    """
+    if generations < 0:
+      raise ValueError(f"generations must be >= 0, got {generations}.")
+    if log_every < 1 or checkpoint_every < 1:
+      raise ValueError(f"log_every ({log_every}) and checkpoint_every ({checkpoint_every}) "
+                       "must be >= 1.")
+    directory = pathlib.Path(directory) if directory is not None else None
+    if metrics_path is None and directory is not None:
+      metrics_path = directory / METRICS
+    metrics_path = pathlib.Path(metrics_path) if metrics_path is not None else None
+    init_key, run_key = self.keys(key)
+    history: list[dict] = []
+    last = checkpoint.latest(directory, prefix=PREFIX) if directory is not None else None
+    if last is not None:
+      archive, _ = checkpoint.restore(last, self.template(init_key, params))
+      if self.encoding.validate is not None:
+        self.encoding.validate(archive.genomes)
+      history = [h for h in read_metrics(metrics_path)
+                 if h["generation"] <= _generation(archive)] if metrics_path else []
+      if metrics_path is not None:
+        _write_metrics(metrics_path, history)
+      if log:
+        log(f"{log_prefix}Resumed from {last} at generation {_generation(archive)}.")
+      if on_checkpoint is not None:
+        on_checkpoint(archive)
+    else:
+      archive = self.init(init_key, params)
+      history = [_jsonable(map_elites.archive_metrics(archive) if self.runs is None else
+                           jax.vmap(map_elites.archive_metrics)(archive))]
+      if metrics_path is not None:
+        metrics_path.parent.mkdir(parents=True, exist_ok=True)
+        _write_metrics(metrics_path, history)
+      self._checkpoint(directory, archive, keep, on_checkpoint)
+
+    while _generation(archive) < generations:
+      gen = _generation(archive)
+      n = min(log_every - gen % log_every, generations - gen)
+      t0 = time.perf_counter()
+      archive, metrics = self.block(n)(run_key, archive, params)
+      metrics = jax.device_get(metrics)
+      seconds = time.perf_counter() - t0
+      records = [_jsonable({k: v[i] for k, v in metrics.items()}) for i in range(n)]
+      history += records
+      if metrics_path is not None:
+        _append_metrics(metrics_path, records)
+      gen = _generation(archive)
+      if log:
+        best = np.asarray(metrics["best"][-1])
+        runs = "" if self.runs is None else f" | {self.runs} runs"
+        log(f"{log_prefix}gen {gen:5d}/{generations} | cells >= 99.99%: "
+            f"{int(np.sum(best >= 0.9999))}/{best.size} | median {np.median(best):.5f}"
+            f"{runs} | {n * self.population * (self.runs or 1) / seconds:,.0f} evals/s")
+      if gen % checkpoint_every == 0 or gen == generations:
+        self._checkpoint(directory, archive, keep, on_checkpoint)
+    return archive, history
+
+  def _checkpoint(self, directory, archive, keep, on_checkpoint):
+    if directory is None:
+      return
+    gen = _generation(archive)
+    checkpoint.save(checkpoint.step_path(directory, gen, prefix=PREFIX), archive,
+                    meta={"generation": gen})
+    checkpoint.prune(directory, keep=keep, prefix=PREFIX)
+    if on_checkpoint is not None:
+      on_checkpoint(archive)
+
+
+def _generation(archive: map_elites.Archive) -> int:
+  # With runs every archive is at the same generation.
+  return int(np.asarray(archive.generation).reshape(-1)[0])
+
+
+def _jsonable(metrics: dict) -> dict:
+  out = {}
+  for k, v in metrics.items():
+    v = np.asarray(v)
+    if v.ndim:
+      out[k] = v.tolist()
+    else:
+      out[k] = int(v) if v.dtype.kind in "iu" else float(v)
+  if isinstance(out.get("generation"), list):  # runs: one generation for all
+    out["generation"] = out["generation"][0]
+  return out
+
+
+def read_metrics(path: pathlib.Path) -> list[dict]:
+  """The per-generation records of ``metrics.jsonl``; a cut last line is dropped."""
+  import json
+  path = pathlib.Path(path)
+  if not path.exists():
+    return []
+  lines = path.read_text().splitlines()
+  records = []
+  for i, line in enumerate(lines):
+    if not line.strip():
+      continue
+    try:
+      records.append(json.loads(line))
+    except json.JSONDecodeError as e:
+      if i == len(lines) - 1:
+        break  # an append cut short by a kill: the resumed run rewrites it
+      raise ValueError(f"{path}, line {i + 1}, is not JSON ({e}). Fix: delete that "
+                       "line or pass a new work directory.") from e
+  return records
+
+
+def _write_metrics(path: pathlib.Path, records: list[dict]) -> None:
+  import json
+  tmp = path.with_name(path.name + ".tmp")
+  tmp.write_text("".join(json.dumps(r) + "\n" for r in records))
+  tmp.replace(path)
+
+
+def _append_metrics(path: pathlib.Path, records: list[dict]) -> None:
+  import json
+  with open(path, "a") as f:
+    f.write("".join(json.dumps(r) + "\n" for r in records))
