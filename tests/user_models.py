@@ -17,3 +17,19 @@ def tiny_linen_classifier():
   module = Tiny()
   variables = module.init(jax.random.key(0), jnp.zeros((1, 28, 28, 1)))
   return models.from_linen(module, variables, input_shape=(28, 28, 1))
+
+
+class TinyCNN(nn.Module):
+  """A 10-class MNIST-shaped convnet: a user's model for every experiment."""
+
+  @nn.compact
+  def __call__(self, x):
+    x = nn.relu(nn.Conv(4, (5, 5), strides=(2, 2))(x))
+    return nn.Dense(10)(x.reshape((x.shape[0], -1)))
+
+
+def tiny_mnist_classifier():
+  """``(apply_fn, params)`` of an untrained 10-class MNIST model, via from_linen."""
+  module = TinyCNN()
+  variables = module.init(jax.random.key(0), jnp.zeros((1, 28, 28, 1)))
+  return models.from_linen(module, variables, input_shape=(28, 28, 1))
