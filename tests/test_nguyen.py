@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from experiments import common
+from experiments import core
 from experiments.nguyen2015 import followups as nguyen_experiment
 from experiments.nguyen2015.configs import followups as nguyen_config
 from foolingjax import motifs as motifs_lib
@@ -238,5 +238,5 @@ def test_smoke_rerun_resumes_and_conflicting_config_refuses(smoke_run):
   assert again["transfer"] == summary["transfer"]
   other = nguyen_config.get_config("smoke")
   other.seed = 5
-  with pytest.raises(common.WorkdirConflictError, match="seed"):
+  with pytest.raises(core.WorkdirConflictError, match="seed"):
     nguyen_experiment.run(other, workdir)

@@ -18,86 +18,72 @@ unfinished ones from their checkpoints):
   ``ablation_examples.png``).
 
 MAP-Elites source runs shared by the parts live in ``evolve/``: one
-checkpointed archive stack per (classifier, encoding) holding
+directory per (classifier, encoding) with the checkpointed archive stack of
 ``config.evolve.runs`` independent runs, evolved together under one ``vmap``
-(one compilation for all runs).
+(one compilation for all runs) by :class:`foolingjax.evolution.driver.Evolver`.
 """
 
 from __future__ import annotations
 
 import json
-import pathlib
 import time
-import zlib
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from absl import app, flags
 
-from experiments import common
-from experiments.nguyen2015 import fool
-from experiments.nguyen2015.configs import fool as fool_config
-from experiments.nguyen2015.configs import followups as nguyen_config
-from foolingjax import checkpoint, data, images, models, motifs, training, transfer, zoo
+from experiments import core
+from experiments.nguyen2015.configs import followups as followups_config
+from foolingjax import data, evolution, images, motifs, training, transfer, zoo
 from foolingjax.attacks import fooling
-from foolingjax.contract import Classifier
-from foolingjax.evolution import map_elites
+from foolingjax.evolution import driver
 
-_CONFIG = common.CONFIG
-_WORKDIR = common.WORKDIR
-
-PARTS = nguyen_config.PARTS
+PARTS = followups_config.PARTS
 NUM_REAL = 10  # MNIST digits; the retrain loop's fooling class is index 10
 
 
 def parts_of(config) -> list[str]:
-  parts = [p.strip() for p in config.parts.split(",") if p.strip()]
-  unknown = sorted(set(parts) - set(PARTS))
-  if unknown or not parts:
-    raise ValueError(f"Bad config.parts {config.parts!r}: unknown {unknown}. Fix: a "
-                     f"comma-separated subset of {', '.join(PARTS)}.")
-  return [p for p in PARTS if p in parts]
+  return core.parse_parts(config.parts, PARTS)
+
+
+def validate(config) -> list[str]:
+  """Checks every setting before anything is written; returns the parts to run."""
+  parts = parts_of(config)
+  e, r = config.evolve, config.retrain
+  core.check([
+      (e.population >= 1 and e.runs >= 1 and e.generations >= 0,
+       "evolve.population and evolve.runs must be >= 1, evolve.generations >= 0"),
+      (e.log_every >= 1 and e.checkpoint_every >= 1,
+       "evolve.log_every and evolve.checkpoint_every must be >= 1"),
+      (r.population >= 1 and r.runs >= 1 and r.iterations >= 1,
+       "retrain.population, retrain.runs and retrain.iterations must be >= 1"),
+      (r.initial in ("zoo", "train"), f"retrain.initial must be zoo or train, got "
+       f"{r.initial!r}"),
+      (all(enc in evolution.ENCODINGS for enc in
+           core.names(config.transfer.encodings) + [r.encoding, config.ablation.encoding]),
+       f"encodings must be among {evolution.ENCODINGS}"),
+  ], what="followups")
+  t = config.transfer
+  core.check_classifiers(config.gradient.classifier, config.gradient.other, t.dnn_a,
+                         t.dnn_b, t.cross, config.ablation.classifier)
+  return parts
 
 
 def run(config, workdir) -> dict:
   """Runs (or resumes) the selected parts; returns the summary in summary.json."""
-  parts = parts_of(config)
-  workdir, _ = common.prepare_workdir(workdir, config, ignore=("parts",))
-  runners = {"gradient": run_gradient, "transfer": run_transfer, "retrain": run_retrain,
-             "ablation": run_ablation}
+  parts = validate(config)
+  workdir, _ = core.prepare_workdir(workdir, config, ignore=("parts",))
   summary_path = workdir / "summary.json"
   summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
   sources = Sources(config, workdir)  # one cache (and one compile) for all parts
-  for part in parts:
-    result_path = workdir / part / "result.json"
-    if result_path.exists():
-      print(f"[{part}] done earlier; reading {result_path}.")
-      summary[part] = json.loads(result_path.read_text())
-      continue
-    t0 = time.perf_counter()
-    result = runners[part](config, workdir, sources)
-    result["seconds"] = time.perf_counter() - t0
-    common.write_json(result_path, result)
-    summary[part] = result
-    common.write_json(summary_path, summary)
-    print(f"[{part}] finished in {result['seconds']:.0f} s.")
-  common.write_json(summary_path, summary)
-  (workdir / "tables.md").write_text(markdown_tables(summary))
+  runners = {"gradient": run_gradient, "transfer": run_transfer, "retrain": run_retrain,
+             "ablation": run_ablation}
+  summary.update(core.run_parts(
+      workdir, parts, {p: (lambda p=p: runners[p](config, workdir, sources))
+                       for p in parts}))
+  core.write_json(summary_path, summary)
+  core.write_text(workdir / "tables.md", markdown_tables(summary))
   return summary
-
-
-def _pct(p, digits=0) -> str:
-  return "—" if p is None else f"{100 * p:.{digits}f} %"
-
-
-def _conf(p) -> str:
-  # Truncated, never rounded up: a float32 softmax of 0.9999996 is not "100 %".
-  if p is None:
-    return "—"
-  if p >= 0.9999:
-    return f"{np.floor(p * 1e6) / 1e4:.4f} %"
-  return f"{100 * p:.1e} %" if p < 1e-3 else f"{np.floor(p * 1e4) / 1e2:.2f} %"
 
 
 def markdown_tables(summary: dict) -> str:
@@ -111,38 +97,38 @@ def markdown_tables(summary: dict) -> str:
              "runs' elites):"), "",
             "| class | " + " | ".join(str(k) for k in range(NUM_REAL)) + " | all | >= 99.99 % |",
             "|---" * (NUM_REAL + 3) + "|"]
-    out.append("| gradient | " + " | ".join(_conf(p) for p in g["per_class_median"])
-               + f" | {_conf(g['median_confidence'])} | {_pct(g['share_9999'])} |")
+    out.append("| gradient | " + " | ".join(core.confidence(p) for p in g["per_class_median"])
+               + f" | {core.confidence(g['median_confidence'])} | {core.pct(g['share_9999'])} |")
     for enc in ("direct", "cppn"):
       if enc in ev:
         out.append(f"| evolved {enc} | " + " | ".join(
-            _conf(p) for p in ev[enc]["per_class_median"])
-            + f" | {_conf(ev[enc]['median_confidence'])} | {_pct(ev[enc]['share_9999'])} |")
+            core.confidence(p) for p in ev[enc]["per_class_median"])
+            + f" | {core.confidence(ev[enc]['median_confidence'])} | {core.pct(ev[enc]['share_9999'])} |")
     out += ["", (f"The gradient images on the other seed: median "
-                 f"{_conf(g['median_confidence_other_seed'])}, >= 99.99 %: "
-                 f"{_pct(g['share_9999_other_seed'])}."), ""]
+                 f"{core.confidence(g['median_confidence_other_seed'])}, >= 99.99 %: "
+                 f"{core.pct(g['share_9999_other_seed'])}."), ""]
   if "transfer" in summary:
     out += [("| evolved on (A) | scored by (B) | encoding | images | A >= 99.99 % | "
              "same top-1 | both >= 99.99 % | B less confident | median A | median B |"),
             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in summary["transfer"]["rows"]:
       out.append(f"| {r['source']} | {r['target']} | {r['encoding']} | {r['count']} | "
-                 f"{_pct(r['a_above'])} | {_pct(r['same_top1'])} | {_pct(r['both_above'])} | "
-                 f"{_pct(r['b_less_confident'])} | {_conf(r['median_conf_a'])} | "
-                 f"{_conf(r['median_conf_b'])} |")
+                 f"{core.pct(r['a_above'])} | {core.pct(r['same_top1'])} | {core.pct(r['both_above'])} | "
+                 f"{core.pct(r['b_less_confident'])} | {core.confidence(r['median_conf_a'])} | "
+                 f"{core.confidence(r['median_conf_b'])} |")
     out.append("")
   if "retrain" in summary:
     rt = summary["retrain"]
     out += [("| iteration | outputs | test accuracy | median best confidence | "
              ">= 99.99 % | >= 99 % |"), "|---|---|---|---|---|---|"]
     for h in rt["iterations"]:
-      out.append(f"| {h['iteration']} | {h['num_outputs']} | {_pct(h['test_accuracy'], 2)} | "
-                 f"{_conf(h['median_confidence'])} | {_pct(h['share_9999'])} | "
-                 f"{_pct(h['share_99'])} |")
+      out.append(f"| {h['iteration']} | {h['num_outputs']} | {core.pct(h['test_accuracy'], 2)} | "
+                 f"{core.confidence(h['median_confidence'])} | {core.pct(h['share_9999'])} | "
+                 f"{core.pct(h['share_99'])} |")
     if rt.get("control"):
       c = rt["control"]
-      out.append(f"| control (same budget, 10 classes) | 10 | {_pct(c['test_accuracy'], 2)} | "
-                 f"{_conf(c['median_confidence'])} | {_pct(c['share_9999'])} | |")
+      out.append(f"| control (same budget, 10 classes) | 10 | {core.pct(c['test_accuracy'], 2)} | "
+                 f"{core.confidence(c['median_confidence'])} | {core.pct(c['share_9999'])} | |")
     out.append("")
   if "ablation" in summary:
     a = summary["ablation"]
@@ -155,14 +141,14 @@ def markdown_tables(summary: dict) -> str:
                 f"{100 * s // steps} %" for s in range(steps + 1)) + " |",
             "|---" * (steps + 2) + "|"]
     for name, i in (("confidence, 1st quartile", 0), ("median", 1), ("3rd quartile", 2)):
-      out.append(f"| {name} | " + " | ".join(_conf(x[i]) if x else "—" for x in q) + " |")
+      out.append(f"| {name} | " + " | ".join(core.confidence(x[i]) if x else "—" for x in q) + " |")
     d = a["drop_quartiles"] or [None] * 3
     out += ["", (f"Confidence drop with all repeats removed (percentage points): quartiles "
-            f"{', '.join(_pct(x, 2) for x in d)}; dropped for {_pct(a['share_dropped'])} "
-            f"of the images (by > 1 point for {_pct(a['share_dropped_over_1pct'])}); "
-            f">= 99.99 % before {_pct(a['share_9999_before'])}, after "
-            f"{_pct(a['share_9999_after'])}; top-1 label lost for "
-            f"{_pct(a['share_top1_lost'])}."), ""]
+            f"{', '.join(core.pct(x, 2) for x in d)}; dropped for {core.pct(a['share_dropped'])} "
+            f"of the images (by > 1 point for {core.pct(a['share_dropped_over_1pct'])}); "
+            f">= 99.99 % before {core.pct(a['share_9999_before'])}, after "
+            f"{core.pct(a['share_9999_after'])}; top-1 label lost for "
+            f"{core.pct(a['share_top1_lost'])}."), ""]
   return "\n".join(out)
 
 
@@ -170,12 +156,10 @@ def markdown_tables(summary: dict) -> str:
 # MAP-Elites: several independent runs under one vmap, checkpointed in chunks
 
 
-def _fool_config(config, classifier: str, classifier_seed: int, encoding: str):
-  c = fool_config.get_config("mnist_direct")
-  c.classifier, c.classifier_seed, c.encoding = classifier, classifier_seed, encoding
-  # Pinned here so a change of fool's defaults cannot invalidate our checkpoints.
-  c.cppn.update(config.cppn.to_dict())
-  return c
+def make_encoding(config, encoding: str, image_shape):
+  """The encoding the source runs use (the CPPN capacity is pinned in this config)."""
+  options = {} if encoding == "direct" else config.cppn.to_dict()
+  return evolution.make_encoding(encoding, image_shape, **options)
 
 
 def real_class_softmax(apply_fn, params):
@@ -183,92 +167,42 @@ def real_class_softmax(apply_fn, params):
   return lambda x: jax.nn.softmax(apply_fn(params, x), axis=-1)[:, :NUM_REAL]
 
 
-class Evolver:
-  """Jitted init/run of ``runs`` vmapped MAP-Elites runs for one encoding and model."""
+def make_evolver(config, encoding, apply_fn, *, population: int, runs: int):
+  return driver.Evolver(encoding=encoding, apply_fn=apply_fn, num_cells=NUM_REAL,
+                        population=population, runs=runs,
+                        score_transform=real_class_softmax)
 
-  def __init__(self, *, encoding, apply_fn, population: int, chunk: int):
-    init_fn = map_elites.make_init_fn(encoding=encoding, apply_fn=apply_fn,
-                                      num_cells=NUM_REAL, init_size=population,
-                                      score_transform=real_class_softmax)
-    run_fn = map_elites.make_run_fn(encoding=encoding, apply_fn=apply_fn,
-                                    batch_size=population, num_generations=chunk,
-                                    score_transform=real_class_softmax)
-    self.encoding = encoding
-    self.population = population
-    self.chunk = chunk
-    self.init = jax.jit(jax.vmap(init_fn, in_axes=(0, None)))
-    self.step = jax.jit(jax.vmap(lambda k, a, p: run_fn(k, a, p)[0], in_axes=(0, 0, None)))
-    self.render = jax.jit(jax.vmap(jax.vmap(encoding.render)))
 
-  def evolve(self, key, params, *, runs: int, generations: int, ckpt: pathlib.Path,
-             log_prefix: str = ""):
-    """Runs (or resumes from ``ckpt``) to ``generations``; returns the archive stack."""
-    if generations % self.chunk:
-      raise ValueError(f"generations ({generations}) must be a multiple of the "
-                       f"checkpoint chunk ({self.chunk}).")
-    k_init, k_run = jax.random.split(key)
-    init_keys = jax.random.split(k_init, runs)
-    run_keys = jax.random.split(k_run, runs)
-    if ckpt.exists():
-      template = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype),
-                                        jax.eval_shape(self.init, init_keys, params))
-      archives, _ = checkpoint.restore(ckpt, template)
-    else:
-      archives = self.init(init_keys, params)
-    while int(archives.generation[0]) < generations:
-      t0 = time.perf_counter()
-      archives = self.step(run_keys, archives, params)
-      gen = int(archives.generation[0])
-      checkpoint.save(ckpt, archives, meta={"generation": gen})
-      best = np.asarray(archives.fitness)
-      print(f"{log_prefix}gen {gen}/{generations} | median {np.median(best):.5f} | "
-            f">= 99.99%: {np.mean(best >= 0.9999):.0%} | {runs} runs x {self.population} x "
-            f"{self.chunk} generations in {time.perf_counter() - t0:.1f} s", flush=True)
-    return archives
-
-  def elites(self, archives) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(images [R*10, H, W, C], fitness [R*10], target classes [R*10])``."""
-    rendered = np.asarray(self.render(archives.genomes))
-    runs = rendered.shape[0]
-    return (rendered.reshape(runs * NUM_REAL, *rendered.shape[2:]),
-            np.asarray(archives.fitness).reshape(-1),
-            np.tile(np.arange(NUM_REAL), runs))
+def source_name(spec: str, encoding: str) -> str:
+  """The directory (and random stream) of a source run: ``lenet_mnist-1_cppn``."""
+  kind, name, seed = zoo.parse_spec(spec)
+  stem = f"{name}-{seed}" if kind in ("preset", "pretrained", "init") else name
+  return f"{stem.replace(':', '.')}_{encoding}"
 
 
 class Sources:
   """The shared MAP-Elites source runs, evolved on demand and cached."""
 
-  def __init__(self, config, workdir: pathlib.Path):
+  def __init__(self, config, workdir):
     self.config = config
     self.dir = workdir / "evolve"
     self._cache = {}
 
-  def elites(self, classifier: str, classifier_seed: int, encoding: str):
-    name = f"{classifier}-{classifier_seed}_{encoding}"
+  def elites(self, classifier: str, encoding: str):
+    """``(images [R*10, H, W, C], fitness [R*10], target classes [R*10])``."""
+    name = source_name(classifier, encoding)
     if name not in self._cache:
       e = self.config.evolve
-      clf = zoo.load_classifier(classifier, seed=classifier_seed)
-      fcfg = _fool_config(self.config, classifier, classifier_seed, encoding)
-      enc = fool.make_encoding(fcfg, fool.input_shape_of(clf.apply_fn))
-      evolver = Evolver(encoding=enc, apply_fn=clf.apply_fn, population=e.population,
-                        chunk=_chunk(e.generations, e.checkpoint_every))
-      key = jax.random.fold_in(jax.random.key(self.config.seed), _stable_id(name))
-      archives = evolver.evolve(key, clf.params, runs=e.runs, generations=e.generations,
-                                ckpt=self.dir / f"{name}.msgpack", log_prefix=f"[{name}] ")
+      clf = zoo.resolve(classifier)
+      enc = make_encoding(self.config, encoding, clf.apply_fn.input_shape)
+      evolver = make_evolver(self.config, enc, clf.apply_fn, population=e.population,
+                             runs=e.runs)
+      archives, _ = evolver.evolve(
+          core.rng(self.config.seed, name), clf.params, generations=e.generations,
+          directory=self.dir / name, checkpoint_every=e.checkpoint_every,
+          log_every=e.log_every, log_prefix=f"[{name}] ")
       self._cache[name] = evolver.elites(archives)
     return self._cache[name]
-
-
-def _chunk(generations: int, every: int) -> int:
-  """The largest divisor of ``generations`` not above ``every`` (scan length)."""
-  for c in range(min(every, generations), 0, -1):
-    if generations % c == 0:
-      return c
-  return 1
-
-
-def _stable_id(name: str) -> int:
-  return zlib.crc32(name.encode()) % (2 ** 31)
 
 
 def _softmax_fn(clf):
@@ -282,7 +216,7 @@ def _softmax_fn(clf):
 def run_gradient(config, workdir, sources: Sources) -> dict:
   g = config.gradient
   out = workdir / "gradient"
-  clf = zoo.load_classifier(g.classifier, seed=g.classifier_seed)
+  clf = zoo.resolve(g.classifier)
   targets = jnp.repeat(jnp.arange(NUM_REAL), g.starts_per_class)
 
   def ascend(key, params, targets):
@@ -301,7 +235,7 @@ def run_gradient(config, workdir, sources: Sources) -> dict:
   np.savez(out / "gradient_images.npz", images=fooled, targets=np.asarray(targets),
            confidence=confidence)
   # The same images through DNN_B (another seed): do gradient fooling images transfer?
-  other = zoo.load_classifier(g.classifier, seed=g.other_seed)
+  other = zoo.resolve(g.other)
   probs_b = np.asarray(_softmax_fn(other)(other.params, jnp.asarray(fooled)))
   conf_b = probs_b[np.arange(len(confidence)), np.asarray(targets)]
 
@@ -311,7 +245,7 @@ def run_gradient(config, workdir, sources: Sources) -> dict:
   confs = [confidence[best_idx]]
   evolved = {}
   for encoding in ("direct", "cppn"):
-    imgs, fit, _ = sources.elites(g.classifier, g.classifier_seed, encoding)
+    imgs, fit, _ = sources.elites(g.classifier, encoding)
     fit = fit.reshape(-1, NUM_REAL)
     run_best = np.argmax(fit, axis=0) * NUM_REAL + np.arange(NUM_REAL)
     rows.append(imgs[run_best])
@@ -326,7 +260,7 @@ def run_gradient(config, workdir, sources: Sources) -> dict:
                    ncols=NUM_REAL, title=f"Best of {g.starts_per_class} gradient ascents "
                    f"({g.steps} steps) vs best evolved elite, per class")
   return {
-      "classifier": f"{g.classifier} seed {g.classifier_seed}",
+      "classifier": _display(g.classifier), "other": _display(g.other),
       "images": len(confidence), "steps": g.steps, "ascent_seconds": seconds,
       "median_confidence": float(np.median(confidence)),
       "share_9999": float(np.mean(confidence >= 0.9999)),
@@ -342,12 +276,13 @@ def run_gradient(config, workdir, sources: Sources) -> dict:
 # 2. Transfer
 
 
-def transfer_pairs(config) -> list[tuple[tuple[str, int], tuple[str, int], str]]:
+def transfer_pairs(config) -> list[tuple[str, str, str]]:
+  """``(evolved on, scored by, encoding)``: A -> B, A -> cross, cross -> A per encoding."""
   t = config.transfer
-  a, b, cross = (t.dnn_a, t.seed_a), (t.dnn_b, t.seed_b), (t.cross, t.cross_seed)
   pairs = []
-  for encoding in [e.strip() for e in t.encodings.split(",") if e.strip()]:
-    pairs += [(a, b, encoding), (a, cross, encoding), (cross, a, encoding)]
+  for encoding in core.names(t.encodings):
+    pairs += [(t.dnn_a, t.dnn_b, encoding), (t.dnn_a, t.cross, encoding),
+              (t.cross, t.dnn_a, encoding)]
   return pairs
 
 
@@ -355,15 +290,15 @@ def run_transfer(config, workdir, sources: Sources) -> dict:
   out = workdir / "transfer"
   out.mkdir(parents=True, exist_ok=True)
   rows, scatter = [], []
-  for (name_a, seed_a), (name_b, seed_b), encoding in transfer_pairs(config):
-    imgs, _, targets = sources.elites(name_a, seed_a, encoding)
-    clf_a = zoo.load_classifier(name_a, seed=seed_a)
-    clf_b = zoo.load_classifier(name_b, seed=seed_b)
+  for name_a, name_b, encoding in transfer_pairs(config):
+    imgs, _, targets = sources.elites(name_a, encoding)
+    clf_a = zoo.resolve(name_a)
+    clf_b = zoo.resolve(name_b)
     x = jnp.asarray(imgs)
     probs_a = _softmax_fn(clf_a)(clf_a.params, x)
     probs_b = _softmax_fn(clf_b)(clf_b.params, x)
     stats = jax.device_get(transfer.transfer_statistics(probs_a, probs_b, jnp.asarray(targets)))
-    row = {"source": f"{name_a} seed {seed_a}", "target": f"{name_b} seed {seed_b}",
+    row = {"source": _display(name_a), "target": _display(name_b),
            "encoding": encoding}
     # NaN (no image above the threshold on A) is written as null: result.json stays JSON.
     row.update({k: (int(v) if k == "count" else None if np.isnan(v) else float(v))
@@ -384,10 +319,7 @@ def _nines(p):
 
 
 def _plot_transfer(path, scatter):
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
-
+  plt = core.pyplot()
   n = len(scatter)
   fig, axes = plt.subplots(1, n, figsize=(3.2 * n, 3.4), squeeze=False)
   for ax, (row, conf_a, conf_b) in zip(axes[0], scatter):
@@ -399,19 +331,17 @@ def _plot_transfer(path, scatter):
     ax.set_title(f"{row['encoding']}: {_short(row['source'])}\n-> {_short(row['target'])}",
                  fontsize=8)
   fig.tight_layout()
-  _savefig(fig, path)
+  core.save_figure(fig, path, dpi=90)
 
 
 def _short(name: str) -> str:
   return name.replace("_mnist", "").replace("fc100_100_10", "FC100")
 
 
-def _savefig(fig, path):
-  import matplotlib.pyplot as plt
-  tmp = path.with_name(path.name + ".tmp.png")
-  fig.savefig(tmp, dpi=90)
-  plt.close(fig)
-  tmp.replace(path)
+def _display(spec: str) -> str:
+  """``lenet_mnist@1`` -> ``lenet_mnist seed 1`` (the tables' row labels)."""
+  kind, name, seed = zoo.parse_spec(spec)
+  return f"{name} seed {seed}" if kind == "preset" else name
 
 
 # --------------------------------------------------------------------------
@@ -442,8 +372,7 @@ def run_retrain(config, workdir, sources: Sources) -> dict:
       done[record["iteration"]] = record
   (train_x, train_y), (test_x, test_y) = _training_data(config)
   key = jax.random.fold_in(jax.random.key(config.seed), 3)
-  fcfg = _fool_config(config, "lenet_mnist", 0, r.encoding)
-  encoding = fool.make_encoding(fcfg, train_x.shape[1:])
+  encoding = make_encoding(config, r.encoding, train_x.shape[1:])
   evolvers = {}
   pool = []   # uint8 fooling images of the iterations so far
   for i in range(1, r.iterations + 1):
@@ -457,7 +386,7 @@ def run_retrain(config, workdir, sources: Sources) -> dict:
       continue
     t0 = time.perf_counter()
     if i == 1 and r.initial == "zoo":
-      clf = zoo.load_classifier("lenet_mnist", seed=0)
+      clf = zoo.resolve("lenet_mnist")
       train_history = None
     else:
       tcfg = zoo.preset_config("lenet_mnist", seed=config.seed * 100 + i)
@@ -471,21 +400,21 @@ def run_retrain(config, workdir, sources: Sources) -> dict:
             replace=len(fooling_images) < r.fooling_class_size))
         x = np.concatenate([train_x, fooling_images[pick]])
         y = np.concatenate([train_y, np.full(r.fooling_class_size, NUM_REAL, train_y.dtype)])
-      clf, train_history = _fit_once(tcfg, (x, y), it / "params.msgpack")
+      clf, train_history = training.fit(tcfg, (x, y), None, workdir=it / "training")
     train_seconds = time.perf_counter() - t0
     test_logits = _logits(clf, test_x)
     accuracy = float(np.mean(np.argmax(test_logits, -1) == test_y))
     as_fooling = float(np.mean(np.argmax(test_logits, -1) == NUM_REAL))
     num_outputs = test_logits.shape[-1]
     if num_outputs not in evolvers:
-      evolvers[num_outputs] = Evolver(encoding=encoding, apply_fn=clf.apply_fn,
-                                      population=r.population,
-                                      chunk=_chunk(r.generations, 100))
+      evolvers[num_outputs] = make_evolver(config, encoding, clf.apply_fn,
+                                           population=r.population, runs=r.runs)
     evolver = evolvers[num_outputs]
     t1 = time.perf_counter()
-    archives = evolver.evolve(jax.random.fold_in(key, 1000 + i), clf.params, runs=r.runs,
-                              generations=r.generations, ckpt=it / "archives.msgpack",
-                              log_prefix=f"[retrain {i}] ")
+    archives, _ = evolver.evolve(
+        jax.random.fold_in(key, 1000 + i), clf.params, generations=r.generations,
+        directory=it / "evolve", checkpoint_every=config.evolve.checkpoint_every,
+        log_every=config.evolve.log_every, log_prefix=f"[retrain {i}] ")
     evolve_seconds = time.perf_counter() - t1
     elite_images, fitness, targets = evolver.elites(archives)
     u8 = images.to_uint8(elite_images)
@@ -506,7 +435,7 @@ def run_retrain(config, workdir, sources: Sources) -> dict:
         "train_accuracy_last_epoch": (train_history["train_accuracy"][-1]
                                       if train_history else None),
     }
-    common.append_jsonl(metrics_path, record)
+    core.append_jsonl(metrics_path, record)
     done[i] = record
     images.save_grid(it / "elites.png", elite_images[:NUM_REAL * min(r.runs, 2)],
                      labels=targets[:NUM_REAL * min(r.runs, 2)],
@@ -521,15 +450,15 @@ def run_retrain(config, workdir, sources: Sources) -> dict:
     # class n+1 on test accuracy from that of a reduced budget.
     tcfg = zoo.preset_config("lenet_mnist", seed=config.seed * 100)
     tcfg.epochs = r.epochs
-    clf, _ = _fit_once(tcfg, (train_x, train_y), out / "control_params.msgpack")
+    clf, _ = training.fit(tcfg, (train_x, train_y), None, workdir=out / "control_training")
     control_logits = _logits(clf, test_x)
     if control_logits.shape[-1] not in evolvers:
-      evolvers[control_logits.shape[-1]] = Evolver(
-          encoding=encoding, apply_fn=clf.apply_fn, population=r.population,
-          chunk=_chunk(r.generations, 100))
-    archives = evolvers[control_logits.shape[-1]].evolve(
-        jax.random.fold_in(key, 1000), clf.params, runs=r.runs, generations=r.generations,
-        ckpt=out / "control_archives.msgpack", log_prefix="[retrain control] ")
+      evolvers[control_logits.shape[-1]] = make_evolver(
+          config, encoding, clf.apply_fn, population=r.population, runs=r.runs)
+    archives, _ = evolvers[control_logits.shape[-1]].evolve(
+        jax.random.fold_in(key, 1000), clf.params, generations=r.generations,
+        directory=out / "control_evolve", checkpoint_every=config.evolve.checkpoint_every,
+        log_every=config.evolve.log_every, log_prefix="[retrain control] ")
     control = {"test_accuracy": float(np.mean(np.argmax(control_logits, -1) == test_y)),
                "median_confidence": float(np.median(np.asarray(archives.fitness))),
                "share_9999": float(np.mean(np.asarray(archives.fitness) >= 0.9999))}
@@ -540,23 +469,6 @@ def run_retrain(config, workdir, sources: Sources) -> dict:
       "fooling_class_size": r.fooling_class_size, "encoding": r.encoding}}
 
 
-def _fit_once(tcfg, train, path: pathlib.Path):
-  """Trains once; a rerun restores the parameters saved when training ended.
-
-  training.fit's own per-epoch resume is not used: restoring its TrainState
-  failed here (the step is stored as int32 and expected as int64).
-  """
-  apply_fn, template = models.init(tcfg.model, jax.random.key(tcfg.seed),
-                                   input_shape=train[0].shape[1:],
-                                   num_classes=tcfg.num_classes)
-  if path.exists():
-    params, meta = checkpoint.restore(path, template)
-    return Classifier(apply_fn, params), meta["history"]
-  clf, history = training.fit(tcfg, train, None, workdir=None, log=print)
-  checkpoint.save(path, clf.params, meta={"history": history})
-  return Classifier(apply_fn, clf.params), history
-
-
 def _logits(clf, images_u8, batch: int = 1000) -> np.ndarray:
   fn = jax.jit(lambda p, x: clf.apply_fn(p, x.astype(jnp.float32) / 255.0))
   return np.concatenate([np.asarray(fn(clf.params, jnp.asarray(images_u8[s:s + batch])))
@@ -564,10 +476,7 @@ def _logits(clf, images_u8, batch: int = 1000) -> np.ndarray:
 
 
 def _plot_retrain(path, history, control=None):
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
-
+  plt = core.pyplot()
   it = [h["iteration"] for h in history]
   fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.4))
   ax1.semilogy(it, [max(h["median_confidence"], 1e-8) for h in history], "o-",
@@ -587,7 +496,7 @@ def _plot_retrain(path, history, control=None):
   ax2.set(xlabel="iteration (DNN_i)", ylabel="test accuracy (%)",
           title="MNIST test accuracy (11-way argmax)")
   fig.tight_layout()
-  _savefig(fig, path)
+  core.save_figure(fig, path, dpi=90)
 
 
 # --------------------------------------------------------------------------
@@ -598,8 +507,8 @@ def run_ablation(config, workdir, sources: Sources) -> dict:
   a = config.ablation
   out = workdir / "ablation"
   out.mkdir(parents=True, exist_ok=True)
-  imgs, _, targets = sources.elites(a.classifier, a.classifier_seed, a.encoding)
-  clf = zoo.load_classifier(a.classifier, seed=a.classifier_seed)
+  imgs, _, targets = sources.elites(a.classifier, a.encoding)
+  clf = zoo.resolve(a.classifier)
   ablate = jax.jit(motifs.make_ablation_fn(
       apply_fn=clf.apply_fn, steps=a.steps, max_components=a.max_components,
       iou_threshold=a.iou_threshold, min_area=a.min_area))
@@ -645,10 +554,7 @@ def ablate_top1(clf, images_f32) -> np.ndarray:
 
 
 def _plot_ablation(path, conf, steps):
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
-
+  plt = core.pyplot()
   frac = np.arange(steps + 1) / steps
   fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.4))
   for c in conf:
@@ -664,15 +570,13 @@ def _plot_ablation(path, conf, steps):
   ax2.set(xlabel="confidence drop (all repeats removed)", ylabel="images",
           title=f"{len(conf)} images with repeats")
   fig.tight_layout()
-  _savefig(fig, path)
+  core.save_figure(fig, path, dpi=90)
 
 
 def main(argv):
   del argv
-  config = _CONFIG.value
-  run(config, pathlib.Path(_WORKDIR.value or f"runs/nguyen_{config.preset}"))
+  run(core.CONFIG.value, core.WORKDIR.value)
 
 
 if __name__ == "__main__":
-  flags.mark_flag_as_required("config")
-  app.run(main)
+  core.cli(main)

@@ -17,7 +17,6 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
-from absl import app
 
 from experiments import core
 from foolingjax import evolution, images, sharding, zoo

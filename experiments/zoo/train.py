@@ -2,34 +2,41 @@
 
   python -m experiments.zoo.train --config=experiments/zoo/configs/train.py:lenet_mnist \
       --workdir=runs/lenet_mnist
+
+Writes params.msgpack (load it with ``checkpoint.restore``) and summary.json;
+``checkpoints/`` holds one checkpoint per epoch, and a rerun resumes there.
 """
 
 from __future__ import annotations
 
-import pathlib
 import time
 
-from absl import app
+import ml_collections
 
-from experiments import common
-from foolingjax import checkpoint, training, zoo
-
-_CONFIG = common.CONFIG
-_WORKDIR = common.WORKDIR
+from experiments import core
+from foolingjax import checkpoint, models, training, zoo
 
 
 def run(config, workdir) -> dict:
   """Trains ``config.model`` on ``config.dataset``; writes params.msgpack and summary.json."""
-  workdir, _ = common.prepare_workdir(workdir, config)
+  core.check([
+      (config.model in models.ARCHITECTURES,
+       f"unknown model {config.model!r}; known: {', '.join(models.ARCHITECTURES)}"),
+      (config.epochs >= 1, f"epochs must be >= 1, got {config.epochs}"),
+      (config.train_limit >= 0 and config.test_limit >= 0,
+       "train_limit and test_limit must be >= 0 (0: the whole split)"),
+  ], what="train")
+  workdir, _ = core.prepare_workdir(workdir, config)
   train, test = zoo.training_data(config)
   if config.train_limit:
     train = tuple(a[: config.train_limit] for a in train)
   if config.test_limit:
     test = tuple(a[: config.test_limit] for a in test)
   t0 = time.perf_counter()
-  fit_config = config.copy_and_resolve_references()
-  for key in ("train_limit", "test_limit", "preset"):
-    del fit_config[key]
+  # The flag's config is locked: build training's own config from a plain dict.
+  fit_config = ml_collections.ConfigDict({
+      k: v for k, v in config.to_dict().items()
+      if k not in ("train_limit", "test_limit", "preset")})
   classifier, history = training.fit(fit_config, train, test, workdir=workdir / "checkpoints")
   summary = {
       "model": config.model, "dataset": config.dataset, "seed": config.seed,
@@ -39,7 +46,7 @@ def run(config, workdir) -> dict:
   }
   checkpoint.save(workdir / "params.msgpack", classifier.params,
                   meta={"config": fit_config.to_dict()})
-  common.write_json(workdir / "summary.json", summary)
+  core.write_json(workdir / "summary.json", summary)
   print(f"{config.model} on {config.dataset}: test accuracy "
         f"{1 - summary['test_error']:.4f}, train accuracy {1 - summary['train_error']:.4f}")
   return summary
@@ -47,8 +54,8 @@ def run(config, workdir) -> dict:
 
 def main(argv):
   del argv
-  run(_CONFIG.value, pathlib.Path(_WORKDIR.value or f"runs/train_{_CONFIG.value.preset}"))
+  run(core.CONFIG.value, core.WORKDIR.value)
 
 
 if __name__ == "__main__":
-  app.run(main)
+  core.cli(main)

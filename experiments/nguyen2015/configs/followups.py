@@ -31,7 +31,8 @@ def get_config(preset: str = "all"):
   c.parts = ",".join(PARTS)
 
   # MAP-Elites source runs shared by gradient (the grid of evolved elites),
-  # transfer and ablation. Run r uses fool seed ``seed * 1000 + r``.
+  # transfer and ablation: R runs per (classifier, encoding) under one vmap, run r
+  # keyed by split(rng(seed, "<classifier>-<seed>_<encoding>"), R)[r].
   c.evolve = ml_collections.ConfigDict(dict(
       population=200, generations=1001, log_every=25, checkpoint_every=100, runs=10))
 
@@ -39,13 +40,14 @@ def get_config(preset: str = "all"):
   c.cppn = ml_collections.ConfigDict(dict(max_nodes=32, max_conns=128))
 
   c.gradient = ml_collections.ConfigDict(dict(
-      classifier="lenet_mnist", classifier_seed=0, other_seed=1, starts_per_class=10, steps=200,
+      classifier="lenet_mnist", other="lenet_mnist@1", starts_per_class=10, steps=200,
       step_size=0.1, objective="log_softmax", l2_decay=0.0, blur_every=0, blur_sigma=0.5))
 
   # DNN_A -> DNN_B (same architecture, another seed) and the cross-architecture pairs.
+  # Classifiers are foolingjax.zoo.resolve specs (a user's package.module:function too).
   c.transfer = ml_collections.ConfigDict(dict(
-      dnn_a="lenet_mnist", seed_a=0, dnn_b="lenet_mnist", seed_b=1,
-      cross="fc100_100_10_mnist", cross_seed=0, encodings="direct,cppn"))
+      dnn_a="lenet_mnist", dnn_b="lenet_mnist@1", cross="fc100_100_10_mnist",
+      encodings="direct,cppn"))
 
   c.retrain = ml_collections.ConfigDict(dict(
       iterations=15,           # DNN_1 .. DNN_k
@@ -58,7 +60,7 @@ def get_config(preset: str = "all"):
   ))
 
   c.ablation = ml_collections.ConfigDict(dict(
-      classifier="lenet_mnist", classifier_seed=0, encoding="cppn", steps=4,
+      classifier="lenet_mnist", encoding="cppn", steps=4,
       max_components=64, iou_threshold=0.75, min_area=4, examples=8))
 
   if preset in ("all",):
