@@ -77,9 +77,9 @@ def check(checks: Iterable[tuple[bool, str]], *, what: str) -> None:
 
 
 def check_classifiers(*specs: str) -> None:
-  """Parses classifier specs (no loading), so a typo fails before any work."""
+  """Checks classifier specs without loading them, so a typo fails before any work."""
   for spec in specs:
-    zoo.parse_spec(spec)
+    zoo.check_spec(spec)
 
 
 def names(text: str) -> list[str]:

@@ -204,6 +204,17 @@ def parse_spec(spec: str) -> tuple[str, str, int]:
   return kind, name, seed
 
 
+def check_spec(spec: str) -> None:
+  """:func:`parse_spec`, and for a user's model: its module imports and names a callable.
+
+  Nothing is trained, converted or called: cheap enough to run on every spec
+  of a config before any work starts.
+  """
+  kind, name, _ = parse_spec(spec)
+  if kind == "user":
+    _user_factory(name)
+
+
 def resolve(spec: str, *, train_if_missing: bool = True,
             log: Callable[[str], None] | None = print) -> Classifier:
   """The classifier a spec names, as ``Classifier(apply_fn, params)``.
@@ -225,7 +236,7 @@ def resolve(spec: str, *, train_if_missing: bool = True,
   return load_classifier(name, seed=seed, train_if_missing=train_if_missing, log=log)
 
 
-def _load_user(spec: str) -> Classifier:
+def _user_factory(spec: str) -> Callable:
   module_name, _, attr = spec.partition(":")
   try:
     factory = getattr(importlib.import_module(module_name), attr)
@@ -234,7 +245,14 @@ def _load_user(spec: str) -> Classifier:
                      "'package.module:function' where function() returns "
                      "(apply_fn, params), with the package importable (run from the "
                      "directory that holds it or install it).") from e
-  result = factory()
+  if not callable(factory):
+    raise ValueError(f"{spec} is not a function. Fix: point at a function that returns "
+                     "(apply_fn, params).")
+  return factory
+
+
+def _load_user(spec: str) -> Classifier:
+  result = _user_factory(spec)()
   if not (isinstance(result, tuple) and len(result) == 2 and callable(result[0])):
     raise ValueError(f"{spec}() must return (apply_fn, params); got "
                      f"{type(result).__name__}. Fix: return the pair, e.g. "

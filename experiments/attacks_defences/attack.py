@@ -13,29 +13,17 @@ Writes to the work directory:
 
 from __future__ import annotations
 
-import pathlib
 import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from absl import app
 
-from experiments import common
-from foolingjax import attacks, contract, data, images, models, zoo
+from experiments import core
+from foolingjax import attacks, contract, data, images, zoo
 from foolingjax.attacks import metrics
 
-_CONFIG = common.CONFIG
-_WORKDIR = common.WORKDIR
-
 ATTACKS = (("fgsm", "linf"), ("pgd", "linf"), ("fgsm", "l2"), ("pgd", "l2"))
-
-
-def load_classifier(name: str, *, seed: int):
-  """A zoo preset (trained and cached on first use) or ``init:<arch>`` (untrained)."""
-  if name.startswith("init:"):
-    return models.init(name[len("init:"):], jax.random.key(seed))
-  return zoo.load_classifier(name, seed=seed)
 
 
 def make_attack_fn(apply_fn, *, attack: str, norm: str, steps: int, step_factor: float,
@@ -56,8 +44,12 @@ def _check_config(config) -> None:
       if not (eps >= 0 and np.isfinite(eps)) or (name == "eps_linf" and eps > 1):
         raise ValueError(f"config.{name} holds {eps!r}; each ε must be finite, >= 0 "
                          "(and <= 1 for L∞).")
-  if config.num_images < 1 or config.batch_size < 1 or config.lbfgs_num_images < 1:
-    raise ValueError("num_images, batch_size and lbfgs_num_images must be >= 1.")
+  core.check([
+      (config.num_images >= 1 and config.batch_size >= 1 and config.lbfgs_num_images >= 1,
+       "num_images, batch_size and lbfgs_num_images must be >= 1"),
+      (len(core.names(config.classifiers)) >= 1, "classifiers names no classifier"),
+  ], what="attack")
+  core.check_classifiers(*core.names(config.classifiers), config.lbfgs_classifier)
 
 
 def accuracy_curves(key, classifier, x, y, config, *, log) -> dict[str, list[dict]]:
@@ -86,10 +78,7 @@ def accuracy_curves(key, classifier, x, y, config, *, log) -> dict[str, list[dic
 
 
 def plot_curves(path, curves: dict) -> None:
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
-
+  plt = core.pyplot()
   fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
   for ax, norm, unit in ((axes[0], "linf", "L∞ ε (pixels in [0, 1])"),
                          (axes[1], "l2", "L2 ε")):
@@ -105,10 +94,7 @@ def plot_curves(path, curves: dict) -> None:
     ax.grid(alpha=0.3)
   axes[1].legend(fontsize=7)
   fig.tight_layout()
-  tmp = pathlib.Path(str(path) + ".tmp.png")
-  fig.savefig(tmp, dpi=100)
-  plt.close(fig)
-  tmp.replace(path)
+  core.save_figure(fig, path)
 
 
 def lbfgs_grid(classifier, x, y, config, workdir, *, log) -> dict:
@@ -148,7 +134,7 @@ def lbfgs_grid(classifier, x, y, config, workdir, *, log) -> dict:
            "l2": float(info.l2[i]), "rms_distortion": float(rms[i]), "c": float(info.c[i])}
           for i in range(len(x))],
   }
-  common.write_json(workdir / "lbfgs.json", result)
+  core.write_json(workdir / "lbfgs.json", result)
   perturbation = np.clip(0.5 + config.magnify * (np.asarray(adv) - x), 0.0, 1.0)
   titles = ([f"{pred_clean[i]} ({conf_clean[i]:.1%})" for i in range(len(x))]
             + [f"x{config.magnify:g}" for _ in range(len(x))]
@@ -167,7 +153,7 @@ def lbfgs_grid(classifier, x, y, config, workdir, *, log) -> dict:
 def run(config, workdir, *, log=print) -> dict:
   """Runs the curves and the L-BFGS grid; returns ``{"curves", "lbfgs"}``."""
   _check_config(config)
-  workdir, _ = common.prepare_workdir(workdir, config)
+  workdir, _ = core.prepare_workdir(workdir, config)
   key = jax.random.key(config.seed)
   k_curves, _ = jax.random.split(key)
   test_x, test_y = data.load(config.dataset, "test")
@@ -175,20 +161,19 @@ def run(config, workdir, *, log=print) -> dict:
   y = test_y[: config.num_images].astype(np.int32)
   (workdir / "metrics.jsonl").unlink(missing_ok=True)
   curves = {}
-  for name in config.classifiers.split(","):
-    name = name.strip()
+  for name in core.names(config.classifiers):
     log(f"{name}:")
-    classifier = load_classifier(name, seed=config.classifier_seed)
+    classifier = zoo.resolve(name, log=log)
     curves[name] = accuracy_curves(jax.random.fold_in(k_curves, len(curves)),
                                    classifier, x, y, config, log=log)
     for attack_norm, points in curves[name].items():
       for point in points:
-        common.append_jsonl(workdir / "metrics.jsonl",
+        core.append_jsonl(workdir / "metrics.jsonl",
                             {"classifier": name, "attack": attack_norm, **point})
-  common.write_json(workdir / "curves.json", curves)
+  core.write_json(workdir / "curves.json", curves)
   plot_curves(workdir / "accuracy_vs_eps.png", curves)
   n = config.lbfgs_num_images
-  lbfgs = lbfgs_grid(load_classifier(config.lbfgs_classifier, seed=config.classifier_seed),
+  lbfgs = lbfgs_grid(zoo.resolve(config.lbfgs_classifier, log=log),
                      test_x[:n].astype(np.float32) / 255.0, test_y[:n].astype(np.int32),
                      config, workdir, log=log)
   return {"curves": curves, "lbfgs": lbfgs}
@@ -196,8 +181,8 @@ def run(config, workdir, *, log=print) -> dict:
 
 def main(argv):
   del argv
-  run(_CONFIG.value, pathlib.Path(_WORKDIR.value or f"runs/attack_{_CONFIG.value.preset}"))
+  run(core.CONFIG.value, core.WORKDIR.value)
 
 
 if __name__ == "__main__":
-  app.run(main)
+  core.cli(main)

@@ -8,9 +8,10 @@ Presets:
     on LeNet. Zoo presets not trained yet are trained once and cached.
   lenet: the same for LeNet alone.
   fc: the same for the FC nets alone, L-BFGS grid on FC100-100-10.
-  smoke: an untrained FC10 ("init:fc10"), a few images: seconds, for the tests.
-Classifiers are zoo presets (``foolingjax.zoo.PRESETS``) or ``init:<arch>`` for
-an untrained zoo architecture.
+  smoke: the bundled trained FC10(1e-4), a few images: seconds, for the tests.
+Classifiers are any ``foolingjax.zoo.resolve`` spec: zoo presets
+(``lenet_mnist``, ``lenet_mnist@1`` for seed 1), ``init:<arch>`` for an
+untrained architecture, or ``package.module:function`` for your own model.
 """
 
 import ml_collections
@@ -23,8 +24,7 @@ def get_config(preset: str = "mnist"):
   config.preset = preset
   config.seed = 0
   config.dataset = "mnist"
-  config.classifiers = f"lenet_mnist,{FC_NETS}"  # comma-separated
-  config.classifier_seed = 0
+  config.classifiers = f"lenet_mnist,{FC_NETS}"  # comma-separated zoo.resolve specs
   config.num_images = 1000  # first test images, for the curves
   config.batch_size = 250
   config.eps_linf = (0.0, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.25, 0.3)
@@ -49,8 +49,8 @@ def get_config(preset: str = "mnist"):
     config.classifiers = FC_NETS
     config.lbfgs_classifier = "fc100_100_10_mnist"
   elif preset == "smoke":
-    config.classifiers = "init:fc10"
-    config.lbfgs_classifier = "init:fc10"
+    config.classifiers = "fc10_wd1e-4_mnist"
+    config.lbfgs_classifier = "fc10_wd1e-4_mnist"
     config.num_images = 48
     config.batch_size = 32
     config.eps_linf = (0.0, 0.1, 0.3)
