@@ -51,6 +51,7 @@ import numpy as np
 
 from foolingjax.contract import ApplyFn, Classifier
 from foolingjax.models import torch_pickle
+from foolingjax.models.registry import ArchSpec, register
 from foolingjax.models.small import local_response_norm
 
 # ilsvrc_2012_mean.npy averaged over its 256x256 pixels, BGR order (Caffe's
@@ -373,6 +374,32 @@ def load_npz(path: str | os.PathLike) -> Classifier:
                      params)
 
 
-__all__ = ["AlexNet", "CAFFE_MEAN_BGR", "LAYOUTS", "adaptive_avg_pool",
-           "from_caffe_arrays", "from_torchvision_state_dict", "init", "load_npz",
-           "params_template", "save_npz"]
+def _spec(name: str, display_name: str, layout: str) -> ArchSpec:
+  return ArchSpec(
+      name=name, display_name=display_name,
+      factory=lambda k: AlexNet(layout=layout, num_classes=k),
+      input_shape=_input_shape(layout), num_classes=1000,
+      feature_layers=CONV_LAYERS + FC_LAYERS + ("logits",))
+
+
+SPECS = (
+    _spec("alexnet", "AlexNet", "caffenet"),
+    _spec("alexnet_torchvision", "AlexNet (torchvision)", "torchvision"),
+)
+for _arch in SPECS:
+  register(_arch)
+
+
+__all__ = [
+  "CAFFE_MEAN_BGR",
+  "LAYOUTS",
+  "SPECS",
+  "AlexNet",
+  "adaptive_avg_pool",
+  "from_caffe_arrays",
+  "from_torchvision_state_dict",
+  "init",
+  "load_npz",
+  "params_template",
+  "save_npz",
+]

