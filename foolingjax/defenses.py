@@ -8,20 +8,19 @@
   mixed FGSM objective, Madry et al.'s PGD objective) trained by :func:`fit`.
 * Defensive distillation (Papernot et al. 2016): :func:`temperature_loss`,
   :func:`predict_proba`, :class:`TemperatureScaled` (an attack at temperature T).
+  The losses follow :data:`foolingjax.training.Loss`; :func:`fit` hands them to
+  :func:`foolingjax.training.fit`, the one training loop.
 * Detection: :func:`layer_features`, :func:`fit_detector`,
   :func:`detector_scores`, :func:`roc_auc`.
 
-Everything is pure and unjitted except :func:`fit`, which (like
-:func:`foolingjax.training.fit`) loops over batches in Python on purpose: on
-XLA:CPU a convolution's backward pass inside ``lax.scan`` is 4-9x slower than
-the same jitted step dispatched from Python.
+Everything is pure and unjitted except :func:`fit`, which is
+:func:`foolingjax.training.fit` (a Python loop over jitted steps).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -31,8 +30,7 @@ import numpy as np
 import optax
 from flax import struct
 
-from foolingjax import attacks, training
-from foolingjax import checks
+from foolingjax import attacks, checks, training
 
 # --------------------------------------------------------------------------
 # Adversarial patch (Brown et al. 2017, "Adversarial Patch").
@@ -314,23 +312,17 @@ def fooling_rate(apply_fn, params, x: jax.Array, v: jax.Array) -> jax.Array:
 # Training with another loss: adversarial training and distillation.
 # --------------------------------------------------------------------------
 
-# ``loss_fn(params, key, x [B, H, W, C], targets) -> (loss, logits)``; targets
-# are int labels ``[B]`` or probabilities ``[B, K]``.
-KeyedLoss = Callable[[Any, jax.Array, jax.Array, jax.Array], tuple[jax.Array, jax.Array]]
-
-
-def make_adversarial_loss(apply_fn, *, adversary: str, eps, alpha: float,
-                          steps: int = 10, step_size=None, norm: str = "linf") -> KeyedLoss:
+def make_adversarial_loss(*, adversary: str, eps, alpha: float, steps: int = 10,
+                          step_size=None, norm: str = "linf") -> training.Loss:
   """The adversarial-training objective ``α J(x) + (1 - α) J(x_adv)``.
 
   ``J`` is the mean cross-entropy; ``x_adv`` is made against the current
-  parameters (held constant: no gradient flows through the attack).
-  Goodfellow et al. (2014): ``adversary="fgsm"``, ``alpha=0.5``, ε = 0.25 on
-  MNIST. Madry et al. (2017): ``adversary="pgd"``, ``alpha=0`` (the inner
-  maximisation only), random start.
+  parameters (held constant: no gradient flows through the attack), PGD's
+  random start drawn from the loss's key. Goodfellow et al. (2014):
+  ``adversary="fgsm"``, ``alpha=0.5``, ε = 0.25 on MNIST. Madry et al. (2017):
+  ``adversary="pgd"``, ``alpha=0`` (the inner maximisation only), random start.
 
   Args:
-    apply_fn: classifier.
     adversary: ``"fgsm"`` or ``"pgd"``.
     eps: attack budget.
     alpha: weight of the clean term.
@@ -339,7 +331,8 @@ def make_adversarial_loss(apply_fn, *, adversary: str, eps, alpha: float,
     norm: ``"linf"`` or ``"l2"``.
 
   Returns:
-    A :data:`KeyedLoss` with int labels.
+    A :data:`foolingjax.training.Loss`,
+    ``loss(apply_fn, params, x, labels [B], key) -> scalar``.
   """
   if adversary not in ("fgsm", "pgd"):
     raise ValueError(f"adversary must be 'fgsm' or 'pgd'; got {adversary!r}.")
@@ -347,24 +340,23 @@ def make_adversarial_loss(apply_fn, *, adversary: str, eps, alpha: float,
     raise ValueError(f"alpha must lie in [0, 1]; got {alpha!r}.")
   step_size = 2.5 * eps / max(steps, 1) if step_size is None else step_size
 
-  def loss_fn(params, key, x, labels):
+  def loss_fn(apply_fn, params, x, labels, key):
     frozen = jax.lax.stop_gradient(params)
     if adversary == "fgsm":
       adv = attacks.fgsm(apply_fn, frozen, x, labels, eps=eps, norm=norm)
     else:
-      adv = attacks.pgd(key, apply_fn, frozen, x, labels, eps=eps, step_size=step_size,
-                        steps=steps, norm=norm)
+      adv = attacks.pgd(key, apply_fn, frozen, x, labels, eps=eps,
+                        step_size=step_size, steps=steps, norm=norm)
     adv = jax.lax.stop_gradient(adv)
-    ce = lambda logits: optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
-    logits_adv = apply_fn(params, adv)
+    adversarial = training.cross_entropy(apply_fn, params, adv, labels)
     if alpha == 0.0:
-      return ce(logits_adv), logits_adv
-    logits = apply_fn(params, x)
-    return alpha * ce(logits) + (1.0 - alpha) * ce(logits_adv), logits
+      return adversarial
+    clean = training.cross_entropy(apply_fn, params, x, labels)
+    return alpha * clean + (1.0 - alpha) * adversarial
   return loss_fn
 
 
-def temperature_loss(apply_fn, *, temperature: float) -> KeyedLoss:
+def temperature_loss(*, temperature: float) -> training.Loss:
   """Cross-entropy of ``softmax(logits / T)`` against hard or soft targets.
 
   Papernot et al.'s defensive distillation (2016) trains the teacher on hard
@@ -372,28 +364,26 @@ def temperature_loss(apply_fn, *, temperature: float) -> KeyedLoss:
   temperature ``T``; the student is deployed at ``T = 1`` (its raw logits).
 
   Args:
-    apply_fn: classifier.
     temperature: ``T > 0``.
 
   Returns:
-    A :data:`KeyedLoss`; targets are int ``[B]`` or probabilities ``[B, K]``.
+    A :data:`foolingjax.training.Loss`,
+    ``loss(apply_fn, params, x, y, key) -> scalar`` with ``y`` int ``[B]`` or
+    probabilities ``[B, K]``; the key is unused.
   """
   if not temperature > 0:
     raise ValueError(f"temperature must be > 0; got {temperature!r}.")
 
-  def loss_fn(params, key, x, targets):
-    del key
-    logits = apply_fn(params, x)
-    scaled = logits / temperature
-    if targets.ndim == 1:
-      return optax.softmax_cross_entropy_with_integer_labels(scaled, targets).mean(), logits
-    return optax.softmax_cross_entropy(scaled, targets).mean(), logits
+  def loss_fn(apply_fn, params, x, y, key):
+    return training.cross_entropy(TemperatureScaled(apply_fn, temperature), params, x,
+                                  y, key)
   return loss_fn
 
 
-def cross_entropy_loss(apply_fn) -> KeyedLoss:
-  """Plain cross-entropy as a :data:`KeyedLoss` (the undefended baseline)."""
-  return temperature_loss(apply_fn, temperature=1.0)
+def cross_entropy_loss() -> training.Loss:
+  """Plain cross-entropy, :func:`foolingjax.training.cross_entropy` (the
+  undefended baseline)."""
+  return training.cross_entropy
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -434,77 +424,42 @@ def predict_proba(apply_fn, params, x: jax.Array, *, temperature: float = 1.0,
   return jax.lax.map(one, x, batch_size=batch_size)
 
 
-def make_keyed_train_step(loss_fn: KeyedLoss):
-  """``step(state, key, images_u8 [B, ...], targets) -> (state, loss)``.
-
-  :func:`foolingjax.training.make_train_step` with a per-step key for the
-  attack's random start.
-  """
-  def step(state, key, images_u8, targets):
-    x = images_u8.astype(jnp.float32) / 255.0
-    (loss, _), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, key, x,
-                                                                   targets)
-    return state.apply_gradients(grads=grads), loss
-  return step
-
-
 def fit(key: jax.Array, classifier, train: tuple[np.ndarray, np.ndarray], *,
-        loss_fn: KeyedLoss, config, test: tuple[np.ndarray, np.ndarray] | None = None,
-        log: Callable[[str], None] | None = None) -> tuple[Any, dict]:
-  """Trains ``classifier``'s params on ``loss_fn``, one jitted step per batch.
+        loss_fn: training.Loss, config, test: tuple[np.ndarray, np.ndarray] | None = None,
+        log: Callable[[str], None] | None = None, workdir=None) -> tuple[Any, dict]:
+  """:func:`foolingjax.training.fit` from given params with a key of its own.
 
   Args:
-    key: PRNG key (batch order, attack starts).
-    classifier: ``(apply_fn, params)`` to start from.
+    key: PRNG key (batch order, the loss's keys, e.g. PGD's random starts).
+    classifier: ``(apply_fn, params)`` to start from (left usable).
     train: uint8 images ``[N, H, W, C]`` and targets (int ``[N]`` or
       probabilities ``[N, K]``).
-    loss_fn: a :data:`KeyedLoss`.
+    loss_fn: a :data:`foolingjax.training.Loss`.
     config: training hyperparameters (``epochs``, ``batch_size``,
-      ``optimizer``, ``learning_rate``, ``schedule``, ``momentum``), as in
-      :func:`foolingjax.training.default_config`.
+      ``optimizer``, ``learning_rate``, ``schedule``, ``momentum``, ...);
+      fields it lacks take :func:`foolingjax.training.default_config`'s values,
+      ``num_classes`` the classifier's.
     test: optional uint8 images and int labels, evaluated after every epoch.
     log: progress printer.
+    workdir: optional directory for per-epoch checkpoints (resumes from them).
 
   Returns:
-    ``(params, history)``; history holds per-epoch ``train_loss``,
-    ``test_accuracy`` and ``seconds``.
+    ``(params, history)``; history as :func:`foolingjax.training.fit`'s
+    (per-epoch ``train_loss``, ``train_accuracy``, ``test_accuracy``,
+    ``seconds``, ...).
   """
-  log = log or (lambda s: None)
-  apply_fn, params = classifier
-  images, targets = np.asarray(train[0]), np.asarray(train[1])
-  steps_per_epoch = images.shape[0] // config.batch_size
-  if steps_per_epoch < 1:
-    raise ValueError(f"batch_size {config.batch_size} exceeds the {images.shape[0]} "
-                     "training images.")
-  tx = training.make_optimizer(config, config.epochs * steps_per_epoch)
-  # The step donates its state; copy so the caller's params stay usable.
-  state = training.TrainState.create(apply_fn=apply_fn, params=jax.tree.map(jnp.copy, params),
-                                     tx=tx)
-  train_step = jax.jit(make_keyed_train_step(loss_fn), donate_argnums=0)
-  evaluate = None
-  if test is not None:
-    evaluate = jax.jit(training.make_eval_fn(
-        apply_fn, batch_size=min(config.eval_batch_size, len(test[1]))))
-  k_order, k_attack = jax.random.split(key)
-  history = {"train_loss": [], "test_accuracy": [], "seconds": []}
-  for epoch in range(config.epochs):
-    t0 = time.perf_counter()
-    epoch_losses = []
-    batches = training.epoch_batches(jax.random.fold_in(k_order, epoch), len(images),
-                                     config.batch_size)
-    for i, idx in enumerate(batches):
-      k_step = jax.random.fold_in(k_attack, epoch * steps_per_epoch + i)
-      state, loss = train_step(state, k_step, images[idx], targets[idx])
-      epoch_losses.append(loss)
-    history["train_loss"].append(float(jnp.mean(jnp.stack(epoch_losses))))
-    acc = float("nan")
-    if evaluate is not None:
-      acc = float(evaluate(state.params, jnp.asarray(test[0]), jnp.asarray(test[1]))[0])
-    history["test_accuracy"].append(acc)
-    history["seconds"].append(time.perf_counter() - t0)
-    log(f"  epoch {epoch + 1}/{config.epochs} loss {history['train_loss'][-1]:.4f} "
-        f"test acc {acc:.4f} ({history['seconds'][-1]:.1f}s)")
-  return state.params, history
+  apply_fn, _ = classifier
+  full = training.default_config()
+  full.model = getattr(apply_fn, "name", full.model)
+  num_classes = getattr(apply_fn, "num_classes", None)
+  if num_classes is None and np.ndim(train[1]) == 2:
+    num_classes = np.shape(train[1])[1]
+  if num_classes is not None:
+    full.num_classes = int(num_classes)
+  full.update(config.to_dict() if hasattr(config, "to_dict") else dict(config))
+  trained, history = training.fit(full, train, test, workdir=workdir, log=log,
+                                  loss_fn=loss_fn, init=classifier, key=key)
+  return trained.params, history
 
 
 # --------------------------------------------------------------------------
@@ -609,9 +564,9 @@ def roc_auc(scores: jax.Array, is_positive: jax.Array) -> jax.Array:
 
 
 __all__ = [
-    "Detector", "KeyedLoss", "Placement", "TemperatureScaled", "apply_patch",
+    "Detector", "Placement", "TemperatureScaled", "apply_patch",
     "cross_entropy_loss", "deepfool", "detector_scores", "fit", "fit_detector",
-    "fooling_rate", "layer_features", "make_adversarial_loss", "make_keyed_train_step",
+    "fooling_rate", "layer_features", "make_adversarial_loss",
     "patch_success_rate", "place_patch", "predict_proba", "project_ball",
     "random_placements", "roc_auc", "temperature_loss", "train_patch",
     "universal_perturbation",

@@ -1,10 +1,14 @@
-"""Classifier training with optax: jitted epochs as one ``lax.scan`` over batches.
+"""Classifier training with optax: one loop for every loss.
 
-The whole training split lives on the device as uint8; an epoch is one jitted
-call that permutes it, scans over the batches and returns the per-step losses.
+:func:`fit` trains a zoo model (or given starting params) on any
+:data:`Loss`: plain cross-entropy by default; adversarial training and
+defensive distillation (:mod:`foolingjax.defenses`) pass their own. The
+training split stays in host memory as uint8; each batch is one jitted step.
 Each epoch ends with a pickle-free atomic checkpoint, so an interrupted
 :func:`fit` resumes from the last finished epoch with the same result as an
-uninterrupted one (per-epoch keys are ``fold_in(key, epoch)``).
+uninterrupted one: batch orders are ``fold_in(order_key, epoch)`` and the
+loss's keys ``fold_in(loss_key, step)``, with the step restored from the
+checkpoint.
 """
 
 from __future__ import annotations
@@ -12,7 +16,8 @@ from __future__ import annotations
 import dataclasses
 import pathlib
 import time
-from typing import Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -69,28 +74,46 @@ def make_optimizer(config, steps_total: int) -> optax.GradientTransformation:
   raise ValueError(f"Unknown optimizer {config.optimizer!r}; use 'adam' or 'sgd'.")
 
 
-def cross_entropy_loss(apply_fn: Callable, weight_decay: float):
-  def loss_fn(params, images, labels):
-    logits = apply_fn(params, images)
-    loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
-    if weight_decay:
-      loss = loss + weight_decay * l2_penalty(params)
-    return loss, logits
-  return loss_fn
+# ``loss_fn(apply_fn, params, x, y, key) -> scalar``: ``x`` float32
+# ``[B, H, W, C]`` in [0, 1]; ``y`` int labels ``[B]`` or probabilities
+# ``[B, K]``; ``key`` a per-step PRNG key (unused by deterministic losses).
+Loss = Callable[[Callable, Any, jax.Array, jax.Array, jax.Array], jax.Array]
 
 
-def reconstruction_loss(apply_fn: ApplyFn):
-  recon = dataclasses.replace(apply_fn, method="reconstruct")
+def cross_entropy(apply_fn: Callable, params, x: jax.Array, y: jax.Array,
+                  key: jax.Array | None = None) -> jax.Array:
+  """Mean cross-entropy of ``apply_fn(params, x)``; the default :data:`Loss`.
 
-  def loss_fn(params, images, labels):
-    del labels
-    out = recon(params, images)
-    return jnp.mean(jnp.square(out - images)), None
-  return loss_fn
+  Args:
+    apply_fn: classifier.
+    params: its parameters.
+    x: float32 ``[B, H, W, C]`` in [0, 1].
+    y: int labels ``[B]`` or probabilities ``[B, K]``.
+    key: unused.
+
+  Returns:
+    A float scalar.
+  """
+  del key
+  logits = apply_fn(params, x)
+  if y.ndim == 1:
+    return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+  return optax.softmax_cross_entropy(logits, y).mean()
 
 
-def make_train_step(loss_fn: Callable):
-  """``step(state, images_u8 [B, ...], labels [B]) -> (state, loss)``.
+def reconstruction_loss(apply_fn: ApplyFn, params, x: jax.Array, y: jax.Array,
+                        key: jax.Array | None = None) -> jax.Array:
+  """Mean squared error of an autoencoder's ``reconstruct`` (a :data:`Loss`)."""
+  del y, key
+  out = dataclasses.replace(apply_fn, method="reconstruct")(params, x)
+  return jnp.mean(jnp.square(out - x))
+
+
+def make_train_step(loss_fn: Loss, *, weight_decay: float = 0.0):
+  """``step(state, loss_key, images_u8 [B, ...], y) -> (state, loss)``.
+
+  The loss sees ``fold_in(loss_key, state.step)``, so a resumed run draws the
+  same keys. ``weight_decay`` adds ``λ·Σ w²`` over kernels to the loss.
 
   The epoch loop over batches stays in Python on purpose: on XLA:CPU a
   convolution's backward pass inside ``lax.scan`` runs 4-9x slower than the
@@ -98,10 +121,17 @@ def make_train_step(loss_fn: Callable):
   dispatch overhead of one call per batch is negligible next to it.
   """
 
-  def step(state: TrainState, images_u8, labels):
+  def step(state: TrainState, loss_key, images_u8, y):
     x = images_u8.astype(jnp.float32) / 255.0
-    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
-    (loss, _), grads = grad_fn(state.params, x, labels)
+    key = jax.random.fold_in(loss_key, state.step)
+
+    def objective(params):
+      loss = loss_fn(state.apply_fn, params, x, y, key)
+      if weight_decay:
+        loss = loss + weight_decay * l2_penalty(params)
+      return loss
+
+    loss, grads = jax.value_and_grad(objective)(state.params)
     return state.apply_gradients(grads=grads), loss
 
   return step
@@ -143,43 +173,78 @@ def make_eval_fn(apply_fn: Callable, *, batch_size: int):
 def fit(config: ml_collections.ConfigDict, train: tuple[np.ndarray, np.ndarray],
         test: tuple[np.ndarray, np.ndarray] | None = None, *,
         workdir: str | pathlib.Path | None = None,
-        log: Callable[[str], None] | None = print) -> tuple[Classifier, dict]:
-  """Trains a zoo model; resumes from ``workdir``'s last epoch checkpoint.
+        log: Callable[[str], None] | None = print,
+        loss_fn: Loss = cross_entropy, init: tuple | None = None,
+        key: jax.Array | None = None) -> tuple[Classifier, dict]:
+  """Trains a classifier on ``loss_fn``; resumes from ``workdir``'s last epoch.
+
+  With ``config.ae_pretrain_epochs`` an autoencoder first trains on
+  :func:`reconstruction_loss` (its own optimiser and checkpoints).
 
   Args:
     config: see :func:`default_config`.
-    train: uint8 images ``[N, H, W, C]`` and int labels ``[N]``.
-    test: optional held-out split evaluated after every epoch.
+    train: uint8 images ``[N, H, W, C]`` and targets: int labels ``[N]`` or
+      probabilities ``[N, num_classes]`` (soft labels, e.g. a teacher's).
+    test: optional held-out uint8 images and int labels, evaluated after every
+      epoch.
     workdir: directory for per-epoch checkpoints (``None``: no checkpoints).
+      A rerun with the same arguments resumes bit-identically, whatever the
+      loss.
     log: progress printer (``None`` for silence).
+    loss_fn: a :data:`Loss`, ``loss_fn(apply_fn, params, x, y, key) ->
+      scalar``, called once per batch with ``x`` float32 ``[B, H, W, C]`` in
+      [0, 1], ``y`` the batch's targets (``[B]`` or ``[B, K]``) and a fresh
+      key; it may run an attack (adversarial training) or close over a
+      temperature (distillation). ``config.weight_decay·Σ w²`` over kernels is
+      added to it. Default: :func:`cross_entropy`.
+    init: ``(apply_fn, params)`` to start from (copied, never donated);
+      default ``models.init(config.model, ...)`` from ``config.seed``.
+    key: PRNG key of the classification phase, split into its batch-order and
+      loss keys; default: derived from ``config.seed``.
 
   Returns:
     ``(Classifier(apply_fn, params), history)`` where history holds per-epoch
-    ``train_loss``, ``train_accuracy``, ``test_accuracy`` and ``seconds``.
+    ``phase``, ``epoch``, ``train_loss``, ``train_accuracy`` (against the
+    argmax of soft targets), ``test_accuracy`` and ``seconds``.
   """
   log = log or (lambda s: None)
-  images, labels = _validate_split(train, config.num_classes, "train")
-  input_shape = tuple(images.shape[1:])
-  key = jax.random.key(config.seed)
-  k_init, k_pre, k_train = jax.random.split(key, 3)
-  apply_fn, params = models.init(config.model, k_init, input_shape=input_shape,
-                                 num_classes=config.num_classes)
+  images, labels = _validate_split(train, config.num_classes, "train", soft_ok=True)
+  root = jax.random.key(config.seed)
+  k_init, k_pre, k_train = jax.random.split(root, 3)
+  # The loss keys come from a stream of their own so that adding them left the
+  # seed's initialisation and batch orders (and so every zoo model) unchanged.
+  k_pre_loss, k_train_loss = jax.random.split(jax.random.fold_in(root, 3))
+  if key is not None:
+    k_train, k_train_loss = jax.random.split(key)
+  if init is None:
+    apply_fn, params = models.init(config.model, k_init,
+                                   input_shape=tuple(images.shape[1:]),
+                                   num_classes=config.num_classes)
+  else:
+    apply_fn, params = init
+    params = jax.tree.map(jnp.copy, params)  # the step donates its state
   steps_per_epoch = images.shape[0] // config.batch_size
   if steps_per_epoch < 1:
     raise ValueError(f"batch_size {config.batch_size} exceeds the {images.shape[0]} "
                      "training images. Fix: lower config.batch_size.")
-  images_d, labels_d = jnp.asarray(images), jnp.asarray(labels)
+  eval_labels = labels if labels.ndim == 1 else np.argmax(labels, -1).astype(np.int32)
+  images_d, eval_labels_d = jnp.asarray(images), jnp.asarray(eval_labels)
   evaluate = jax.jit(make_eval_fn(apply_fn, batch_size=config.eval_batch_size))
+  if test is not None:
+    test_x, test_y = _validate_split(test, config.num_classes, "test")
+    test_x, test_y = jnp.asarray(test_x), jnp.asarray(test_y)
 
   phases = []
   if config.ae_pretrain_epochs:
-    phases.append(("pretrain", config.ae_pretrain_epochs, reconstruction_loss(apply_fn), k_pre))
-  phases.append(("train", config.epochs, cross_entropy_loss(apply_fn, config.weight_decay),
-                 k_train))
+    phases.append(("pretrain", config.ae_pretrain_epochs,
+                   make_train_step(reconstruction_loss), k_pre, k_pre_loss))
+  phases.append(("train", config.epochs,
+                 make_train_step(loss_fn, weight_decay=config.weight_decay),
+                 k_train, k_train_loss))
 
   history: dict[str, list] = {"phase": [], "epoch": [], "train_loss": [],
                               "train_accuracy": [], "test_accuracy": [], "seconds": []}
-  for phase, epochs, loss_fn, phase_key in phases:
+  for phase, epochs, step_fn, order_key, loss_key in phases:
     tx = make_optimizer(config, epochs * steps_per_epoch)
     # step as an int32 array from the start, the dtype apply_gradients leaves it
     # in, so a checkpoint restores into a fresh state without a dtype mismatch.
@@ -193,22 +258,21 @@ def fit(config: ml_collections.ConfigDict, train: tuple[np.ndarray, np.ndarray],
         history = meta["history"]
         start = meta["epoch"] + 1
         log(f"[{phase}] resumed from {last.name} (epoch {meta['epoch'] + 1}/{epochs})")
-    train_step = jax.jit(make_train_step(loss_fn), donate_argnums=0)
+    train_step = jax.jit(step_fn, donate_argnums=0)
     for epoch in range(start, epochs):
       t0 = time.perf_counter()
       losses = []
-      for idx in epoch_batches(jax.random.fold_in(phase_key, epoch), len(images),
+      for idx in epoch_batches(jax.random.fold_in(order_key, epoch), len(images),
                                config.batch_size):
-        state, loss = train_step(state, images[idx], labels[idx])
+        state, loss = train_step(state, loss_key, images[idx], labels[idx])
         losses.append(loss)
       mean_loss = float(jnp.mean(jnp.stack(losses)))
       seconds = time.perf_counter() - t0
       train_acc = test_acc = float("nan")
       if phase == "train":
-        train_acc = float(evaluate(state.params, images_d, labels_d)[0])
+        train_acc = float(evaluate(state.params, images_d, eval_labels_d)[0])
         if test is not None:
-          test_x, test_y = _validate_split(test, config.num_classes, "test")
-          test_acc = float(evaluate(state.params, jnp.asarray(test_x), jnp.asarray(test_y))[0])
+          test_acc = float(evaluate(state.params, test_x, test_y)[0])
       for name, value in (("phase", phase), ("epoch", epoch + 1), ("train_loss", mean_loss),
                           ("train_accuracy", train_acc), ("test_accuracy", test_acc),
                           ("seconds", seconds)):
@@ -225,15 +289,22 @@ def fit(config: ml_collections.ConfigDict, train: tuple[np.ndarray, np.ndarray],
   return Classifier(apply_fn, params), history
 
 
-def _validate_split(split, num_classes, name):
+def _validate_split(split, num_classes, name, *, soft_ok=False):
   images, labels = split
   images, labels = np.asarray(images), np.asarray(labels)
   if images.dtype != np.uint8 or images.ndim != 4:
     raise ValueError(f"{name} images must be uint8 [N, H, W, C]; got {images.dtype} "
                      f"{images.shape}. Fix: use foolingjax.data.load or convert with "
                      "np.round(x * 255).astype(np.uint8).")
-  if labels.shape != (images.shape[0],):
-    raise ValueError(f"{name} labels must have shape ({images.shape[0]},); got {labels.shape}.")
+  n = images.shape[0]
+  if soft_ok and labels.ndim == 2:
+    if labels.shape != (n, num_classes) or not np.issubdtype(labels.dtype, np.floating):
+      raise ValueError(f"{name} soft labels must be float [{n}, {num_classes}]; got "
+                       f"{labels.dtype} {labels.shape}. Fix: set config.num_classes.")
+    return images, labels.astype(np.float32)
+  if labels.shape != (n,):
+    soft = f" or ({n}, {num_classes}) probabilities" if soft_ok else ""
+    raise ValueError(f"{name} labels must have shape ({n},){soft}; got {labels.shape}.")
   if labels.min() < 0 or labels.max() >= num_classes:
     raise ValueError(f"{name} labels must lie in [0, {num_classes}); got range "
                      f"[{labels.min()}, {labels.max()}]. Fix: set config.num_classes.")

@@ -2,7 +2,9 @@ import json
 
 import chex
 import jax
+import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from foolingjax import checkpoint, data, models, training, zoo
@@ -10,7 +12,7 @@ from foolingjax import checkpoint, data, models, training, zoo
 
 def _small_config(**overrides):
   config = training.default_config()
-  config.update(dict(epochs=2, batch_size=32, eval_batch_size=100), **{})
+  config.update({"epochs": 2, "batch_size": 32, "eval_batch_size": 100})
   config.update(overrides)
   return config
 
@@ -32,7 +34,7 @@ def test_training_is_deterministic_and_learns(small_mnist):
 
 
 def test_interrupted_fit_resumes_to_the_same_params(small_mnist, tmp_path):
-  train, test = small_mnist
+  train, _ = small_mnist
   full, _ = training.fit(_small_config(model="fc10", epochs=3), train, None, log=None)
   # "Interrupt" after 1 epoch: run a 3-epoch job that we stop by raising in log().
   calls = []
@@ -56,7 +58,7 @@ def test_interrupted_fit_resumes_to_the_same_params(small_mnist, tmp_path):
 def test_autoencoder_pretraining_runs(small_mnist):
   train, test = small_mnist
   config = _small_config(model="ae400_10", ae_pretrain_epochs=1, epochs=1)
-  clf, hist = training.fit(config, train, test, log=None)
+  _, hist = training.fit(config, train, test, log=None)
   assert hist["phase"] == ["pretrain", "train"]
 
 
@@ -122,3 +124,64 @@ def test_train_experiment_smoke(tmp_path):
   assert written["test_error"] == pytest.approx(summary["test_error"])
   assert written["test_error"] < 0.3
   assert (tmp_path / "params.msgpack").exists()
+
+
+def test_custom_loss_that_ignores_the_labels_learns_its_own_target(small_mnist):
+  # A loss that asks for class 3 whatever the label: the net learns to say 3.
+  train, test = small_mnist
+
+  def always_three(apply_fn, params, x, y, key):
+    del y, key
+    logits = apply_fn(params, x)
+    return optax.softmax_cross_entropy_with_integer_labels(
+        logits, jnp.full(x.shape[0], 3)).mean()
+
+  clf, hist = training.fit(_small_config(model="fc10", epochs=1), train, test,
+                           loss_fn=always_three, log=None)
+  predictions = np.argmax(clf.apply_fn(clf.params, test[0].astype(np.float32) / 255), -1)
+  assert np.all(predictions == 3)
+  np.testing.assert_allclose(hist["test_accuracy"][-1], np.mean(test[1] == 3))
+
+
+def test_one_hot_soft_labels_train_like_int_labels(small_mnist):
+  train, _ = small_mnist
+  config = _small_config(model="fc10")
+  hard, hist_hard = training.fit(config, train, None, log=None)
+  soft_train = (train[0], np.eye(10, dtype=np.float32)[train[1]])
+  soft, hist_soft = training.fit(config, soft_train, None, log=None)
+  chex.assert_trees_all_close(soft.params, hard.params, atol=1e-6)
+  assert hist_soft["train_accuracy"] == hist_hard["train_accuracy"]
+  with pytest.raises(ValueError, match=r"soft labels must be float \[512, 10\]"):
+    training.fit(config, (train[0], soft_train[1][:, :5]), None, log=None)
+
+
+def test_loss_sees_fresh_keys_and_resumes_bit_identically(small_mnist, tmp_path):
+  # Labels drawn from the loss's key: a different key stream after a resume
+  # would give different params.
+  train, _ = small_mnist
+  config = _small_config(model="fc10", epochs=3)
+  init = models.init("fc10", jax.random.key(5))
+
+  def random_labels(apply_fn, params, x, y, key):
+    noise = jax.random.randint(key, y.shape, 0, 10)
+    return training.cross_entropy(apply_fn, params, x, jnp.where(y < 5, y, noise))
+
+  run = lambda **kw: training.fit(config, train, None, loss_fn=random_labels, init=init,
+                                  key=jax.random.key(9), **kw)
+  full, _ = run(log=None)
+
+  def stop_after_first(msg):
+    if "epoch 1/3" in msg:
+      raise KeyboardInterrupt
+  with pytest.raises(KeyboardInterrupt):
+    run(workdir=tmp_path, log=stop_after_first)
+  resumed_log = []
+  resumed, hist = run(workdir=tmp_path, log=resumed_log.append)
+  assert "resumed from" in resumed_log[0]
+  assert hist["epoch"] == [1, 2, 3]
+  chex.assert_trees_all_equal(resumed.params, full.params)
+  # The keys matter: another key, other params; init was copied, not donated.
+  other, _ = training.fit(config, train, None, loss_fn=random_labels, init=init,
+                          key=jax.random.key(10), log=None)
+  assert not np.array_equal(other.params["out"]["kernel"], full.params["out"]["kernel"])
+  chex.assert_tree_all_finite(init.params)
