@@ -447,3 +447,40 @@ def test_visualize_experiment_smoke_writes_pngs(tmp_path):
   saved = json.loads((tmp_path / "summary.json").read_text())
   assert saved == json.loads(json.dumps(summary))
   assert 0.0 <= saved["tsne"]["neighbour_agreement"] <= 1.0
+
+
+def test_visualize_experiment_runs_a_user_model_and_refuses_feature_parts(tmp_path):
+  from PIL import Image
+
+  from experiments.cs231n import visualize as experiment
+  from experiments.cs231n.configs import visualize as configs
+
+  config = configs.get_config("smoke")
+  config.classifier = "tests.user_models:tiny_mnist_classifier"
+  config.parts = "attribution,units,filters"
+  refused = tmp_path / "refused"
+  with pytest.raises(ValueError, match=r"units .*Fix: drop them from config.parts, "
+                     r"e.g. --config.parts=attribution,filters") as error:
+    experiment.run(config, refused)
+  assert "filter_layer 'conv1'" in str(error.value), error.value
+  assert "--config.filter_layer to one of Conv_0" in str(error.value), error.value
+  assert not refused.exists()  # refused before the work directory is made
+
+  config.parts = "attribution,class_models,filters"
+  config.filter_layer = "Conv_0"
+  workdir = tmp_path / "user"
+  summary = experiment.run(config, workdir)
+  for part in ("attribution", "class_models", "filters"):
+    with Image.open(workdir / "figures" / f"{part}.png") as image:
+      image.load()
+      pixels = np.asarray(image.convert("L"))
+    assert pixels.shape[0] > 50 and pixels.shape[1] > 50, part
+    assert pixels.std() > 5, part  # not a blank canvas
+    assert (workdir / part / "result.json").is_file(), part
+  assert set(summary["seconds"]) == {"attribution", "class_models", "filters"}
+  assert summary["filters"]["shape"] == [5, 5, 1, 4]
+  assert len(summary["attribution"]["label_probability"]) == config.num_examples
+  assert all(0.0 <= p <= 1.0 for p in summary["class_models"]["target_probability"])
+  assert json.loads((workdir / "summary.json").read_text()) == summary
+  # A rerun of the same config reads every part back instead of redoing it.
+  assert experiment.run(config, workdir) == summary

@@ -7,60 +7,171 @@
 
 Parts (``config.parts``, comma separated): attribution, class_models, units,
 patches, filters, tsne, inversion, deepdream, style. Figures land in
-``WORKDIR/figures/<part>.png``; every number in summary.json is measured in the
+``WORKDIR/figures/<part>.png``, each part's numbers in
+``WORKDIR/<part>/result.json`` (a rerun with the same config skips the parts
+that have one) and all of them in summary.json; every number is measured in the
 run (seconds per part included).
+
+``config.classifier`` is any :func:`foolingjax.zoo.resolve` spec. A user's
+model (``package.module:function``) runs attribution, class_models and filters
+(with ``--config.filter_layer`` naming one of its conv layers); the other parts
+read layer activations and need a model with a ``.features`` method, as the zoo
+nets have.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-import pathlib
-import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from absl import app
 
-from experiments import common
+from experiments import core
 from foolingjax import data, images, models, zoo
 from foolingjax import visualize as vis
 from foolingjax.contract import ApplyFn, Classifier
 
-_CONFIG = common.CONFIG
-_WORKDIR = common.WORKDIR
-
 PARTS = ("attribution", "class_models", "units", "patches", "filters", "tsne",
          "inversion", "deepdream", "style")
-IMAGENET = "efficientnet_lite0"
+# Parts that read layer activations through the model's .features method.
+FEATURE_PARTS = ("units", "patches", "tsne", "inversion", "deepdream", "style")
+IMAGENET = "efficientnet_lite0_imagenet"
+
+
+def is_imagenet(config) -> bool:
+  return zoo.parse_spec(config.classifier)[1] == IMAGENET
 
 
 def load_classifier(config) -> Classifier:
-  """A zoo preset, ``random:<architecture>``, ``efficientnet_lite0`` or ``module:fn``."""
-  name = config.classifier
-  if name == IMAGENET:
-    from foolingjax.models import efficientnet
-    apply_fn, params = efficientnet.load_efficientnet_lite0()
+  """``config.classifier`` via :func:`foolingjax.zoo.resolve`; EfficientNet any size."""
+  apply_fn, params = zoo.resolve(config.classifier)
+  if is_imagenet(config):
     # Fully convolutional up to its global pool: the CPU demos run smaller.
-    return Classifier(dataclasses.replace(apply_fn, input_shape=(None, None, 3)), params)
-  if name.startswith("random:"):
-    return models.init(name.partition(":")[2], jax.random.key(config.classifier_seed))
-  if ":" in name:
-    return common.load_user_classifier(name)
-  return zoo.load_classifier(name, seed=config.classifier_seed)
+    apply_fn = dataclasses.replace(apply_fn, input_shape=(None, None, 3))
+  return Classifier(apply_fn, params)
 
 
-def features_of(apply_fn):
-  if isinstance(apply_fn, ApplyFn) and hasattr(apply_fn.module, "features"):
+def has_features(apply_fn) -> bool:
+  return isinstance(apply_fn, ApplyFn) and hasattr(apply_fn.module, "features")
+
+
+def features_of(apply_fn, part: str):
+  if has_features(apply_fn):
     return models.feature_fn(apply_fn)
-  raise ValueError("The feature-based parts (units, patches, tsne, inversion, deepdream, "
-                   "style) need a model with a .features method; drop them from "
-                   "config.parts for this classifier.")
+  raise ValueError(_no_features_message([part], apply_fn))
+
+
+def _no_features_message(needing, apply_fn, runnable=()) -> str:
+  name = getattr(apply_fn, "name", type(apply_fn).__name__)
+  keep = ",".join(runnable) or "attribution,class_models"
+  return (f"part(s) {', '.join(needing)} read layer activations and need a model with "
+          f"a .features method (the zoo nets have one); the classifier {name} has "
+          f"none. Fix: drop them from config.parts, e.g. --config.parts={keep}, or "
+          "use a zoo classifier")
+
+
+def validate(config) -> list[str]:
+  """Checks every setting without loading anything; returns the parts to run."""
+  if str(config.classifier).startswith("random:"):  # this experiment's former grammar
+    raise ValueError(f"Bad visualize config: classifier {config.classifier!r}. Fix: an "
+                     "untrained architecture is init:<architecture>[@seed] now, e.g. "
+                     "init:lenet.")
+  core.check_classifiers(config.classifier)
+  parts = core.parse_parts(config.parts, PARTS)
+  imagenet = is_imagenet(config)
+  photos = core.names(config.photos)
+  num_examples = len(photos) if imagenet else config.num_examples
+  checks = []
+
+  def positive(*fields):
+    for field in fields:
+      value = getattr(config, field)
+      checks.append((value >= 1, f"{field} must be >= 1, got {value}"))
+
+  def not_empty(*fields):
+    checks.extend((len(getattr(config, f)) > 0, f"{f} must not be empty")
+                  for f in fields)
+
+  def within(field, low, high, what):
+    value = getattr(config, field)
+    checks.append((low <= value <= high,
+                   f"{field} must be in {low}..{high} ({what}), got {value}"))
+
+  positive("eval_batch_size")
+  if imagenet:
+    checks.append((bool(photos),
+                   f"photos must name the photos for {IMAGENET}, e.g. chelsea,coffee"))
+  else:
+    within("num_examples", 1, 10, "the first test image of classes 0..n-1")
+  if "attribution" in parts:
+    positive("smoothgrad_samples", "occlusion_patch", "occlusion_stride")
+  if "class_models" in parts or "units" in parts:
+    positive("ascent_steps")
+  if "class_models" in parts:
+    not_empty("class_targets")
+  if "units" in parts:
+    not_empty("unit_ids")
+  if "patches" in parts:
+    not_empty("patch_units")
+    within("top_k", 1, config.num_dataset_images, "at most num_dataset_images")
+  if "tsne" in parts:
+    positive("tsne_iters")
+    within("tsne_points", 2, config.num_dataset_images, "at most num_dataset_images")
+    checks.append((0 < config.perplexity < config.tsne_points,
+                   f"perplexity must be in (0, tsne_points), got {config.perplexity}"))
+  if "inversion" in parts:
+    positive("inversion_steps")
+    not_empty("inversion_layers")
+    within("num_inversions", 1, num_examples, "at most the number of examples")
+  if "deepdream" in parts:
+    positive("dream_size", "octaves", "dream_steps")
+    within("num_dreams", 1, num_examples, "at most the number of examples")
+  if "style" in parts:
+    positive("style_steps")
+    not_empty("style_layers")
+    checks.append((len(config.style_weights) == len(config.style_layers),
+                   (f"style_weights needs one weight per style layer "
+                    f"({len(config.style_layers)}), got {len(config.style_weights)}")))
+    if imagenet:
+      for field in ("style_content", "style_image"):
+        checks.append((getattr(config, field) in photos,
+                       (f"{field} must be one of photos ({config.photos}), got "
+                        f"{getattr(config, field)!r}")))
+  core.check(checks, what="visualize")
+  return parts
+
+
+def check_classifier(config, parts, apply_fn, params, num_classes: int) -> None:
+  """Refuses parts the loaded classifier cannot run, before any work."""
+  needing = [p for p in parts if p in FEATURE_PARTS]
+  runnable = [p for p in parts if p not in FEATURE_PARTS]
+  checks = [(has_features(apply_fn) or not needing,
+             _no_features_message(needing, apply_fn, runnable))]
+  if "class_models" in parts:
+    checks.append((all(0 <= t < num_classes for t in config.class_targets),
+                   (f"class_targets {tuple(config.class_targets)} must be classes of "
+                    f"the classifier, 0..{num_classes - 1}")))
+  if "filters" in parts:
+    convs = sorted(name for name, layer in params.items()
+                   if hasattr(layer, "get") and np.ndim(layer.get("kernel")) == 4)
+    fix = (f"set --config.filter_layer to one of {', '.join(convs)}" if convs
+           else "the classifier has no conv layer")
+    checks.append((config.filter_layer in convs,
+                   (f"part filters shows the conv kernel of filter_layer "
+                    f"{config.filter_layer!r}, which the classifier lacks. Fix: {fix}, "
+                    "or drop filters from config.parts")))
+  if "patches" in parts and has_features(apply_fn):
+    try:
+      vis.zoo_receptive_field(apply_fn.name, config.patch_layer)
+    except ValueError as e:
+      checks.append((False, f"part patches: {e}"))
+  core.check(checks, what="visualize")
 
 
 def class_names(config, num_classes: int) -> list[str]:
-  if config.classifier == IMAGENET:
+  if is_imagenet(config):
     from foolingjax import imagenet
     return list(imagenet.class_names())
   return [str(k) for k in range(num_classes)]
@@ -70,7 +181,7 @@ def load_photos(config) -> tuple[np.ndarray, list[str]]:
   """The shipped photos (scikit-image, matplotlib) at ``config.image_size``."""
   from foolingjax import imagenet
   arrays, names = [], []
-  for name in config.photos.split(","):
+  for name in core.names(config.photos):
     if name == "grace_hopper":
       import matplotlib.cbook
       with matplotlib.cbook.get_sample_data("grace_hopper.jpg") as f:
@@ -89,7 +200,7 @@ def load_photos(config) -> tuple[np.ndarray, list[str]]:
 
 
 def load_examples(config, apply_fn, params):
-  if config.classifier == IMAGENET:
+  if is_imagenet(config):
     x, names = load_photos(config)
     labels = np.asarray(jnp.argmax(apply_fn(params, jnp.asarray(x)), axis=-1))
     return x, labels, names
@@ -100,13 +211,6 @@ def load_examples(config, apply_fn, params):
 
 
 # --- figures -------------------------------------------------------------------
-
-def _plt():
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
-  return plt
-
 
 def _show(ax, image, *, cmap=None, title=None):
   # Every panel is in [0, 1]: images, normalised maps and signed maps alike.
@@ -121,15 +225,10 @@ def _show(ax, image, *, cmap=None, title=None):
 
 
 def _save(fig, path):
-  path.parent.mkdir(parents=True, exist_ok=True)
-  tmp = path.with_name(path.name + ".tmp.png")
-  fig.savefig(tmp, dpi=config_dpi(fig))
-  _plt().close(fig)
-  tmp.replace(path)
-  return path
+  return core.save_figure(fig, path, dpi=figure_dpi(fig))
 
 
-def config_dpi(fig) -> int:
+def figure_dpi(fig) -> int:
   # Keeps every figure well under 300 KB for the README gallery.
   width, height = fig.get_size_inches()
   return int(min(100, (1.6e6 / (width * height)) ** 0.5))
@@ -181,7 +280,7 @@ def part_attribution(config, key, apply_fn, params, x, labels, names, classes, p
   panels = [np.asarray(x), _normalise(vis.saliency_map(grads)),
             _normalise(vis.saliency_map(smooth)), _signed_image(guided),
             0.5 + 0.5 * _normalise(occ_pixels)]
-  plt = _plt()
+  plt = core.pyplot()
   n = x.shape[0]
   fig, axes = plt.subplots(n, len(columns), figsize=(1.7 * len(columns), 1.7 * n + 0.3),
                            squeeze=False)
@@ -237,7 +336,7 @@ def part_class_models(config, key, apply_fn, params, image_shape, classes, path)
 
 
 def part_units(config, key, apply_fn, params, image_shape, path):
-  features = features_of(apply_fn)
+  features = features_of(apply_fn, "units")
   units = jnp.asarray(config.unit_ids)
   k_init, k_ascent = jax.random.split(key)
   x0 = _start_images(k_init, config, len(units), image_shape)
@@ -264,7 +363,7 @@ def _dataset_images(config):
 
 
 def part_patches(config, apply_fn, params, path):
-  features = features_of(apply_fn)
+  features = features_of(apply_fn, "patches")
   pool, _ = _dataset_images(config)
   field = vis.zoo_receptive_field(apply_fn.name, config.patch_layer)
   units = list(config.patch_units)
@@ -300,7 +399,7 @@ def part_filters(config, apply_fn, params, path):
 
 
 def part_tsne(config, key, apply_fn, params, path):
-  features = features_of(apply_fn)
+  features = features_of(apply_fn, "tsne")
   x, y = _dataset_images(config)
   x, y = x[:config.tsne_points], y[:config.tsne_points]
 
@@ -318,7 +417,7 @@ def part_tsne(config, key, apply_fn, params, path):
   pixel_agreement = float(vis.neighbour_agreement(
       jnp.asarray(x.reshape(len(x), -1)), jnp.asarray(y), k=5))
   feature_agreement = float(vis.neighbour_agreement(feats, jnp.asarray(y), k=5))
-  plt = _plt()
+  plt = core.pyplot()
   fig, ax = plt.subplots(figsize=(5.5, 5))
   emb = np.asarray(result.embedding)
   scatter = ax.scatter(emb[:, 0], emb[:, 1], c=y, cmap="tab10", s=5, vmin=-0.5,
@@ -338,7 +437,7 @@ def part_tsne(config, key, apply_fn, params, path):
 
 
 def part_inversion(config, key, apply_fn, params, x, path):
-  features = features_of(apply_fn)
+  features = features_of(apply_fn, "inversion")
   x = jnp.asarray(x[:config.num_inversions])
   layers = list(config.inversion_layers)
   x0 = jnp.clip(0.5 + 0.05 * jax.random.normal(key, x.shape), 0.0, 1.0)
@@ -364,7 +463,7 @@ def part_inversion(config, key, apply_fn, params, x, path):
 
 
 def part_deepdream(config, key, apply_fn, params, x, path):
-  features = features_of(apply_fn)
+  features = features_of(apply_fn, "deepdream")
   x = jnp.asarray(x[:config.num_dreams])
   size = config.dream_size
   canvas = jax.image.resize(x, (x.shape[0], size, size, x.shape[3]), "linear")
@@ -397,8 +496,8 @@ def stripes(size: int, channels: int) -> np.ndarray:
 
 
 def part_style(config, apply_fn, params, x, names, path):
-  features = features_of(apply_fn)
-  if config.classifier == IMAGENET:
+  features = features_of(apply_fn, "style")
+  if is_imagenet(config):
     index = {n: i for i, n in enumerate(names)}
     content = jnp.asarray(x[index[config.style_content]][None])
     style = jnp.asarray(x[index[config.style_image]][None])
@@ -427,53 +526,63 @@ def part_style(config, apply_fn, params, x, names, path):
 
 
 def run(config, workdir) -> dict:
-  """Writes ``figures/<part>.png`` for each of ``config.parts`` and summary.json."""
-  workdir, _ = common.prepare_workdir(workdir, config)
-  parts = [p.strip() for p in config.parts.split(",") if p.strip()]
-  unknown = sorted(set(parts) - set(PARTS))
-  if unknown:
-    raise ValueError(f"Unknown parts {unknown}; known: {', '.join(PARTS)}.")
-  figures = workdir / "figures"
-  key = jax.random.key(config.seed)
-  keys = dict(zip(PARTS, jax.random.split(key, len(PARTS))))
+  """Runs (or resumes) the experiment: ``figures/<part>.png`` per part, summary.json.
+
+  Args:
+    config: a config of ``experiments/cs231n/configs/visualize.py``.
+    workdir: the work directory (created; a rerun with the same config skips
+      the parts whose ``<part>/result.json`` exists).
+
+  Returns:
+    The summary written to summary.json: the classifier, the examples, each
+    part's numbers and ``seconds`` per part.
+  """
+  parts = validate(config)
   apply_fn, params = load_classifier(config)
   x, labels, names = load_examples(config, apply_fn, params)
   classes = class_names(config, int(apply_fn(params, jnp.asarray(x[:1])).shape[-1]))
+  check_classifier(config, parts, apply_fn, params, len(classes))
+  workdir, _ = core.prepare_workdir(workdir, config)
+  figures = workdir / "figures"
+  key = jax.random.key(config.seed)
+  keys = dict(zip(PARTS, jax.random.split(key, len(PARTS))))
+  image_shape = x.shape[1:]
+
+  def figure(part):
+    return figures / f"{part}.png"
+
+  runners = {
+      "attribution": lambda: part_attribution(config, keys["attribution"], apply_fn,
+                                              params, x, labels, names, classes,
+                                              figure("attribution")),
+      "class_models": lambda: part_class_models(config, keys["class_models"], apply_fn,
+                                                params, image_shape, classes,
+                                                figure("class_models")),
+      "units": lambda: part_units(config, keys["units"], apply_fn, params, image_shape,
+                                  figure("units")),
+      "patches": lambda: part_patches(config, apply_fn, params, figure("patches")),
+      "filters": lambda: part_filters(config, apply_fn, params, figure("filters")),
+      "tsne": lambda: part_tsne(config, keys["tsne"], apply_fn, params, figure("tsne")),
+      "inversion": lambda: part_inversion(config, keys["inversion"], apply_fn, params,
+                                          x, figure("inversion")),
+      "deepdream": lambda: part_deepdream(config, keys["deepdream"], apply_fn, params,
+                                          x, figure("deepdream")),
+      "style": lambda: part_style(config, apply_fn, params, x, names, figure("style")),
+  }
+  results = core.run_parts(workdir, parts, runners)
   summary = {"classifier": config.classifier, "examples": names, "seconds": {}}
-  for part in parts:
-    t0 = time.perf_counter()
-    path = figures / f"{part}.png"
-    if part == "attribution":
-      result = part_attribution(config, keys[part], apply_fn, params, x, labels, names,
-                                classes, path)
-    elif part == "class_models":
-      result = part_class_models(config, keys[part], apply_fn, params, x.shape[1:],
-                                 classes, path)
-    elif part == "units":
-      result = part_units(config, keys[part], apply_fn, params, x.shape[1:], path)
-    elif part == "patches":
-      result = part_patches(config, apply_fn, params, path)
-    elif part == "filters":
-      result = part_filters(config, apply_fn, params, path)
-    elif part == "tsne":
-      result = part_tsne(config, keys[part], apply_fn, params, path)
-    elif part == "inversion":
-      result = part_inversion(config, keys[part], apply_fn, params, x, path)
-    elif part == "deepdream":
-      result = part_deepdream(config, keys[part], apply_fn, params, x, path)
-    else:
-      result = part_style(config, apply_fn, params, x, names, path)
+  for part, result in results.items():
+    result = dict(result)
+    summary["seconds"][part] = round(result.pop("seconds"), 2)
     summary[part] = result
-    summary["seconds"][part] = round(time.perf_counter() - t0, 2)
-    print(f"{part}: {summary['seconds'][part]:.1f}s -> {path}", flush=True)
-  common.write_json(workdir / "summary.json", summary)
-  return summary
+  core.write_json(workdir / "summary.json", summary)
+  return core.jsonable(summary)
 
 
 def main(argv):
   del argv
-  run(_CONFIG.value, pathlib.Path(_WORKDIR.value or f"runs/visualize_{_CONFIG.value.preset}"))
+  run(core.CONFIG.value, core.WORKDIR.value)
 
 
 if __name__ == "__main__":
-  app.run(main)
+  core.cli(main)

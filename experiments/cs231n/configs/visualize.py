@@ -10,8 +10,15 @@ Presets:
     (scikit-image's chelsea, coffee, astronaut, rocket; matplotlib's
     grace_hopper) at a reduced resolution; attribution, class models, filters,
     inversion, DeepDream and style transfer.
-  ``smoke``: every MNIST part with tiny budgets on an untrained LeNet (seconds;
-    used by the tests).
+  ``smoke``: every MNIST part with tiny budgets on an untrained LeNet
+    (``init:lenet``; seconds; used by the tests).
+``config.classifier`` is any classifier spec of ``foolingjax.zoo.resolve``: a
+zoo preset (``lenet_mnist``, ``lenet_mnist@1`` for seed 1, ...),
+``efficientnet_lite0_imagenet``, ``init:<architecture>[@seed]`` (untrained) or
+a dotted path ``package.module:function`` to a function returning
+``(apply_fn, params)``. A user's model runs the parts that need only
+``(apply_fn, params)``: attribution, class_models, and filters with
+``--config.filter_layer`` set to one of its conv layers.
 """
 
 import ml_collections
@@ -21,8 +28,7 @@ def get_config(preset: str = "mnist"):
   config = ml_collections.ConfigDict()
   config.preset = preset
   config.seed = 0
-  config.classifier = "lenet_mnist"  # zoo preset, random:<arch>, efficientnet_lite0, mod:fn
-  config.classifier_seed = 0
+  config.classifier = "lenet_mnist"  # any zoo.resolve spec, see the docstring
   config.dataset = "mnist"
   config.parts = ("attribution,class_models,units,patches,filters,tsne,inversion,"
                   "deepdream,style")
@@ -90,7 +96,7 @@ def get_config(preset: str = "mnist"):
   if preset == "mnist":
     pass
   elif preset == "smoke":
-    config.classifier = "random:lenet"
+    config.classifier = "init:lenet"
     config.num_examples = 2
     config.smoothgrad_samples = 4
     config.occlusion_patch = 7
@@ -113,7 +119,7 @@ def get_config(preset: str = "mnist"):
     config.dream_steps = 2
     config.style_steps = 3
   elif preset == "imagenet":
-    config.classifier = "efficientnet_lite0"
+    config.classifier = "efficientnet_lite0_imagenet"
     config.parts = "attribution,class_models,filters,inversion,deepdream,style"
     config.photos = "chelsea,coffee,astronaut,rocket,grace_hopper"
     config.image_size = 160
