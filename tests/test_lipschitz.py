@@ -226,3 +226,20 @@ def test_experiment_smoke_writes_a_table_that_parses(tmp_path):
   if m["num_successes"]:
     assert float(row["L-BFGS ratio max"]) == pytest.approx(
         max(r for r in m["lbfgs_ratio"] if r is not None), rel=1e-2)
+
+
+def test_experiment_refuses_a_users_model_without_layer_structure(tmp_path):
+  # The per-layer bounds need the layers: a user's model of an unregistered
+  # architecture is refused with the fix, before the work directory exists.
+  from experiments.szegedy2013 import lipschitz as experiment
+  from experiments.szegedy2013.configs import lipschitz as configs
+  config = configs.get_config("smoke")
+  config.classifiers = "init:fc100_100_10,tests.user_models:tiny_mnist_classifier"
+  with pytest.raises(ValueError, match=r"bounds cannot take classifier "
+                     r"'tests.user_models:tiny_mnist_classifier'.*Fix"):
+    experiment.run(config, tmp_path / "run", log=lambda s: None)
+  assert not (tmp_path / "run").exists()
+  config.classifiers = "fc100_100_10_mnist@7"  # a seed never trained: no training here
+  with pytest.raises(FileNotFoundError, match="seed 7"):
+    experiment.run(config, tmp_path / "run", log=lambda s: None)
+  assert not (tmp_path / "run").exists()

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from experiments import common
+from experiments import core
 from experiments.szegedy2013 import properties as szegedy_experiment
 from experiments.szegedy2013.configs import properties as szegedy_config
 from foolingjax import attacks, data, directions, zoo
@@ -29,8 +29,8 @@ def test_top_k_along_a_unit_and_a_direction_known_answer():
   # last; direction (e_0 - e_1)/sqrt(2) too; e_1 ranks them from the first.
   n = 6
   features = jnp.stack([jnp.arange(n, dtype=jnp.float32), -jnp.arange(n, dtype=jnp.float32)], 1)
-  directions = jnp.array([[1.0, 0.0], [0.0, 1.0], [2 ** -0.5, -(2 ** -0.5)]])
-  indices, scores = jax.jit(directions.top_k_along, static_argnums=2)(features, directions, 3)
+  dirs = jnp.array([[1.0, 0.0], [0.0, 1.0], [2 ** -0.5, -(2 ** -0.5)]])
+  indices, scores = jax.jit(directions.top_k_along, static_argnums=2)(features, dirs, 3)
   np.testing.assert_array_equal(indices, [[5, 4, 3], [0, 1, 2], [5, 4, 3]])
   np.testing.assert_allclose(scores[0], [5, 4, 3])
   np.testing.assert_allclose(scores[2], np.array([5, 4, 3]) * 2 ** 0.5, rtol=1e-6)
@@ -143,7 +143,7 @@ def smoke_run(tmp_path_factory):
   config = szegedy_config.get_config("smoke")
   logs = []
   summary = szegedy_experiment.run(config, workdir, log=logs.append)
-  tables = szegedy_experiment.parse_tables((workdir / "results.md").read_text())
+  tables = core.parse_markdown_tables((workdir / "results.md").read_text())
   return config, workdir, summary, tables, logs
 
 
@@ -193,7 +193,7 @@ def test_smoke_table1_matches_the_saved_adversarial_examples(smoke_run, mnist_te
   targets = np.asarray(perturbations.random_targets(
       jax.random.fold_in(jax.random.key(config.seed), szegedy_experiment.TARGETS_STREAM),
       jnp.asarray(y), 10))
-  for name in szegedy_experiment._names(config.table1):
+  for name in core.names(config.table1):
     row = table1[szegedy_experiment.display(name)]
     apply_fn, params = zoo.load_classifier(name, train_if_missing=False)
     with np.load(workdir / "adversarial" / f"{name}.npz") as saved:
@@ -220,7 +220,7 @@ def test_smoke_table1_matches_the_saved_adversarial_examples(smoke_run, mnist_te
 def test_smoke_table2_rows(smoke_run, mnist_test):
   config, workdir, summary, tables, _ = smoke_run
   table2 = _table(tables, "Table 2")
-  names = szegedy_experiment._names(config.table1)
+  names = core.names(config.table1)
   nets = [szegedy_experiment.display(n) for n in names]
   for net in nets:
     adv = table2[f"adversarial for {net}"]
@@ -276,6 +276,7 @@ def test_smoke_refuses_saved_attacks_with_other_targets(smoke_run, tmp_path):
   arrays["targets"] = (arrays["targets"] + 1) % 10
   with open(path, "wb") as f:
     np.savez(f, **arrays)
+  (copy / "tables" / "result.json").unlink()  # else the finished part is read back
   with pytest.raises(RuntimeError, match="other images or targets"):
     szegedy_experiment.run(config, copy)
 
@@ -291,17 +292,22 @@ def test_smoke_rerun_resumes_and_a_changed_config_refuses(smoke_run):
   arrays["adv"][config.attack.chunk_images:] = 0.0
   with open(path, "wb") as f:
     np.savez(f, **arrays)
+  # As if the run had been killed in the tables part: it has no result yet.
+  (workdir / "tables" / "result.json").unlink()
   logs = []
   again = szegedy_experiment.run(config, workdir, log=logs.append)
+  # Finished parts are read back; the tables part resumes its saved attacks.
+  assert any(line.startswith("[units] done earlier") for line in logs)
+  assert any(line.startswith("[cross_training] done earlier") for line in logs)
   assert any("FC100-100-10: resuming at image 5" in line for line in logs)
   assert not any("FC10(1e-4): " in line and "images" in line for line in logs)
   with np.load(path) as saved:
     np.testing.assert_allclose(saved["adv"], full, atol=1e-6)
   assert again["table1"] == summary["table1"]
-  assert szegedy_experiment.parse_tables((workdir / "results.md").read_text()) == tables
+  assert core.parse_markdown_tables((workdir / "results.md").read_text()) == tables
   other = szegedy_config.get_config("smoke")
   other.attack.max_iters = 31
-  with pytest.raises(common.WorkdirConflictError, match="attack"):
+  with pytest.raises(core.WorkdirConflictError, match="attack"):
     szegedy_experiment.run(other, workdir)
 
 
@@ -341,10 +347,49 @@ def test_bad_configs_fail_clearly(tmp_path):
 @pytest.mark.parametrize("preset", ["all", "units", "tables", "cross_training", "sigmoid", "smoke"])
 def test_every_preset_names_zoo_nets(preset):
   config = szegedy_config.get_config(preset)
-  nets = szegedy_experiment._names(config.table1) + szegedy_experiment._names(
-      config.cross_training) + [item.split(":")[0] for item in
-                                szegedy_experiment._names(config.units.layers)]
+  layers = core.names(config.units.layers)
+  units = [szegedy_experiment.split_layer(item)[0] for item in layers]
+  nets = core.names(config.table1) + core.names(config.cross_training) + units
   for name in nets:
-    zoo.preset_config(name)  # raises for an unknown preset
+    assert zoo.parse_spec(name)[0] == "preset"  # raises for an unknown net
     assert szegedy_experiment.display(name) != name  # every table net has a paper name
-  assert szegedy_experiment.parts_of(config)
+  assert core.parse_parts(config.parts, szegedy_config.PARTS)
+
+
+USER_MODEL = "tests.user_models:tiny_mnist_classifier"
+
+
+def test_a_users_model_in_the_tables_and_a_clear_error_in_the_units_part(tmp_path,
+                                                                        mnist_test):
+  # The units part ranks images along named hidden layers: a model without a
+  # features method cannot take it, and says so before anything is written.
+  config = szegedy_config.get_config("smoke")
+  config.parts = "units"
+  config.units.layers = f"{USER_MODEL}:conv"
+  with pytest.raises(ValueError, match=r"units part cannot take .*tiny_mnist.*Fix"):
+    szegedy_experiment.run(config, tmp_path / "units")
+  assert not (tmp_path / "units").exists()
+  # Tables 1-4 take any 10-class MNIST model.
+  config = szegedy_config.get_config("smoke")
+  config.parts = "tables,cross_training"
+  config.table1 = f"fc10_wd1e-4_mnist,{USER_MODEL}"
+  config.cross_training = USER_MODEL
+  workdir = tmp_path / "tables"
+  summary = szegedy_experiment.run(config, workdir, log=lambda s: None)
+  tables = core.parse_markdown_tables((workdir / "results.md").read_text())
+  user = zoo.resolve(USER_MODEL)
+  expected_test_error = 1 - float(np.mean(np.asarray(jnp.argmax(user.apply_fn(
+      user.params, jnp.asarray(data.to_float(mnist_test[0]))), -1)) == mnist_test[1]))
+  for table, numbers in ((_table(tables, "Table 1"), summary["table1"]),
+                         (_table(tables, "Table 3"), summary["table3"])):
+    row = table[USER_MODEL]
+    assert row["training error"] == core.MISSING  # its training set is unknown
+    assert _pct(row["test error"]) == pytest.approx(expected_test_error, abs=6e-4)
+    assert numbers[USER_MODEL]["trained_on"] == "unknown"
+  assert _table(tables, "Table 3")[USER_MODEL]["trained on"] == "unknown"
+  path = workdir / "adversarial" / "tests.user_models_tiny_mnist_classifier.npz"
+  with np.load(path) as saved:
+    assert int(saved["done"]) == len(saved["index"]) > 0
+  table2 = _table(tables, "Table 2")
+  assert f"adversarial for {USER_MODEL}" in table2
+  assert int(table2["Gaussian noise, RMS 0.1"]["images"]) == summary["table2_images"]

@@ -13,6 +13,12 @@ logits) for ``r`` the minimal L-BFGS adversarial perturbation towards
   convergence, per classifier); measured.json (per-image ratios, L2
   distortions, attack success); results.md (a summary table and one table of
   layer bounds per classifier).
+
+Classifiers are :func:`foolingjax.zoo.resolve` specs (a preset must be trained
+or bundled already; this never trains one). The bounds need a layer
+description: a zoo architecture, or a user's ``package.module:function`` whose
+module class is registered with ``lipschitz_layers``; any other classifier is
+refused, with the fix, before the work directory is created.
 """
 
 from __future__ import annotations
@@ -24,22 +30,56 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
-from absl import app
 
-from experiments import common
-from foolingjax import attacks, data, lipschitz, models, zoo
-
-_CONFIG = common.CONFIG
-_WORKDIR = common.WORKDIR
+from experiments import core
+from foolingjax import attacks, data, lipschitz, zoo
+from foolingjax.contract import Classifier
 
 PHOTOS = ("chelsea", "coffee", "rocket", "astronaut")
+IMAGE_SHAPES = ((28, 28, 1), (224, 224, 3))  # MNIST test images, or the photos
+SUMMARY = "Upper Lipschitz bounds and measured sensitivity"
 
 
-def load_classifier(name: str, *, seed: int):
-  """A zoo preset or ``init:<arch>`` (an untrained zoo architecture)."""
-  if name.startswith("init:"):
-    return models.init(name[len("init:"):], jax.random.key(seed))
-  return zoo.load_classifier(name, seed=seed, train_if_missing=False)
+def validate(config) -> list[str]:
+  """Checks every setting, loading nothing; returns the classifier specs."""
+  names = core.names(config.classifiers)
+  core.check([
+      (bool(names), "classifiers names no classifier"),
+      (len(set(names)) == len(names), f"classifiers lists a classifier twice: {names}"),
+      (config.power_iters >= 1, f"power_iters must be >= 1, got {config.power_iters}"),
+      (1 <= config.mnist_num_images <= 10000,
+       f"mnist_num_images must be in [1, 10000], got {config.mnist_num_images}"),
+      (1 <= config.imagenet_num_images <= len(PHOTOS),
+       f"imagenet_num_images must be in [1, {len(PHOTOS)}], got "
+       f"{config.imagenet_num_images}"),
+  ], what="lipschitz")
+  core.check_classifiers(*names)
+  return names
+
+
+def load_classifiers(names, *, log=print) -> dict[str, Classifier]:
+  """The classifiers (``zoo.resolve``, never training one), checked to be boundable.
+
+  Raises:
+    ValueError: a classifier has no layer description (e.g. a user's model
+      of an unregistered architecture) or takes images of another shape.
+  """
+  classifiers = {}
+  for name in names:
+    classifier = zoo.resolve(name, train_if_missing=False, log=log)
+    try:
+      lipschitz.zoo_layers(classifier.apply_fn)
+    except ValueError as e:
+      raise ValueError(
+          f"The per-layer Lipschitz bounds cannot take classifier {name!r}: they need "
+          f"its layer structure. {e} Or leave it out of config.classifiers.") from None
+    shape = tuple(getattr(classifier.apply_fn, "input_shape", None) or ())
+    if shape not in IMAGE_SHAPES:
+      raise ValueError(f"No test images for classifier {name!r} (input shape {shape}). "
+                       f"Fix: a classifier of MNIST {IMAGE_SHAPES[0]} or ImageNet "
+                       f"{IMAGE_SHAPES[1]} images.")
+    classifiers[name] = classifier
+  return classifiers
 
 
 def imagenet_photos(n: int) -> np.ndarray:
@@ -48,8 +88,6 @@ def imagenet_photos(n: int) -> np.ndarray:
   from PIL import Image
 
   from foolingjax import imagenet
-  if not 1 <= n <= len(PHOTOS):
-    raise ValueError(f"imagenet_num_images must be in [1, {len(PHOTOS)}]; got {n}.")
   folder = pathlib.Path(skimage.__file__).parent / "data"
   files = [next(folder.glob(f"{name}.*")) for name in PHOTOS[:n]]
   return np.stack([imagenet.prepare_photo(np.asarray(Image.open(f)), size=224)
@@ -132,64 +170,57 @@ def _fmt(v: float | None) -> str:
 
 def markdown(results: dict) -> str:
   """The summary table and one table of top-level layer bounds per classifier."""
-  lines = [
-      ("| network | upper bound (product) | L-BFGS ratio mean | L-BFGS ratio max "
-       "| random-r ratio mean | images (L-BFGS successes) "
-       "| bound / max L-BFGS ratio |"),
-      "|---|---|---|---|---|---|---|",
-  ]
+  header = ["network", "upper bound (product)", "L-BFGS ratio mean", "L-BFGS ratio max",
+            "random-r ratio mean", "images (L-BFGS successes)",
+            "bound / max L-BFGS ratio"]
+  rows = []
   for name, (bounds, measured) in results.items():
     ratios = [v for v in measured["lbfgs_ratio"] if v is not None]
     bound = 10.0 ** bounds["log10_bound"]
     mean = float(np.mean(ratios)) if ratios else None
     worst = float(np.max(ratios)) if ratios else None
-    lines.append(
-        f"| {name} | {_fmt(bound)} | {_fmt(mean)} | {_fmt(worst)} "
-        f"| {_fmt(float(np.mean(measured['random_ratio'])))} "
-        f"| {measured['num_images']} ({measured['num_successes']}) "
-        f"| {_fmt(bound / worst) if worst else '—'} |")
+    rows.append([name, _fmt(bound), _fmt(mean), _fmt(worst),
+                 _fmt(float(np.mean(measured["random_ratio"]))),
+                 f"{measured['num_images']} ({measured['num_successes']})",
+                 _fmt(bound / worst) if worst else core.MISSING])
+  lines = [f"## {SUMMARY}", "", core.markdown_table(header, rows)]
   for name, (bounds, _) in results.items():
-    lines += ["", f"### {name}", "", "| layer | upper Lipschitz bound |", "|---|---|"]
-    lines += [f"| {layer['name']} | {_fmt(layer['bound'])} |"
+    layers = [[layer["name"], _fmt(layer["bound"])]
               for layer in bounds["layers"] if layer["top_level"]]
-    lines.append(f"| product | {_fmt(10.0 ** bounds['log10_bound'])} |")
+    layers.append(["product", _fmt(10.0 ** bounds["log10_bound"])])
+    lines += ["", f"### {name}", "",
+              core.markdown_table(["layer", "upper Lipschitz bound"], layers)]
   return "\n".join(lines) + "\n"
 
 
 def parse_summary(text: str) -> dict[str, dict[str, str]]:
   """Reads the summary table of ``results.md`` back: ``{network: {column: cell}}``."""
-  rows = [line for line in text.splitlines() if line.startswith("|")]
-  header = [c.strip() for c in rows[0].strip("|").split("|")]
-  table = {}
-  for line in rows[2:]:
-    if line.startswith(("| layer", "|---")):
-      break
-    cells = [c.strip() for c in line.strip("|").split("|")]
-    table[cells[0]] = dict(zip(header, cells))
-  return table
+  return core.parse_markdown_tables(text)[SUMMARY]
 
 
 def run(config, workdir, *, log=print) -> dict:
-  """Bounds and measurements for every classifier; returns ``{name: (bounds, measured)}``."""
-  workdir, _ = common.prepare_workdir(workdir, config)
-  key = jax.random.key(config.seed)
+  """Bounds and measurements of every classifier: ``{name: (bounds, measured)}``.
+
+  Every setting is checked and every classifier loaded (and checked to have a
+  layer description) before the work directory is touched.
+  """
+  names = validate(config)
+  classifiers = load_classifiers(names, log=log)
+  workdir, _ = core.prepare_workdir(workdir, config)
   results = {}
-  names = [n.strip() for n in config.classifiers.split(",") if n.strip()]
   for i, name in enumerate(names):
-    classifier = load_classifier(name, seed=config.classifier_seed)
-    results[name] = measure(jax.random.fold_in(key, i), name, classifier, config, log=log)
-    common.write_json(workdir / "bounds.json", {n: b for n, (b, _) in results.items()})
-    common.write_json(workdir / "measured.json", {n: m for n, (_, m) in results.items()})
-    tmp = workdir / "results.md.tmp"
-    tmp.write_text(markdown(results))
-    tmp.replace(workdir / "results.md")
+    results[name] = measure(core.rng(config.seed, i), name, classifiers[name], config,
+                            log=log)
+    core.write_json(workdir / "bounds.json", {n: b for n, (b, _) in results.items()})
+    core.write_json(workdir / "measured.json", {n: m for n, (_, m) in results.items()})
+    core.write_text(workdir / "results.md", markdown(results))
   return results
 
 
 def main(argv):
   del argv
-  run(_CONFIG.value, pathlib.Path(_WORKDIR.value or f"runs/lipschitz_{_CONFIG.value.preset}"))
+  run(core.CONFIG.value, core.WORKDIR.value)
 
 
 if __name__ == "__main__":
-  app.run(main)
+  core.cli(main)

@@ -26,7 +26,15 @@ once per image (the same target for every net). Distortion is
 is clipped to [0, 1], and the distortion reported is the one measured after
 clipping. Error rates count predictions that differ from the true label.
 
+Nets are classifier specs of :func:`foolingjax.zoo.resolve`: a zoo preset
+(``fc100_100_10_mnist``, ``lenet_mnist@1`` for seed 1), an untrained
+``init:<arch>``, or a user's 10-class MNIST model ``package.module:function``.
+The tables take any of them (the training error of a model the zoo did not
+train is not known: ``—``); the units part needs named hidden layers (a zoo
+net, or a model whose module has a ``features`` method).
+
 Outputs: ``results.md`` (every table), ``summary.json`` (every number),
+``<part>/result.json`` (a finished part: a rerun reads it back),
 ``adversarial_examples.png``, the units figures, and
 ``adversarial/<net>.npz`` (the adversarial examples, saved after every chunk
 of ``attack.chunk_images`` images: a rerun of the same command resumes there).
@@ -36,26 +44,24 @@ from __future__ import annotations
 
 import dataclasses
 import pathlib
+import re
 import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from absl import app, flags
 
-from experiments import common
+from experiments import core
 from experiments.szegedy2013.configs import properties as szegedy_config
 from foolingjax import attacks, data, directions, images, models, training, zoo
 from foolingjax.attacks import perturbations
-
-_CONFIG = common.CONFIG
-_WORKDIR = common.WORKDIR
+from foolingjax.contract import Classifier, num_classes_of
 
 PARTS = szegedy_config.PARTS
 NUM_CLASSES = 10
-# fold_in streams of the seed's key: units 0, Table 2's noise 1, Table 4's noise
-# 2, the attack targets 3.
-TARGETS_STREAM = 3
+IMAGE_SHAPE = (28, 28, 1)
+# Random streams of the seed (core.rng(config.seed, stream)).
+UNITS_STREAM, TABLE2_STREAM, TABLE4_STREAM, TARGETS_STREAM = 0, 1, 2, 3
 
 DISPLAY = {
     "fc10_wd1e-4_mnist": "FC10(1e-4)",
@@ -78,22 +84,25 @@ def display(name: str) -> str:
   return DISPLAY.get(name, name)
 
 
-def _names(text: str) -> list[str]:
-  return [n.strip() for n in text.split(",") if n.strip()]
+def file_stem(name: str) -> str:
+  """``name`` as a file name: ``pkg.mod:fn`` -> ``pkg.mod_fn``; presets unchanged."""
+  return re.sub(r"[^\w.@-]", "_", name)
 
 
-def parts_of(config) -> list[str]:
-  parts = _names(config.parts)
-  unknown = sorted(set(parts) - set(PARTS))
-  if unknown or not parts:
-    raise ValueError(f"Bad config.parts {config.parts!r}: unknown {unknown}. Fix: a "
-                     f"comma-separated subset of {', '.join(PARTS)}.")
-  return [p for p in PARTS if p in parts]
+def split_layer(item: str) -> tuple[str, str]:
+  """``"net:layer"`` -> ``("net", "layer")``; the net may hold a colon.
+
+  ``"pkg.mod:fn:layer"`` -> ``("pkg.mod:fn", "layer")``.
+  """
+  name, sep, layer = item.rpartition(":")
+  if not sep or not name or not layer:
+    raise ValueError(f"config.units.layers entries are 'net:layer'; got {item!r}.")
+  return name, layer
 
 
 def _floats(text: str, name: str) -> list[float]:
   try:
-    values = [float(v) for v in _names(str(text))]
+    values = [float(v) for v in core.names(text)]
   except ValueError:
     values = []
   if not values or any(v <= 0 for v in values):
@@ -116,88 +125,83 @@ def _error(predict, x, y) -> float:
   return float(np.mean(predict(x) != y)) if len(y) else float("nan")
 
 
-def _pct(v: float) -> str:
-  return "—" if not np.isfinite(v) else f"{100 * v:.1f}%"
-
-
-def _dist(v: float) -> str:
-  return "—" if not np.isfinite(v) else f"{v:.4f}"
-
-
-def markdown_table(header: list[str], rows: list[list[str]]) -> str:
-  lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-  lines += ["| " + " | ".join(row) + " |" for row in rows]
-  return "\n".join(lines)
-
-
-def parse_tables(text: str) -> dict[str, dict[str, dict[str, str]]]:
-  """Reads ``results.md`` back: ``{section heading: {row label: {column: cell}}}``."""
-  tables: dict[str, dict[str, dict[str, str]]] = {}
-  heading, header = None, None
-  for line in text.splitlines():
-    if line.startswith("### "):
-      heading, header = line[4:].strip(), None
-    elif line.startswith("|") and heading is not None:
-      cells = [c.strip() for c in line.strip().strip("|").split("|")]
-      if header is None:
-        header = cells
-        tables[heading] = {}
-      elif not set("".join(cells)) <= set("-"):
-        tables[heading][cells[0]] = dict(zip(header, cells))
-  return tables
-
-
 # --------------------------------------------------------------------------
 # Units vs random directions
+
+
+def feature_layers(name: str, classifier: Classifier) -> dict[str, tuple[int, ...]]:
+  """``{layer: activation shape}`` of a classifier's ``features``, from shapes alone.
+
+  Raises:
+    ValueError: the classifier has no named hidden layers (a user's model
+      without a ``features`` method): the units part cannot take it.
+  """
+  apply_fn, params = classifier
+  try:
+    features = models.feature_fn(apply_fn)
+  except ValueError as e:
+    raise ValueError(
+        f"The units part cannot take {name!r}: it ranks images along a hidden layer's "
+        f"units, and this classifier has no named hidden layers ({e}) Fix: give the "
+        "model's module a features(x) method returning {layer name: activation}, "
+        "name a zoo net in config.units.layers (e.g. fc100_100_10_mnist:fc2), or leave "
+        "units out of config.parts.") from None
+  shapes = jax.eval_shape(features, params,
+                          jax.ShapeDtypeStruct((1, *IMAGE_SHAPE), jnp.float32))
+  return {layer: tuple(s.shape) for layer, s in shapes.items()}
 
 
 def _features(classifier, layer: str, x: np.ndarray, batch: int = 1000) -> np.ndarray:
   apply_fn, params = classifier
   features = models.feature_fn(apply_fn)
   step = jax.jit(lambda p, xb: features(p, xb)[layer].reshape((xb.shape[0], -1)))
-  probe = features(params, jnp.asarray(x[:1]))
-  if layer not in probe:
-    raise ValueError(f"{apply_fn.name} has no layer {layer!r}; its layers are "
-                     f"{', '.join(probe)}. Fix: config.units.layers = 'net:layer'.")
   return np.concatenate([np.asarray(step(params, x[i:i + batch]))
                          for i in range(0, len(x), batch)])
 
 
-def run_units(config, key, test, workdir: pathlib.Path, *, log) -> dict:
+def _purity_ks(config) -> list[int]:
+  return [int(k) for k in _floats(config.units.purity_k, "units.purity_k")]
+
+
+def run_units(config, key, test, workdir: pathlib.Path, classifiers, *, log) -> dict:
+  """Label purity of the top-k images along units and random directions, per layer."""
   cfg = config.units
-  ks = [int(k) for k in _floats(cfg.purity_k, "units.purity_k")]
+  ks = _purity_ks(config)
   x = data.to_float(test[0][: cfg.num_images])
   y = test[1][: cfg.num_images]
   results = {}
-  for i, item in enumerate(_names(cfg.layers)):
-    name, _, layer = item.partition(":")
+  for i, item in enumerate(core.names(cfg.layers)):
+    name, layer = split_layer(item)
     t0 = time.perf_counter()
-    phi = jnp.asarray(_features(zoo.load_classifier(name, log=log), layer, x))
+    phi = jnp.asarray(_features(classifiers[name], layer, x))
     dim = phi.shape[1]
     # Units whose activation never varies over the images (dead ReLUs) rank
     # nothing; they are counted and left out.
     live = np.flatnonzero(np.asarray(jnp.max(phi, 0) > jnp.min(phi, 0)))
-    k_dirs, k_sets, k_show = jax.random.split(jax.random.fold_in(key, i), 3)
+    k_dirs, k_sets, k_show = jax.random.split(core.rng(key, i), 3)
     units = jnp.eye(dim)[live]
-    directions = directions.random_directions(k_dirs, cfg.num_random, dim)
+    random_dirs = directions.random_directions(k_dirs, cfg.num_random, dim)
     yj = jnp.asarray(y)
     per_k = {}
     for k in ks:
       sets = jax.vmap(lambda kk: jax.random.permutation(kk, len(y))[:k])(
-          jax.random.split(jax.random.fold_in(k_sets, k), cfg.num_random))
+          jax.random.split(core.rng(k_sets, k), cfg.num_random))
       purity = {
-          "units": directions.label_purity(yj, directions.top_k_along(phi, units, k)[0], NUM_CLASSES),
+          "units": directions.label_purity(
+              yj, directions.top_k_along(phi, units, k)[0], NUM_CLASSES),
           "directions": directions.label_purity(
-              yj, directions.top_k_along(phi, directions, k)[0], NUM_CLASSES),
+              yj, directions.top_k_along(phi, random_dirs, k)[0], NUM_CLASSES),
           "random_sets": directions.label_purity(yj, sets, NUM_CLASSES),
       }
       per_k[k] = {group: {"mean": float(jnp.mean(p)), "at_least_90": float(jnp.mean(p >= 0.9)),
                           "values": [float(v) for v in p]} for group, p in purity.items()}
     shown_units = np.sort(np.asarray(jax.random.choice(
         k_show, jnp.asarray(live), (min(cfg.show_rows, len(live)),), replace=False)))
-    top_units = np.asarray(directions.top_k_along(phi, jnp.eye(dim)[shown_units], cfg.show_k)[0])
-    top_dirs = np.asarray(directions.top_k_along(phi, directions[: cfg.show_rows], cfg.show_k)[0])
-    figure = workdir / f"units_{name}_{layer}.png"
+    top_units = np.asarray(
+        directions.top_k_along(phi, jnp.eye(dim)[shown_units], cfg.show_k)[0])
+    top_dirs = np.asarray(
+        directions.top_k_along(phi, random_dirs[: cfg.show_rows], cfg.show_k)[0])
+    figure = workdir / f"units_{file_stem(name)}_{layer}.png"
     _plot_units(figure, x, y, top_units, top_dirs, shown_units,
                 title=f"{display(name)}, layer {layer}: {len(y)} held-out test images")
     results[item] = {"net": name, "layer": layer, "dim": int(dim), "live": int(len(live)),
@@ -213,15 +217,12 @@ def run_units(config, key, test, workdir: pathlib.Path, *, log) -> dict:
 
 
 def _plot_units(path, x, y, top_units, top_dirs, shown_units, *, title):
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
-
+  plt = core.pyplot()
   rows = max(len(top_units), len(top_dirs))
   k = top_units.shape[1]
   fig, axes = plt.subplots(rows, 2, figsize=(2 * 0.75 * k + 0.6, 0.95 * rows + 0.6),
                            squeeze=False)
-  for column, (tops, label) in enumerate(((top_units, "unit"), (top_dirs, "random direction"))):
+  for column, tops in enumerate((top_units, top_dirs)):
     for r in range(rows):
       ax = axes[r, column]
       ax.axis("off")
@@ -234,31 +235,27 @@ def _plot_units(path, x, y, top_units, top_dirs, shown_units, *, title):
       ax.set_title(f"{which}: labels {' '.join(str(int(y[j])) for j in tops[r])}", fontsize=8)
   fig.suptitle(title, fontsize=9)
   fig.tight_layout()
-  _savefig(fig, path)
+  core.save_figure(fig, path, dpi=90)
 
 
-def _savefig(fig, path):
-  import matplotlib.pyplot as plt
-  tmp = path.with_name(path.name + ".tmp.png")
-  fig.savefig(tmp, dpi=90)
-  plt.close(fig)
-  tmp.replace(path)
-
-
-def units_markdown(results: dict) -> str:
+def units_markdown(config, results: dict) -> str:
+  """The units table, in the config's order (``results`` may come back from JSON)."""
   rows = []
-  for item, r in results.items():
-    for k, p in r["purity"].items():
+  for item in core.names(config.units.layers):
+    r = results[item]
+    for k in map(str, _purity_ks(config)):
+      p = r["purity"][k]
       rows.append([f"{display(r['net'])} {r['layer']}, top {k}", f"{r['live']}/{r['dim']}",
                    str(r["num_random"]),
-                   _pct(p["units"]["mean"]), _pct(p["directions"]["mean"]),
-                   _pct(p["random_sets"]["mean"]),
-                   _pct(p["units"]["at_least_90"]), _pct(p["directions"]["at_least_90"])])
+                   core.pct(p["units"]["mean"]), core.pct(p["directions"]["mean"]),
+                   core.pct(p["random_sets"]["mean"]),
+                   core.pct(p["units"]["at_least_90"]),
+                   core.pct(p["directions"]["at_least_90"])])
   header = ["layer, top-k images", "live units", "random directions", "units: mean purity",
             "random directions: mean purity", "random image sets: mean purity",
             "units with purity ≥ 90%", "directions with purity ≥ 90%"]
   return ("### Units vs random directions: label purity of the top-k held-out images\n\n"
-          + markdown_table(header, rows) + "\n")
+          + core.markdown_table(header, rows) + "\n")
 
 
 # --------------------------------------------------------------------------
@@ -385,7 +382,7 @@ def cross_rows(key, sets: dict[str, Attacked], predicts: dict, x, y, *, noise_rm
     rows.append({"row": f"adversarial for {display(name)}", "distortion": s.mean_distortion,
                  "errors": errors(s.adv, s.labels), "images": len(s.labels)})
   for i, (name, s) in enumerate(sets.items()):
-    noisy, dist = (_at_distortion(jax.random.fold_in(key, i), s.clean, s.rms) if len(s.labels)
+    noisy, dist = (_at_distortion(core.rng(key, i), s.clean, s.rms) if len(s.labels)
                    else (s.clean, np.zeros(0)))
     rows.append({"row": f"Gaussian noise at the distortion of {display(name)}",
                  "distortion": mean(dist), "errors": errors(np.asarray(noisy), s.labels),
@@ -398,7 +395,7 @@ def cross_rows(key, sets: dict[str, Attacked], predicts: dict, x, y, *, noise_rm
                    "distortion": mean(dist), "errors": errors(np.asarray(magnified), s.labels),
                    "images": len(s.labels)})
   for j, rms in enumerate(noise_rms):
-    noisy, dist = _at_distortion(jax.random.fold_in(key, 1000 + j), x[common], rms)
+    noisy, dist = _at_distortion(core.rng(key, 1000 + j), x[common], rms)
     rows.append({"row": f"Gaussian noise, RMS {rms:g}", "distortion": mean(dist),
                  "errors": errors(np.asarray(noisy), y[common]), "images": len(common)})
   return rows, len(common)
@@ -406,9 +403,9 @@ def cross_rows(key, sets: dict[str, Attacked], predicts: dict, x, y, *, noise_rm
 
 def cross_markdown(title: str, rows: list[dict], nets: list[str]) -> str:
   header = ["examples"] + [display(n) for n in nets] + ["av. distortion", "images"]
-  body = [[r["row"]] + [_pct(r["errors"][n]) for n in nets]
-          + [_dist(r["distortion"]), str(r["images"])] for r in rows]
-  return f"### {title}\n\n" + markdown_table(header, body) + "\n"
+  body = [[r["row"]] + [core.pct(r["errors"][n]) for n in nets]
+          + [core.number(r["distortion"]), str(r["images"])] for r in rows]
+  return f"### {title}\n\n" + core.markdown_table(header, body) + "\n"
 
 
 def _plot_examples(path, sets: dict[str, Attacked], per_net: int = 4):
@@ -436,7 +433,7 @@ def _attack_inputs(config, test):
   n = config.num_attack_images
   x = data.to_float(test[0][:n])
   y = np.asarray(test[1][:n])
-  key = jax.random.fold_in(jax.random.key(config.seed), TARGETS_STREAM)
+  key = core.rng(config.seed, TARGETS_STREAM)
   targets = np.asarray(perturbations.random_targets(key, jnp.asarray(y), NUM_CLASSES))
   return x, y, targets
 
@@ -446,24 +443,33 @@ def _attack_all(nets, classifiers, predicts, config, test, workdir, *, log):
   sets = {}
   for name in nets:
     state = adversarial_set(name, classifiers[name], x, y, targets, config,
-                            workdir / "adversarial" / f"{name}.npz", log=log,
+                            workdir / "adversarial" / f"{file_stem(name)}.npz", log=log,
                             predict=predicts[name])
     sets[name] = Attacked.from_state(state, x, y, targets)
   return x, y, sets
 
 
-def _study(nets, config, key, test, workdir, *, log, noise_rms, magnify_rms=None):
+def _training_error(name: str, classifier: Classifier) -> dict:
+  """What a net was trained on and its error there; unknown for a user's model."""
+  kind, preset_name, seed = zoo.parse_spec(name)
+  if kind != "preset":  # an untrained architecture, or a user's model
+    return {"trained_on": "untrained" if kind == "init" else "unknown",
+            "train_images": None, "train_error": None}
+  preset = zoo.preset_config(preset_name, seed=seed)
+  own, _ = zoo.training_data(preset)  # the half a cross-training-set net saw
+  part = preset.get("train_part")
+  return {"trained_on": "all" if part is None else f"P{part + 1}",
+          "train_images": len(own[1]),
+          "train_error": 1.0 - training.accuracy(classifier, *own)}
+
+
+def _study(nets, classifiers, config, key, test, workdir, *, log, noise_rms,
+           magnify_rms=None):
   """One table per net (errors, distortion) and the cross table of ``nets``."""
-  classifiers = {n: zoo.load_classifier(n, log=log) for n in nets}
   per_net = {}
   for name in nets:
-    preset = zoo.preset_config(name)
-    own, _ = zoo.training_data(preset)  # the half a cross-training-set net saw
-    part = preset.get("train_part")
-    per_net[name] = {"trained_on": "all" if part is None else f"P{part + 1}",
-                     "train_images": len(own[1]),
-                     "train_error": 1.0 - training.accuracy(classifiers[name], *own),
-                     "test_error": 1.0 - training.accuracy(classifiers[name], *test)}
+    per_net[name] = _training_error(name, classifiers[name])
+    per_net[name]["test_error"] = 1.0 - training.accuracy(classifiers[name], *test)
   # One jitted predictor per net, shared by the attack's selection and the cross table.
   predicts = {n: _predict_fn(classifiers[n]) for n in nets}
   x, y, sets = _attack_all(nets, classifiers, predicts, config, test, workdir, log=log)
@@ -472,46 +478,86 @@ def _study(nets, config, key, test, workdir, *, log, noise_rms, magnify_rms=None
                          succeeded=len(s.labels))
   rows, common = cross_rows(key, sets, predicts, x, y, noise_rms=noise_rms,
                             magnify_rms=magnify_rms)
-  title = (f"error rate of each net (columns) on the examples of each row, made from the "
-           f"{common} of the first {len(y)} test images that every net classifies correctly")
-  return per_net, sets, rows, common, title
+  return per_net, sets, rows, common
 
 
-def run_tables(config, key, test, workdir, *, log) -> tuple[dict, str]:
-  nets = _names(config.table1)
-  table1, sets, rows, common, title = _study(
-      nets, config, key, test, workdir, log=log,
+def _cross_title(config, common: int) -> str:
+  return (f"error rate of each net (columns) on the examples of each row, made from "
+          f"the {common} of the first {config.num_attack_images} test images that "
+          "every net classifies correctly")
+
+
+def _count(v) -> str:
+  return core.MISSING if v is None else str(v)
+
+
+def run_tables(config, key, test, workdir, classifiers, *, log) -> dict:
+  nets = core.names(config.table1)
+  table1, sets, rows, common = _study(
+      nets, classifiers, config, key, test, workdir, log=log,
       noise_rms=_floats(config.noise_rms, "noise_rms"))
   _plot_examples(workdir / "adversarial_examples.png", sets)
-  body = [[display(n), _pct(r["train_error"]), _pct(r["test_error"]), _dist(r["distortion"]),
-           f"{r['succeeded']}/{r['attacked']}"] for n, r in table1.items()]
-  md = ("### Table 1: training error, test error and average minimum distortion\n\n"
-        + markdown_table(["net", "training error", "test error", "av. min. distortion",
-                          "attacks succeeded"], body) + "\n\n"
-        + cross_markdown(f"Table 2: cross-model generalisation: {title}", rows, nets))
-  return {"table1": table1, "table2": rows, "table2_images": common}, md
+  return {"table1": table1, "table2": rows, "table2_images": common}
 
 
-def run_cross_training(config, key, test, workdir, *, log) -> tuple[dict, str]:
-  nets = _names(config.cross_training)
-  table3, _, rows, common, title = _study(
-      nets, config, key, test, workdir, log=log, noise_rms=[config.magnify_rms],
-      magnify_rms=config.magnify_rms)
-  body = [[display(n), r["trained_on"], str(r["train_images"]), _pct(r["train_error"]),
-           _pct(r["test_error"]), _dist(r["distortion"])] for n, r in table3.items()]
-  md = ("### Table 3: nets trained on disjoint halves of the MNIST training set\n\n"
-        + markdown_table(["net", "trained on", "training images", "training error",
-                          "test error", "av. min. distortion"], body) + "\n\n"
-        + cross_markdown(f"Table 4: cross-training-set generalisation: {title}", rows, nets))
-  return {"table3": table3, "table4": rows, "table4_images": common}, md
+def tables_markdown(config, numbers: dict) -> str:
+  """Tables 1 and 2, in the config's order (``numbers`` may come back from JSON)."""
+  nets = core.names(config.table1)
+  table1 = numbers["table1"]
+  body = []
+  for n in nets:
+    r = table1[n]
+    body.append([display(n), core.pct(r["train_error"]), core.pct(r["test_error"]),
+                 core.number(r["distortion"]), f"{r['succeeded']}/{r['attacked']}"])
+  title = _cross_title(config, numbers["table2_images"])
+  return ("### Table 1: training error, test error and average minimum distortion\n\n"
+          + core.markdown_table(["net", "training error", "test error",
+                                 "av. min. distortion", "attacks succeeded"], body)
+          + "\n\n"
+          + cross_markdown(f"Table 2: cross-model generalisation: {title}",
+                           numbers["table2"], nets))
+
+
+def run_cross_training(config, key, test, workdir, classifiers, *, log) -> dict:
+  nets = core.names(config.cross_training)
+  table3, _, rows, common = _study(
+      nets, classifiers, config, key, test, workdir, log=log,
+      noise_rms=[config.magnify_rms], magnify_rms=config.magnify_rms)
+  return {"table3": table3, "table4": rows, "table4_images": common}
+
+
+def cross_training_markdown(config, numbers: dict) -> str:
+  """Tables 3 and 4, in the config's order (``numbers`` may come back from JSON)."""
+  nets = core.names(config.cross_training)
+  table3 = numbers["table3"]
+  body = []
+  for n in nets:
+    r = table3[n]
+    body.append([display(n), r["trained_on"], _count(r["train_images"]),
+                 core.pct(r["train_error"]), core.pct(r["test_error"]),
+                 core.number(r["distortion"])])
+  title = _cross_title(config, numbers["table4_images"])
+  return ("### Table 3: nets trained on disjoint halves of the MNIST training set\n\n"
+          + core.markdown_table(["net", "trained on", "training images",
+                                 "training error", "test error", "av. min. distortion"],
+                                body) + "\n\n"
+          + cross_markdown(f"Table 4: cross-training-set generalisation: {title}",
+                           numbers["table4"], nets))
 
 
 # --------------------------------------------------------------------------
 
 
+def _specs(config, part: str) -> list[str]:
+  """The classifier specs a part names."""
+  if part == "units":
+    return [split_layer(item)[0] for item in core.names(config.units.layers)]
+  return core.names(config.table1 if part == "tables" else config.cross_training)
+
+
 def validate(config, num_test: int) -> list[str]:
-  """Checks every setting before anything is written; returns the parts to run."""
-  parts = parts_of(config)
+  """Checks every setting, loading nothing; returns the parts to run."""
+  parts = core.parse_parts(config.parts, PARTS)
 
   def positive_int(value, name, most=None):
     if not isinstance(value, int) or value < 1 or (most is not None and value > most):
@@ -526,23 +572,16 @@ def validate(config, num_test: int) -> list[str]:
     positive_int(u.show_k, "units.show_k", u.num_images)
     for k in _floats(u.purity_k, "units.purity_k"):
       positive_int(int(k) if k == int(k) else k, "units.purity_k entries", u.num_images)
-    for item in _names(u.layers):
-      name, sep, layer = item.partition(":")
-      if not sep:
-        raise ValueError(f"config.units.layers entries are 'net:layer'; got {item!r}.")
-      # The layer names of the net's architecture, from shapes alone.
-      preset = zoo.preset_config(name)
-      apply_fn, params = models.init(preset.model, jax.random.key(0),
-                                     input_shape=data.image_shape(preset.dataset))
-      layers = jax.eval_shape(models.feature_fn(apply_fn), params,
-                              jnp.zeros((1, *apply_fn.input_shape), jnp.float32))
-      if layer not in layers:
-        raise ValueError(f"{name} has no layer {layer!r}; its layers are "
-                         f"{', '.join(layers)}. Fix: config.units.layers = 'net:layer'.")
-  for part, key in (("tables", "table1"), ("cross_training", "cross_training")):
-    if part in parts:
-      for name in _names(config[key]):
-        zoo.preset_config(name)  # one clear error for an unknown net
+  for part in parts:
+    specs = _specs(config, part)
+    if not specs:
+      field = {"units": "units.layers", "tables": "table1"}.get(part, part)
+      raise ValueError(f"The {part} part names no nets. Fix: set config.{field}.")
+    core.check_classifiers(*specs)  # one clear error for an unknown net
+    for name in specs:
+      if zoo.parse_spec(name)[0] == "pretrained":
+        raise ValueError(f"The {part} part cannot take {name!r}: this experiment is on "
+                         "MNIST. Fix: name a 10-class MNIST classifier.")
   if {"tables", "cross_training"} & set(parts):
     positive_int(config.num_attack_images, "num_attack_images", num_test)
     for name in ("c_search_steps", "max_iters", "chunk_images"):
@@ -555,59 +594,84 @@ def validate(config, num_test: int) -> list[str]:
   return parts
 
 
+def load_classifiers(config, parts, *, log=print) -> dict[str, Classifier]:
+  """Every classifier the parts name (``zoo.resolve``), checked to fit its part.
+
+  Raises:
+    ValueError: a classifier does not take 28x28x1 images into 10 classes, or
+      a units layer does not exist (the message names the part and the fix).
+  """
+  classifiers = {}
+  for part in parts:
+    for name in _specs(config, part):
+      if name not in classifiers:
+        classifier = zoo.resolve(name, log=log)
+        shape = getattr(classifier.apply_fn, "input_shape", None)
+        if shape is not None and tuple(shape) != IMAGE_SHAPE:
+          raise ValueError(f"The {part} part cannot take {name!r}: it takes "
+                           f"{tuple(shape)} images, not MNIST's {IMAGE_SHAPE}. Fix: "
+                           "name a 10-class MNIST classifier.")
+        k = num_classes_of(classifier.apply_fn, classifier.params, IMAGE_SHAPE)
+        if k != NUM_CLASSES:
+          raise ValueError(f"The {part} part cannot take {name!r}: it has {k} classes, "
+                           f"not MNIST's {NUM_CLASSES}. Fix: name a 10-class MNIST "
+                           "classifier.")
+        classifiers[name] = classifier
+  if "units" in parts:
+    for item in core.names(config.units.layers):
+      name, layer = split_layer(item)
+      layers = feature_layers(name, classifiers[name])
+      if layer not in layers:
+        raise ValueError(f"{name} has no layer {layer!r}; its layers are "
+                         f"{', '.join(layers)}. Fix: config.units.layers = "
+                         "'net:layer'.")
+  return classifiers
+
+
+MARKDOWN = {"units": lambda config, r: units_markdown(config, r["units"]),
+            "tables": tables_markdown, "cross_training": cross_training_markdown}
+
+
 def run(config, workdir, *, log=print) -> dict:
   """Runs ``config.parts``; returns every number (also in ``summary.json``).
 
-  Every setting is checked before the work directory is touched, so a bad
-  config leaves nothing behind that a corrected rerun would conflict with.
+  Every setting is checked and every classifier loaded before the work
+  directory is touched, so a bad config leaves nothing behind that a corrected
+  rerun would conflict with. A part that finished (``<part>/result.json``) is
+  read back on a rerun; an unfinished one resumes from its saved adversarial
+  examples.
   """
   test = data.load("mnist", "test")
   parts = validate(config, len(test[1]))
-  workdir, resuming = common.prepare_workdir(workdir, config)
+  classifiers = load_classifiers(config, parts, log=log)
+  workdir, resuming = core.prepare_workdir(workdir, config)
   if resuming:
     log(f"Resuming in {workdir}")
-  key = jax.random.key(config.seed)
-  summary, sections = {}, []
-  if "units" in parts:
-    summary["units"] = run_units(config, jax.random.fold_in(key, 0), test, workdir, log=log)
-    sections.append(units_markdown(summary["units"]))
-  if "tables" in parts:
-    numbers, md = run_tables(config, jax.random.fold_in(key, 1), test, workdir, log=log)
-    summary.update(numbers)
-    sections.append(md)
-  if "cross_training" in parts:
-    numbers, md = run_cross_training(config, jax.random.fold_in(key, 2), test, workdir, log=log)
-    summary.update(numbers)
-    sections.append(md)
+  args = lambda stream: (config, core.rng(config.seed, stream), test, workdir,
+                         classifiers)
+  runners = {
+      "units": lambda: {"units": run_units(*args(UNITS_STREAM), log=log)},
+      "tables": lambda: run_tables(*args(TABLE2_STREAM), log=log),
+      "cross_training": lambda: run_cross_training(*args(TABLE4_STREAM), log=log),
+  }
+  results = core.run_parts(workdir, parts, runners, log=log)
+  summary = {key: value for part in parts for key, value in results[part].items()
+             if key != "seconds"}
   header = (f"# Intriguing properties of neural networks, on MNIST\n\npreset "
             f"`{config.preset}`; L-BFGS on the first {config.num_attack_images} test images "
             f"each net classifies correctly, towards a random wrong label.\n")
-  tmp = workdir / "results.md.tmp"
-  tmp.write_text("\n".join([header] + sections))
-  tmp.replace(workdir / "results.md")
-  common.write_json(workdir / "summary.json", _jsonable(summary))
+  core.write_text(workdir / "results.md",
+                  "\n".join([header] + [MARKDOWN[part](config, results[part])
+                                        for part in parts]))
+  core.write_json(workdir / "summary.json", summary)
   log(f"Wrote {workdir / 'results.md'}")
   return summary
 
 
-def _jsonable(tree):
-  if isinstance(tree, dict):
-    return {str(k): _jsonable(v) for k, v in tree.items()}
-  if isinstance(tree, (list, tuple)):
-    return [_jsonable(v) for v in tree]
-  if isinstance(tree, (np.floating, np.integer)):
-    return tree.item()
-  if isinstance(tree, float) and not np.isfinite(tree):
-    return None
-  return tree
-
-
 def main(argv):
   del argv
-  config = _CONFIG.value
-  run(config, pathlib.Path(_WORKDIR.value or f"runs/szegedy_{config.preset}"))
+  run(core.CONFIG.value, core.WORKDIR.value)
 
 
 if __name__ == "__main__":
-  flags.mark_flag_as_required("config")
-  app.run(main)
+  core.cli(main)

@@ -10,7 +10,10 @@ Presets:
   all: both.
   smoke: an untrained FC100-100-10 ("init:fc100_100_10"), 2 images, a few
     iterations: seconds, for the tests.
-Classifiers are zoo presets or ``init:<arch>`` (an untrained zoo architecture).
+Classifiers are foolingjax.zoo.resolve specs: a zoo preset (``lenet_mnist``, or
+``lenet_mnist@1`` for the net trained with seed 1), ``init:<arch>[@seed]`` (an
+untrained zoo architecture), or ``package.module:function`` (a user's model; the
+bounds need its architecture's layer description).
 """
 
 import ml_collections
@@ -24,8 +27,7 @@ def get_config(preset: str = "all"):
   config = ml_collections.ConfigDict()
   config.preset = preset
   config.seed = 0
-  config.classifiers = f"{MNIST_NETS},{IMAGENET_NETS}"  # comma-separated
-  config.classifier_seed = 0
+  config.classifiers = f"{MNIST_NETS},{IMAGENET_NETS}"  # comma-separated, name[@seed]
   config.power_iters = 300  # power-iteration steps per affine layer
   config.mnist_num_images = 20  # first MNIST test images
   config.imagenet_num_images = 2  # scikit-image sample photos, in a fixed order

@@ -13,7 +13,13 @@ Presets:
          sigmoid (the paper's) hidden units; the sigmoid nets are trained on
          first use.
   smoke  every part tiny (bundled weights, 12 attacked images, a short c
-         search), for the tests: well under a minute.
+         search), for the tests: a few minutes on two CPU cores.
+
+Nets are foolingjax.zoo.resolve specs: a zoo preset (``fc100_100_10_mnist``, or
+``fc100_100_10_mnist@1`` for the net trained with seed 1), ``init:<arch>[@seed]``
+(untrained), or ``package.module:function`` (a user's 10-class MNIST model; the
+units part needs named hidden layers, so it takes a user's model only if its
+module has a ``features`` method).
 """
 
 import ml_collections
@@ -34,7 +40,7 @@ def get_config(preset: str = "all"):
   c.parts = ",".join(PARTS)
 
   # Units vs random directions: "classifier:layer" pairs (layer = a key of the
-  # zoo model's features()); the images are the first num_images test images.
+  # model's features()); the images are the first num_images test images.
   c.units = ml_collections.ConfigDict(dict(
       layers="fc100_100_10_mnist:fc2,lenet_mnist:ip1",
       num_images=10000,
