@@ -9,7 +9,7 @@ import optax
 import pytest
 from PIL import Image
 
-from experiments import common
+from experiments import core
 from experiments.attacks_defences import defend
 from experiments.attacks_defences.configs import defend as defend_config
 from foolingjax import defenses, models, training, zoo
@@ -132,27 +132,29 @@ def test_adversarial_loss_mixes_clean_and_adversarial_terms(key, mnist_small):
       apply_fn(p, xs), y).mean()
   from foolingjax import attacks
   adv = attacks.fgsm(apply_fn, params, x, y, eps=0.1)
-  half = defenses.make_adversarial_loss(apply_fn, adversary="fgsm", eps=0.1, alpha=0.5)
-  value, _ = half(params, key, x, y)
+  half = defenses.make_adversarial_loss(adversary="fgsm", eps=0.1, alpha=0.5)
+  value = half(apply_fn, params, x, y, key)
   np.testing.assert_allclose(value, 0.5 * ce(params, x) + 0.5 * ce(params, adv), rtol=1e-5)
   # No gradient flows through the attack: the gradient is that of J at fixed x_adv.
-  only_adv = defenses.make_adversarial_loss(apply_fn, adversary="fgsm", eps=0.1, alpha=0.0)
-  grad = jax.grad(lambda p: only_adv(p, key, x, y)[0])(params)
+  only_adv = defenses.make_adversarial_loss(adversary="fgsm", eps=0.1, alpha=0.0)
+  grad = jax.grad(lambda p: only_adv(apply_fn, p, x, y, key))(params)
   chex.assert_trees_all_close(grad, jax.grad(lambda p: ce(p, adv))(params), rtol=1e-5)
-  madry = defenses.make_adversarial_loss(apply_fn, adversary="pgd", eps=0.1, alpha=0.0,
-                                         steps=5)
-  assert float(madry(params, key, x, y)[0]) > float(ce(params, x))
+  madry = defenses.make_adversarial_loss(adversary="pgd", eps=0.1, alpha=0.0, steps=5)
+  assert float(madry(apply_fn, params, x, y, key)) > float(ce(params, x))
+  # PGD's random start comes from the loss's key.
+  assert float(madry(apply_fn, params, x, y, jax.random.key(7))) != float(
+      madry(apply_fn, params, x, y, key))
   with pytest.raises(ValueError, match="adversary"):
-    defenses.make_adversarial_loss(apply_fn, adversary="cw", eps=0.1, alpha=0.5)
+    defenses.make_adversarial_loss(adversary="cw", eps=0.1, alpha=0.5)
 
 
 def test_temperature_loss_and_scaled_classifier(key, mnist_small):
   apply_fn, params = models.init("fc10", key)
   x, y = jnp.asarray(mnist_small[0][:8]), jnp.asarray(mnist_small[1][:8])
   logits = apply_fn(params, x)
-  loss = defenses.temperature_loss(apply_fn, temperature=4.0)
-  hard, _ = loss(params, None, x, y)
-  soft, _ = loss(params, None, x, jax.nn.one_hot(y, 10))
+  loss = defenses.temperature_loss(temperature=4.0)
+  hard = loss(apply_fn, params, x, y, None)
+  soft = loss(apply_fn, params, x, jax.nn.one_hot(y, 10), None)
   expected = optax.softmax_cross_entropy_with_integer_labels(logits / 4.0, y).mean()
   np.testing.assert_allclose(hard, expected, rtol=1e-6)
   np.testing.assert_allclose(soft, expected, rtol=1e-6)
@@ -166,7 +168,7 @@ def test_temperature_loss_and_scaled_classifier(key, mnist_small):
       proba, jax.nn.softmax(apply_fn(params, jnp.asarray(u8, jnp.float32) / 255) / 4.0),
       rtol=1e-5, atol=1e-7)
   with pytest.raises(ValueError, match="temperature"):
-    defenses.temperature_loss(apply_fn, temperature=0.0)
+    defenses.temperature_loss(temperature=0.0)
 
 
 def test_distilled_logits_saturate_the_cross_entropy_gradient(key):
@@ -189,12 +191,68 @@ def test_fit_lowers_the_loss_and_leaves_the_start_params_usable(key, mnist_test)
   config = training.default_config()
   config.update(epochs=2, batch_size=64, learning_rate=1e-2)
   trained, history = defenses.fit(key, (apply_fn, params), train, config=config,
-                                  loss_fn=defenses.cross_entropy_loss(apply_fn),
+                                  loss_fn=defenses.cross_entropy_loss(),
                                   test=(x[:256], y[:256].astype(np.int32)))
   assert history["train_loss"][1] < history["train_loss"][0]
   assert history["test_accuracy"][-1] > 0.5
   chex.assert_tree_all_finite(params)  # not donated away
   assert not np.allclose(trained["out"]["kernel"], params["out"]["kernel"])
+
+
+def test_defences_train_with_the_one_training_loop(key, mnist_test, monkeypatch):
+  # defenses.fit is training.fit from the given params with the given key: no
+  # optimiser loop of its own.
+  import inspect
+  source = inspect.getsource(defenses)
+  for loop_part in ("apply_gradients", "make_optimizer", "epoch_batches", "TrainState"):
+    assert loop_part not in source
+  x, y = mnist_test
+  train, test = (x[:256], y[:256]), (x[256:456], y[256:456])
+  init = models.init("fc10", key)
+  config = training.default_config()
+  config.update(epochs=1, batch_size=64, learning_rate=1e-2, model="fc10")
+  adversarial = defenses.make_adversarial_loss(adversary="pgd", eps=0.1, alpha=0.0,
+                                               steps=2)
+  distillation = defenses.temperature_loss(temperature=20.0)
+  soft = np.asarray(defenses.predict_proba(init.apply_fn, init.params,
+                                           jnp.asarray(x[:256]), temperature=20.0))
+  calls, real_fit = [], training.fit
+
+  def spy(*args, **kwargs):
+    calls.append(kwargs["loss_fn"])
+    return real_fit(*args, **kwargs)
+  monkeypatch.setattr(training, "fit", spy)
+  for loss_fn, split in ((adversarial, train), (distillation, (x[:256], soft))):
+    params, history = defenses.fit(jax.random.key(2), init, split, loss_fn=loss_fn,
+                                   config=config, test=test)
+    direct, direct_history = real_fit(config, split, test, loss_fn=loss_fn, init=init,
+                                      key=jax.random.key(2), log=None)
+    chex.assert_trees_all_equal(params, direct.params)
+    assert history["train_loss"] == direct_history["train_loss"]
+  assert calls == [adversarial, distillation]
+
+
+def test_adversarial_training_resumes_bit_identically(key, mnist_test, tmp_path):
+  x, y = mnist_test
+  train = (x[:256], y[:256])
+  init = models.init("fc10", key)
+  config = training.default_config()
+  config.update(epochs=3, batch_size=64, learning_rate=1e-2)
+  pgd = defenses.make_adversarial_loss(adversary="pgd", eps=0.1, alpha=0.5, steps=2)
+  run = lambda **kw: defenses.fit(jax.random.key(4), init, train, loss_fn=pgd,
+                                  config=config, **kw)
+  full, _ = run()
+
+  def stop_after_second(msg):
+    if "epoch 2/3" in msg:
+      raise KeyboardInterrupt
+  with pytest.raises(KeyboardInterrupt):
+    run(workdir=tmp_path, log=stop_after_second)
+  resumed_log = []
+  resumed, history = run(workdir=tmp_path, log=resumed_log.append)
+  assert "resumed from" in resumed_log[0] and "epoch 2/3" in resumed_log[0]
+  assert history["epoch"] == [1, 2, 3]
+  chex.assert_trees_all_equal(resumed, full)
 
 
 def test_roc_auc_known_answers():
@@ -237,8 +295,14 @@ def test_smoke_run_writes_checked_files(tmp_path):
 
   saved = json.loads((tmp_path / "results.json").read_text())
   assert set(saved["curves"]) == set(defend.MODELS)
-  for name in defend.MODELS:
+  # The standard net is the bundled trained FC100-100-10; the others train here.
+  assert saved["histories"]["standard"] == {"source": "fc100_100_10_mnist"}
+  for name in defend.MODELS[1:]:
     assert (tmp_path / "models" / f"{name}.msgpack").is_file()
+  standard_pgd = [p["accuracy"] for p in saved["curves"]["standard"]["pgd"]]
+  assert standard_pgd[0] >= 0.9                   # a trained net, clean
+  assert standard_pgd[-1] <= standard_pgd[0] - 0.5  # and PGD at ε = 0.3 breaks it
+  for name in defend.MODELS:
     for attack in ("fgsm", "pgd"):
       points = saved["curves"][name][attack]
       assert [p["eps"] for p in points] == list(config.eps_linf)
@@ -249,7 +313,7 @@ def test_smoke_run_writes_checked_files(tmp_path):
   assert [r["side"] for r in saved["patch"]["rows"]] == list(config.patch_sides)
   assert all(0 <= r["success_rate"] <= 1 for r in saved["patch"]["rows"])
   assert saved["uap"]["norm_linf"] <= config.uap_eps + 1e-6
-  assert "init:fc10 (held-out)" in saved["uap"]["fooling_rate"]
+  assert "fc10_wd1e-4_mnist (held-out)" in saved["uap"]["fooling_rate"]
   assert set(saved["detector"]["auc"]) == {"fgsm", "pgd", "lbfgs", "uap"}
   for name, auc in saved["detector"]["auc"].items():
     assert auc is None or 0 <= auc <= 1
@@ -274,5 +338,36 @@ def test_smoke_run_writes_checked_files(tmp_path):
 
   other = defend_config.get_config("smoke")
   other.temperature = 5.0
-  with pytest.raises(common.WorkdirConflictError):
+  with pytest.raises(core.WorkdirConflictError):
     defend.run(other, tmp_path, log=lambda _: None)
+
+
+def _tiny_defend_config(**overrides):
+  config = defend_config.get_config("smoke")
+  config.update(dict(train_size=128, num_test=16, eval_batch_size=16, lbfgs_images=2,
+                     patch_sides=(6,), patch_steps=2, patch_train_images=16,
+                     uap_images=8, eps_linf=(0.0, 0.1)))
+  config.update(overrides)
+  return config
+
+
+def test_a_users_model_defends_and_is_attacked(tmp_path):
+  user = "tests.user_models:tiny_mnist_classifier"
+  config = _tiny_defend_config(model=user, standard="train", uap_transfer=user,
+                               detector_layers=())
+  result = defend.run(config, tmp_path, log=lambda _: None)
+  assert set(result["curves"]) == set(defend.MODELS)
+  assert result["detector"] is None
+  assert f"{user} (held-out)" in result["uap"]["fooling_rate"]
+  assert "No detector" in (tmp_path / "results.md").read_text()
+
+
+def test_defend_refuses_bad_classifiers_before_the_workdir(tmp_path):
+  user = "tests.user_models:tiny_mnist_classifier"
+  with pytest.raises(ValueError, match="has no features method"):
+    defend.run(_tiny_defend_config(model=user, standard="train"), tmp_path / "a",
+               log=lambda _: None)
+  with pytest.raises(ValueError, match="nosuchnet"):
+    defend.run(_tiny_defend_config(uap_transfer="nosuchnet"), tmp_path / "b",
+               log=lambda _: None)
+  assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()

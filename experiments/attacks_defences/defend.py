@@ -26,33 +26,55 @@ patch_success.png, patches.png, uap.png, detector_roc.png, models/*.msgpack.
 from __future__ import annotations
 
 import functools
-import pathlib
 import time
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-from absl import app
 
-from experiments import common
+from experiments import core
 from foolingjax import attacks, checkpoint, data, defenses, images, models, zoo
 from foolingjax.attacks import losses
-
-_CONFIG = common.CONFIG
-_WORKDIR = common.WORKDIR
+from foolingjax.contract import ApplyFn
 
 MODELS = ("standard", "fgsm_trained", "pgd_trained", "distilled")
 LABELS = {"standard": "standard", "fgsm_trained": "FGSM-trained (Goodfellow)",
           "pgd_trained": "PGD-trained (Madry)", "distilled": "distilled"}
 
 
-def _load_named(name: str, key):
-  if name.startswith("zoo:"):
-    return zoo.load_classifier(name[4:], seed=0)
-  if name.startswith("init:"):
-    return models.init(name[5:], key)
-  raise ValueError(f"Unknown classifier {name!r}; use 'zoo:<preset>' or 'init:<arch>'.")
+def initial_model(config, key):
+  """The net every defence trains from: ``(apply_fn, initial params)``.
+
+  ``config.model`` is a zoo architecture (initialised from ``key``) or any
+  :func:`foolingjax.zoo.resolve` spec, e.g. a user's ``package.module:function``,
+  whose parameters are the starting point.
+  """
+  if config.model in models.ARCHITECTURES:
+    return models.init(config.model, key)
+  return zoo.resolve(config.model)
+
+
+def has_features(apply_fn) -> bool:
+  return isinstance(apply_fn, ApplyFn) and hasattr(apply_fn.module, "features")
+
+
+def validate(config) -> None:
+  """Every setting, and every classifier named, before the work directory exists."""
+  core.check([
+      (config.train_size >= 1 and config.num_test >= 1,
+       "train_size and num_test must be >= 1"),
+      (all(e >= 0 for e in config.eps_linf) and config.table_eps in config.eps_linf,
+       f"eps_linf must be >= 0 and hold table_eps ({config.table_eps})"),
+      (config.temperature > 0, f"temperature must be > 0, got {config.temperature}"),
+      (config.uap_norm in ("linf", "l2"), f"uap_norm must be linf or l2, got "
+       f"{config.uap_norm!r}"),
+  ], what="defend")
+  if config.model not in models.ARCHITECTURES:
+    core.check_classifiers(config.model)
+  core.check_classifiers(*core.names(config.uap_transfer))
+  if config.standard != "train":
+    core.check_classifiers(config.standard)
 
 
 def _train_config(config, epochs=None) -> ml_collections.ConfigDict:
@@ -64,7 +86,10 @@ def _train_config(config, epochs=None) -> ml_collections.ConfigDict:
 
 def train_models(key, config, train, test, workdir, *, log) -> tuple[object, dict, dict]:
   """``(apply_fn, {name: params}, {name: history})``, reusing saved params."""
-  apply_fn, template = models.init(config.model, jax.random.key(0))
+  keys = dict(zip(("init", "standard", "fgsm", "pgd", "teacher", "student"),
+                  jax.random.split(key, 6)))
+  init = initial_model(config, keys["init"])
+  apply_fn, template = init
   model_dir = workdir / "models"
   model_dir.mkdir(exist_ok=True)
   params, histories = {}, {}
@@ -82,29 +107,31 @@ def train_models(key, config, train, test, workdir, *, log) -> tuple[object, dic
     histories[name]["total_seconds"] = time.perf_counter() - t0
     checkpoint.save(path, params[name], meta={"history": histories[name]})
 
-  keys = dict(zip(("init", "standard", "fgsm", "pgd", "teacher", "student"),
-                  jax.random.split(key, 6)))
-  init = models.init(config.model, keys["init"])
-  if config.standard.startswith("zoo:"):
-    params["standard"] = zoo.load_classifier(config.standard[4:], seed=0).params
+  if config.standard != "train":
+    params["standard"] = zoo.resolve(config.standard, log=log).params
+    if (jax.tree_util.tree_structure(params["standard"])
+        != jax.tree_util.tree_structure(template)):
+      raise ValueError(f"config.standard {config.standard!r} is not a {config.model} "
+                       "net (its parameters differ). Fix: name a classifier of "
+                       "config.model's architecture, or --config.standard=train.")
     histories["standard"] = {"source": config.standard}
   else:
     cached("standard", lambda: defenses.fit(
-        keys["standard"], init, train, loss_fn=defenses.cross_entropy_loss(apply_fn),
+        keys["standard"], init, train, loss_fn=defenses.cross_entropy_loss(),
         config=_train_config(config), test=test, log=log))
   cached("fgsm_trained", lambda: defenses.fit(
       keys["fgsm"], init, train, config=_train_config(config), test=test, log=log,
       loss_fn=defenses.make_adversarial_loss(
-          apply_fn, adversary="fgsm", eps=config.fgsm_train_eps,
+          adversary="fgsm", eps=config.fgsm_train_eps,
           alpha=config.fgsm_train_alpha)))
   cached("pgd_trained", lambda: defenses.fit(
       keys["pgd"], init, train, config=_train_config(config), test=test, log=log,
       loss_fn=defenses.make_adversarial_loss(
-          apply_fn, adversary="pgd", eps=config.pgd_train_eps, alpha=0.0,
+          adversary="pgd", eps=config.pgd_train_eps, alpha=0.0,
           steps=config.pgd_train_steps)))
 
   def distill():
-    loss_t = defenses.temperature_loss(apply_fn, temperature=config.temperature)
+    loss_t = defenses.temperature_loss(temperature=config.temperature)
     log(f"  teacher at T = {config.temperature:g}")
     teacher, h_teacher = defenses.fit(keys["teacher"], init, train, loss_fn=loss_t,
                                       config=_train_config(config), test=test, log=log)
@@ -256,8 +283,8 @@ def uap_results(key, apply_fn, params, train_x, x, y, config, workdir, *, log) -
           "standard (held-out)": rate(apply_fn, params["standard"], x)}
   for name in MODELS[1:]:
     rows[f"{LABELS[name]} (held-out)"] = rate(apply_fn, params[name], x)
-  for i, name in enumerate(n.strip() for n in config.uap_transfer.split(",")):
-    other_fn, other_params = _load_named(name, jax.random.fold_in(key, i))
+  for name in core.names(config.uap_transfer):
+    other_fn, other_params = zoo.resolve(name, log=log)
     rows[f"{name} (held-out)"] = rate(other_fn, other_params, x)
   # Random noise of the same norm, as the paper's baseline.
   noise = jax.random.uniform(jax.random.fold_in(key, 12345), v.shape, minval=-1, maxval=1)
@@ -341,10 +368,7 @@ def detector_results(key, apply_fn, params, train_xy, test_xy, lbfgs, uap_v, con
 
 
 def _plot(path, series, *, xlabel, ylabel, title, ylim=(-0.02, 1.02)):
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
-
+  plt = core.pyplot()
   fig, ax = plt.subplots(figsize=(6.5, 4.2))
   for label, xs, ys, style in series:
     ax.plot(xs, ys, linestyle=style, marker="o" if len(xs) < 30 else None, ms=3,
@@ -356,20 +380,16 @@ def _plot(path, series, *, xlabel, ylabel, title, ylim=(-0.02, 1.02)):
   ax.grid(alpha=0.3)
   ax.legend(fontsize=7)
   fig.tight_layout()
-  tmp = pathlib.Path(str(path) + ".tmp.png")
-  fig.savefig(tmp, dpi=100)
-  plt.close(fig)
-  tmp.replace(path)
+  core.save_figure(fig, path)
 
 
-def _pct(v):
-  return "n/a" if v is None else f"{100 * v:.1f}%"
+_pct = core.pct
 
 
 def markdown(config, results) -> str:
   eps = config.table_eps
   at = lambda curve: next(p["accuracy"] for p in curve if abs(p["eps"] - eps) < 1e-9)
-  det = results["detector"]["auc"]
+  det = results["detector"]["auc"] if results["detector"] else {}
   lines = [
       f"Dataset {config.dataset}, model {config.model}, first {config.num_test} test "
       f"images; L∞ ε = {eps:g}; PGD {config.pgd_steps} steps with random start; L-BFGS "
@@ -384,12 +404,13 @@ def markdown(config, results) -> str:
     auc = "—"
     if name == "standard":
       auc = ", ".join(f"{k} {v:.3f}" for k, v in det.items() if v is not None)
-    median = "n/a" if lb["median_l2"] is None else f"{lb['median_l2']:.2f}"
+    median = core.number(lb["median_l2"], 2)
     lines.append(f"| {LABELS[name]} | {_pct(curves['fgsm'][0]['accuracy'])} | "
                  f"{_pct(at(curves['fgsm']))} | {_pct(at(curves['pgd']))} | "
                  f"{_pct(lb['robust_accuracy'])} | {median} | {auc} |")
-  lines += ["", "Detector AUCs: fgsm and pgd were seen in training (at ε = "
-            f"{eps:g}); lbfgs and uap were not.", "",
+  lines += ["", ("Detector AUCs: fgsm and pgd were seen in training (at ε = "
+            f"{eps:g}); lbfgs and uap were not." if det else
+            "No detector (config.detector_layers is empty)."), "",
             f"Distillation (T = {config.temperature:g}) and gradient masking: accuracy "
             f"at ε = {eps:g}", "", "| attack | standard | distilled |", "|---|---|---|"]
   masking = results["masking"]
@@ -415,7 +436,14 @@ def markdown(config, results) -> str:
 
 def run(config, workdir, *, log=print) -> dict:
   """Trains or reuses the models, measures everything, writes the files."""
-  workdir, _ = common.prepare_workdir(workdir, config)
+  validate(config)
+  if config.detector_layers and not has_features(
+      initial_model(config, jax.random.key(0)).apply_fn):
+    raise ValueError(f"The detector reads layers {tuple(config.detector_layers)} of the "
+                     f"standard net, but {config.model!r} has no features method. Fix: "
+                     "--config.detector_layers='()' to leave the detector out, or give "
+                     "the model's module a features(x) method returning its layers.")
+  workdir, _ = core.prepare_workdir(workdir, config)
   key = jax.random.key(config.seed)
   k_models, k_curves, k_mask, k_patch, k_uap, k_det = jax.random.split(key, 6)
   timings = {}
@@ -448,7 +476,7 @@ def run(config, workdir, *, log=print) -> dict:
   stage("uap", lambda: uap_results(k_uap, apply_fn, params, float_train(config.uap_images),
                                    x, y, config, workdir, log=log))
   d = config.detector_test_images
-  stage("detector", lambda: detector_results(
+  stage("detector", lambda: None if not config.detector_layers else detector_results(
       k_det, apply_fn, params["standard"],
       (float_train(config.detector_train_images), train_y[:config.detector_train_images]
        .astype(np.int32)), (x[:d], y[:d]),
@@ -471,19 +499,17 @@ def run(config, workdir, *, log=print) -> dict:
       "uap": {k: v for k, v in stages["uap"].items() if k != "v"},
       "detector": stages["detector"], "histories": histories, "seconds": timings,
   }
-  common.write_json(workdir / "results.json", results)
+  core.write_json(workdir / "results.json", results)
   table = markdown(config, results)
-  tmp = workdir / "results.md.tmp"
-  tmp.write_text(table)
-  tmp.replace(workdir / "results.md")
+  core.write_text(workdir / "results.md", table)
   log(table)
   return results
 
 
 def main(argv):
   del argv
-  run(_CONFIG.value, pathlib.Path(_WORKDIR.value or f"runs/defend_{_CONFIG.value.preset}"))
+  run(core.CONFIG.value, core.WORKDIR.value)
 
 
 if __name__ == "__main__":
-  app.run(main)
+  core.cli(main)

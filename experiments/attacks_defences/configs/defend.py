@@ -11,7 +11,8 @@ Presets:
     transfer to LeNet and FC200-200-10, and an activation detector.
   smoke: the same pipeline at toy sizes (seconds), for the tests.
 Trained models are saved under ``<workdir>/models`` and reused by a rerun of
-the same config.
+the same config. ``model``, ``standard`` and ``uap_transfer`` take
+``foolingjax.zoo.resolve`` specs, so your own model defends and is attacked too.
 """
 
 import ml_collections
@@ -22,9 +23,12 @@ def get_config(preset: str = "all"):
   c.preset = preset
   c.seed = 0
   c.dataset = "mnist"
+  # The architecture every defence trains from (or any foolingjax.zoo.resolve spec,
+  # e.g. your package.module:function, whose parameters are the starting point).
   c.model = "fc100_100_10"
-  # "zoo:<preset>" loads a bundled / cached zoo net; otherwise it is trained here.
-  c.standard = "zoo:fc100_100_10_mnist"
+  # The standard net: a zoo.resolve spec of config.model's architecture, or "train"
+  # to train it here.
+  c.standard = "fc100_100_10_mnist"
   c.train_size = 60000         # first training images used by the trained models
   c.num_test = 1000            # first test images for every evaluation
   c.eval_batch_size = 500
@@ -70,9 +74,9 @@ def get_config(preset: str = "all"):
   c.uap_images = 1000          # training images the UAP is computed on
   c.uap_passes = 3
   c.uap_deepfool_steps = 10
-  c.uap_transfer = "zoo:lenet_mnist,zoo:fc200_200_10_mnist"
+  c.uap_transfer = "lenet_mnist,fc200_200_10_mnist"  # zoo.resolve specs
 
-  c.detector_layers = ("fc1", "fc2", "logits")
+  c.detector_layers = ("fc1", "fc2", "logits")  # () leaves the detector out
   c.detector_train_images = 1000  # training images (clean + FGSM + PGD at table ε)
   c.detector_test_images = 300    # test images for the held-out AUCs
   c.detector_steps = 500
@@ -82,7 +86,7 @@ def get_config(preset: str = "all"):
   if preset == "all":
     pass
   elif preset == "smoke":
-    c.standard = "train"
+    # The bundled trained standard net: "attacks lower accuracy" is a real check.
     c.train_size = 512
     c.num_test = 64
     c.eval_batch_size = 32
@@ -102,7 +106,7 @@ def get_config(preset: str = "all"):
     c.uap_images = 24
     c.uap_passes = 1
     c.uap_deepfool_steps = 3
-    c.uap_transfer = "init:fc10"
+    c.uap_transfer = "fc10_wd1e-4_mnist"
     c.detector_train_images = 48
     c.detector_test_images = 24
     c.detector_steps = 20
