@@ -1,0 +1,76 @@
+"""Every entrypoint through its command line, as a user types it (subprocesses).
+
+The experiments' own tests call ``run(config, workdir)``; these catch what only
+the command line does: the locked flag config, required flags, ``--config.x``
+overrides, the module path in the README.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import REPO
+
+# entrypoint module, config file, preset, overrides keeping the run to seconds.
+ENTRYPOINTS = {
+    "experiments.nguyen2015.fool": ("experiments/nguyen2015/configs/fool.py", "smoke",
+                                    ["--config.generations=2"]),
+    "experiments.nguyen2015.followups": (
+        "experiments/nguyen2015/configs/followups.py", "smoke",
+        ["--config.parts=transfer", "--config.evolve.generations=2",
+         "--config.evolve.runs=1"]),
+    "experiments.szegedy2013.properties": (
+        "experiments/szegedy2013/configs/properties.py", "smoke",
+        ["--config.parts=units"]),
+    "experiments.szegedy2013.lipschitz": ("experiments/szegedy2013/configs/lipschitz.py",
+                                          "smoke", []),
+    "experiments.attacks_defences.attack": (
+        "experiments/attacks_defences/configs/attack.py", "smoke",
+        ["--config.pgd_steps=1", "--config.lbfgs_num_images=1"]),
+    "experiments.attacks_defences.defend": (
+        "experiments/attacks_defences/configs/defend.py", "smoke", []),
+    "experiments.cs231n.visualize": ("experiments/cs231n/configs/visualize.py", "smoke",
+                                     ["--config.parts=attribution"]),
+    "experiments.zoo.train": ("experiments/zoo/configs/train.py", "smoke",
+                              ["--config.train_limit=512", "--config.test_limit=128"]),
+}
+
+
+def _run(args, cwd=REPO, timeout=900):
+  env = dict(os.environ, PYTHONPATH=str(REPO))
+  return subprocess.run([sys.executable, "-m", *args], cwd=cwd, env=env,
+                        capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.mark.parametrize("module", sorted(ENTRYPOINTS))
+def test_entrypoint_runs_from_the_command_line(module, tmp_path):
+  config_file, preset, overrides = ENTRYPOINTS[module]
+  workdir = tmp_path / "run"
+  result = _run([module, f"--config={config_file}:{preset}", f"--workdir={workdir}",
+                 *overrides])
+  assert result.returncode == 0, result.stderr[-3000:]
+  written = json.loads((workdir / "config.json").read_text())
+  assert written["preset"] == preset
+  for override in overrides:  # --config.a.b=v reached the run
+    path, _, value = override.removeprefix("--config.").partition("=")
+    node = written
+    for part in path.split("."):
+      node = node[part]
+    assert str(node) == value or str(node).lower() == value.lower()
+  outputs = {p.name for p in workdir.iterdir()} - {"config.json"}
+  assert outputs, f"{module} wrote nothing but config.json"
+
+
+@pytest.mark.parametrize("module", sorted(ENTRYPOINTS))
+def test_missing_flags_give_one_clear_error(module, tmp_path):
+  config_file, preset, _ = ENTRYPOINTS[module]
+  for args, flag in (([f"--workdir={tmp_path / 'w'}"], "--config"),
+                     ([f"--config={config_file}:{preset}"], "--workdir")):
+    result = _run([module, *args], timeout=300)
+    assert result.returncode != 0
+    assert f"Flag {flag} must have a value other than None" in result.stderr
+    assert "Traceback" not in result.stderr
+  assert not (tmp_path / "w").exists()
