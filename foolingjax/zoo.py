@@ -236,6 +236,35 @@ def resolve(spec: str, *, train_if_missing: bool = True,
   return load_classifier(name, seed=seed, train_if_missing=train_if_missing, log=log)
 
 
+def display_name(spec: str) -> str:
+  """A table label for a classifier spec, from its architecture's display name.
+
+  ``fc10_wd1e-4_mnist`` -> ``FC10(1e-4)``, ``fc100_100_10_mnist_p2`` ->
+  ``FC100-100-10' (P2)`` (Szegedy et al.'s names), ``lenet_mnist@1`` ->
+  ``LeNet seed 1``, ``init:fc10`` -> ``FC10 (untrained)``; a user's model keeps
+  its spec.
+  """
+  kind, name, seed = parse_spec(spec)
+  if kind == "user":
+    return name
+  if kind == "pretrained":
+    return models.spec(name.removesuffix("_imagenet")).display_name
+  if kind == "init":
+    return f"{models.spec(name).display_name} (untrained)" + (f" seed {seed}" if seed else "")
+  overrides = PRESETS[name]
+  label = models.spec(overrides["model"]).display_name
+  if overrides["model"] == "fc10" and "weight_decay" in overrides:
+    mantissa, exponent = f"{overrides['weight_decay']:e}".split("e")
+    wd = f"{float(mantissa):g}" + (f"e{int(exponent)}" if int(exponent) else "")
+    label += f"({wd})"
+  if "train_part" in overrides:
+    part = overrides["train_part"] + 1
+    label += ("'" * (part - 1)) + f" (P{part})"
+  if overrides.get("dataset", "mnist") != "mnist":
+    label += f" on {overrides['dataset']}"
+  return label + (f" seed {seed}" if seed else "")
+
+
 def _user_factory(spec: str) -> Callable:
   module_name, _, attr = spec.partition(":")
   try:

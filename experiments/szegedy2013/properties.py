@@ -63,25 +63,9 @@ IMAGE_SHAPE = (28, 28, 1)
 # Random streams of the seed (core.rng(config.seed, stream)).
 UNITS_STREAM, TABLE2_STREAM, TABLE4_STREAM, TARGETS_STREAM = 0, 1, 2, 3
 
-DISPLAY = {
-    "fc10_wd1e-4_mnist": "FC10(1e-4)",
-    "fc10_wd1e-2_mnist": "FC10(1e-2)",
-    "fc10_wd1_mnist": "FC10(1)",
-    "fc100_100_10_mnist": "FC100-100-10",
-    "fc200_200_10_mnist": "FC200-200-10",
-    "fc100_100_10_sigmoid_mnist": "FC100-100-10 sigmoid",
-    "fc200_200_10_sigmoid_mnist": "FC200-200-10 sigmoid",
-    "fc123_456_10_mnist": "FC123-456-10",
-    "ae400_10_mnist": "AE400-10",
-    "lenet_mnist": "LeNet",
-    "fc100_100_10_mnist_p1": "FC100-100-10 (P1)",
-    "fc123_456_10_mnist_p1": "FC123-456-10 (P1)",
-    "fc100_100_10_mnist_p2": "FC100-100-10' (P2)",
-}
-
-
 def display(name: str) -> str:
-  return DISPLAY.get(name, name)
+  """The tables' label of a net (Szegedy et al.'s names for the zoo presets)."""
+  return zoo.display_name(name)
 
 
 def file_stem(name: str) -> str:
