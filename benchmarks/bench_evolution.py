@@ -22,7 +22,7 @@ from foolingjax.evolution import direct, map_elites
 
 def measure(population: int = 200, generations: int = 25, repeats: int = 5,
             single_images: int = 200) -> dict:
-  clf = zoo.load_classifier("lenet_mnist", seed=0, log=None)
+  clf = zoo.resolve("lenet_mnist", log=None)
   encoding = direct.make_encoding(height=28, width=28, channels=1)
   key = jax.random.key(0)
   init = jax.jit(map_elites.make_init_fn(encoding=encoding, apply_fn=clf.apply_fn, num_cells=10,

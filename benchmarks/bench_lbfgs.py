@@ -162,7 +162,7 @@ def main(argv):
 
   from foolingjax import data, zoo
   flags_ = flags.FLAGS
-  apply_fn, params = zoo.load_classifier(flags_.classifier, seed=0)
+  apply_fn, params = zoo.resolve(flags_.classifier)
   images, labels = data.load("mnist", "test")
   x = images[: flags_.num_images].astype(np.float32) / 255.0
   targets = (labels[: flags_.num_images] + 1) % apply_fn.num_classes
