@@ -29,7 +29,7 @@ import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
-from foolingjax import zoo
+from foolingjax import checkpoint, zoo
 
 # Defined once here, not in each entrypoint: absl refuses a flag defined twice,
 # and the tests import several experiments into one process.
@@ -208,35 +208,16 @@ def write_json(path, obj) -> None:
 
 
 def append_jsonl(path, record: dict) -> None:
-  with open(path, "a") as f:
-    f.write(json.dumps(jsonable(record)) + "\n")
+  checkpoint.append_jsonl(path, [jsonable(record)])
 
 
 def read_jsonl(path) -> list[dict]:
-  """The records of a JSON-lines file; a last line cut by a kill is dropped.
-
-  A bad line anywhere else raises one error naming the file and the line.
-  """
-  path = pathlib.Path(path)
-  if not path.exists():
-    return []
-  lines = path.read_text().splitlines()
-  records = []
-  for i, line in enumerate(lines):
-    if not line.strip():
-      continue
-    try:
-      records.append(json.loads(line))
-    except json.JSONDecodeError as e:
-      if i == len(lines) - 1:
-        break  # an append cut short by a kill; the run rewrites it
-      raise ValueError(f"{path}, line {i + 1}, is not JSON ({e}). Fix: delete the "
-                       "line, or pass a new --workdir.") from e
-  return records
+  """The records of a JSON-lines file; a last line cut by a kill is dropped."""
+  return checkpoint.read_jsonl(path)
 
 
 def write_jsonl(path, records: Iterable[dict]) -> None:
-  write_text(path, "".join(json.dumps(jsonable(r)) + "\n" for r in records))
+  checkpoint.write_jsonl(path, [jsonable(r) for r in records])
 
 
 def jsonable(tree):

@@ -144,3 +144,44 @@ def prune(directory: str | os.PathLike, keep: int, prefix: str = "ckpt") -> None
                  if (m := _STEP.match(p.name)) and m["prefix"] == prefix)
   for _, p in found[:-keep] if keep > 0 else []:
     p.unlink()
+
+
+# --------------------------------------------------------------------------
+# JSON lines: per-step metrics that a resumed run truncates and extends
+
+
+def read_jsonl(path: str | os.PathLike) -> list[dict]:
+  """The records of a JSON-lines file (``[]`` if there is none).
+
+  A last line cut short by a kill is dropped (the run that resumes rewrites
+  it); a bad line anywhere else raises one error naming the file and line.
+  """
+  path = pathlib.Path(path)
+  if not path.exists():
+    return []
+  lines = path.read_text().splitlines()
+  records = []
+  for i, line in enumerate(lines):
+    if not line.strip():
+      continue
+    try:
+      records.append(json.loads(line))
+    except json.JSONDecodeError as e:
+      if i == len(lines) - 1:
+        break
+      raise ValueError(f"{path}, line {i + 1}, is not JSON ({e}). Fix: delete that "
+                       "line, or start again in a new work directory.") from e
+  return records
+
+
+def write_jsonl(path: str | os.PathLike, records) -> None:
+  """Writes the records atomically (temporary file, then rename)."""
+  path = pathlib.Path(path)
+  tmp = path.with_name(path.name + ".tmp")
+  tmp.write_text("".join(json.dumps(r) + "\n" for r in records))
+  tmp.replace(path)
+
+
+def append_jsonl(path: str | os.PathLike, records) -> None:
+  with open(path, "a") as f:
+    f.write("".join(json.dumps(r) + "\n" for r in records))

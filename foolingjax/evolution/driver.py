@@ -183,10 +183,10 @@ class Evolver:
       archive, _ = checkpoint.restore(last, self.template(init_key, params))
       if self.encoding.validate is not None:
         self.encoding.validate(archive.genomes)
-      history = [h for h in read_metrics(metrics_path)
+      history = [h for h in checkpoint.read_jsonl(metrics_path)
                  if h["generation"] <= _generation(archive)] if metrics_path else []
       if metrics_path is not None:
-        _write_metrics(metrics_path, history)
+        checkpoint.write_jsonl(metrics_path, history)
       if log:
         log(f"{log_prefix}Resumed from {last} at generation {_generation(archive)}.")
       if on_checkpoint is not None:
@@ -197,7 +197,7 @@ class Evolver:
                            jax.vmap(map_elites.archive_metrics)(archive))]
       if metrics_path is not None:
         metrics_path.parent.mkdir(parents=True, exist_ok=True)
-        _write_metrics(metrics_path, history)
+        checkpoint.write_jsonl(metrics_path, history)
       self._checkpoint(directory, archive, keep, on_checkpoint)
 
     while _generation(archive) < generations:
@@ -210,7 +210,7 @@ class Evolver:
       records = [_jsonable({k: v[i] for k, v in metrics.items()}) for i in range(n)]
       history += records
       if metrics_path is not None:
-        _append_metrics(metrics_path, records)
+        checkpoint.append_jsonl(metrics_path, records)
       gen = _generation(archive)
       if log:
         best = np.asarray(metrics["best"][-1])
@@ -249,37 +249,3 @@ def _jsonable(metrics: dict) -> dict:
   if isinstance(out.get("generation"), list):  # runs: one generation for all
     out["generation"] = out["generation"][0]
   return out
-
-
-def read_metrics(path: pathlib.Path) -> list[dict]:
-  """The per-generation records of ``metrics.jsonl``; a cut last line is dropped."""
-  import json
-  path = pathlib.Path(path)
-  if not path.exists():
-    return []
-  lines = path.read_text().splitlines()
-  records = []
-  for i, line in enumerate(lines):
-    if not line.strip():
-      continue
-    try:
-      records.append(json.loads(line))
-    except json.JSONDecodeError as e:
-      if i == len(lines) - 1:
-        break  # an append cut short by a kill: the resumed run rewrites it
-      raise ValueError(f"{path}, line {i + 1}, is not JSON ({e}). Fix: delete that "
-                       "line or pass a new work directory.") from e
-  return records
-
-
-def _write_metrics(path: pathlib.Path, records: list[dict]) -> None:
-  import json
-  tmp = path.with_name(path.name + ".tmp")
-  tmp.write_text("".join(json.dumps(r) + "\n" for r in records))
-  tmp.replace(path)
-
-
-def _append_metrics(path: pathlib.Path, records: list[dict]) -> None:
-  import json
-  with open(path, "a") as f:
-    f.write("".join(json.dumps(r) + "\n" for r in records))
