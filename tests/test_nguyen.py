@@ -240,3 +240,26 @@ def test_smoke_rerun_resumes_and_conflicting_config_refuses(smoke_run):
   other.seed = 5
   with pytest.raises(core.WorkdirConflictError, match="seed"):
     nguyen_experiment.run(other, workdir)
+
+
+def test_transfer_to_and_from_a_users_model(tmp_path):
+  user = "tests.user_models:tiny_mnist_classifier"
+  config = nguyen_config.get_config("smoke")
+  config.parts = "transfer"
+  config.transfer.cross = user
+  config.evolve.runs = 1
+  config.evolve.generations = 2
+  summary = nguyen_experiment.run(config, tmp_path)
+  pairs = {(r["source"], r["target"]) for r in summary["transfer"]["rows"]}
+  assert ("lenet_mnist seed 0", user) in pairs and (user, "lenet_mnist seed 0") in pairs
+  # The user's model got its own source run, keyed and stored by its spec.
+  assert (tmp_path / "evolve" / "tests.user_models.tiny_mnist_classifier_direct"
+          / "metrics.jsonl").exists()
+
+
+def test_unknown_classifier_fails_before_the_workdir(tmp_path):
+  config = nguyen_config.get_config("smoke")
+  config.transfer.dnn_b = "lenet_mnist@x"
+  with pytest.raises(ValueError, match="lenet_mnist@x"):
+    nguyen_experiment.run(config, tmp_path / "run")
+  assert not (tmp_path / "run").exists()
