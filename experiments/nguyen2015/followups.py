@@ -163,13 +163,17 @@ def make_encoding(config, encoding: str, image_shape):
 
 
 def real_class_softmax(apply_fn, params):
-  """Scores the real classes only: an n+1-class net's fooling column is no cell."""
+  """Scores the real classes only: an n+1-class net's fooling column is no cell.
+
+  The follow-ups keep the original's probability score (their README tables
+  were measured with it); the fool experiment's log-odds is not used here yet.
+  """
   return lambda x: jax.nn.softmax(apply_fn(params, x), axis=-1)[:, :NUM_REAL]
 
 
 def make_evolver(config, encoding, apply_fn, *, population: int, runs: int):
   return driver.Evolver(encoding=encoding, apply_fn=apply_fn, num_cells=NUM_REAL,
-                        population=population, runs=runs,
+                        population=population, runs=runs, fitness="probability",
                         score_transform=real_class_softmax)
 
 

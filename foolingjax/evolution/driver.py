@@ -16,6 +16,12 @@ With ``runs=R`` the evolver runs R independent archives under one ``vmap``
 (one compilation for all of them): every archive leaf gets a leading ``[R]``
 axis, and run r uses the r-th key of ``split(key, R)``.
 
+The archive's score is the log-odds by default (``fitness="probability"``
+is the original's softmax; see :mod:`foolingjax.evolution.map_elites`). When
+every cell is frozen (no offspring can beat its elite: a float32 probability
+of 1.0), the driver logs it once, and ``stop_when_frozen=True`` ends the run
+there with a checkpoint: the generations left could not change the archive.
+
 The driver writes only under the ``directory`` it is given, and nothing when
 it is None.
 """
@@ -50,13 +56,16 @@ class Evolver:
     num_cells: archive cells (the classes competed for).
     population: offspring per generation, also the initial population.
     runs: None for one archive; R for R independent archives under one vmap.
+    fitness: the archive's score, ``"log_odds"`` (default; never saturates) or
+      ``"probability"`` (the original's softmax).
     score_transform: ``score_transform(apply_fn, params) -> images -> [B, num_cells]``
-      replacing the softmax (e.g. real classes only, or 10-crop averaging).
+      replacing the score (e.g. real classes only); it must return scores of
+      the kind ``fitness`` names.
     mesh: split the population over this mesh's devices (single run only).
   """
 
   def __init__(self, *, encoding: Encoding, apply_fn: Callable, num_cells: int,
-               population: int, runs: int | None = None,
+               population: int, runs: int | None = None, fitness: str = "log_odds",
                score_transform: Callable | None = None,
                mesh: jax.sharding.Mesh | None = None):
     if population < 1:
@@ -70,11 +79,12 @@ class Evolver:
     self.num_cells = num_cells
     self.population = population
     self.runs = runs
+    self.fitness = map_elites.check_fitness(fitness)
     self.score_transform = score_transform
     self.mesh = mesh
     init_fn = map_elites.make_init_fn(encoding=encoding, apply_fn=apply_fn,
                                       num_cells=num_cells, init_size=population,
-                                      score_transform=score_transform)
+                                      fitness=fitness, score_transform=score_transform)
     render = jax.vmap(encoding.render)
     if runs is None:
       self._init = jax.jit(init_fn)
@@ -101,8 +111,8 @@ class Evolver:
     if num_generations not in self._blocks:
       run_fn = map_elites.make_run_fn(
           encoding=self.encoding, apply_fn=self.apply_fn, batch_size=self.population,
-          num_generations=num_generations, score_transform=self.score_transform,
-          mesh=self.mesh)
+          num_generations=num_generations, fitness=self.fitness,
+          score_transform=self.score_transform, mesh=self.mesh)
       if self.runs is None:
         out = sharding.replicated(self.mesh) if self.mesh is not None else None
         fn = jax.jit(run_fn, out_shardings=out)
@@ -143,7 +153,8 @@ class Evolver:
              log_every: int = 25, keep: int = 3,
              metrics_path: str | pathlib.Path | None = None,
              on_checkpoint: Callable[[map_elites.Archive], None] | None = None,
-             log: Callable[[str], None] | None = print, log_prefix: str = ""
+             log: Callable[[str], None] | None = print, log_prefix: str = "",
+             stop_when_frozen: bool = False
              ) -> tuple[map_elites.Archive, list[dict]]:
     """Runs (or resumes) to ``generations``; returns ``(archive, metrics per generation)``.
 
@@ -161,11 +172,16 @@ class Evolver:
         resume, for the checkpoint resumed from: e.g. to redraw its figure).
       log: progress printer, or None.
       log_prefix: put before every progress line.
+      stop_when_frozen: end the run (with a checkpoint) at the end of the first
+        block after which every cell of every run is frozen; a resumed run that
+        is already frozen does nothing more. The history then ends there.
 
     Returns:
       The final archive and one metrics dict per generation from 0 (JSON-able:
-      ``generation``, ``best`` per cell, ``cells_99``, ``cells_9999``, ``mean``,
-      ``median`` and the encoding's stats; with runs each has a leading ``[R]``).
+      ``generation``, ``best`` per cell (probabilities), ``cells_99``,
+      ``cells_9999``, ``cells_frozen``, ``mean``, ``median``, ``log_odds`` per
+      cell when that is the score, and the encoding's stats; with runs each
+      has a leading ``[R]``).
     """
     if generations < 0:
       raise ValueError(f"generations must be >= 0, got {generations}.")
@@ -200,7 +216,20 @@ class Evolver:
         checkpoint.write_jsonl(metrics_path, history)
       self._checkpoint(directory, archive, keep, on_checkpoint)
 
+    said_frozen = False
     while _generation(archive) < generations:
+      if _all_frozen(archive):
+        if log and not said_frozen:
+          log(f"{log_prefix}gen {_generation(archive):5d}: every cell is frozen (its elite's "
+              f"{self.fitness} is {map_elites.ceiling(self.fitness)}, which no offspring can "
+              "beat); the generations left cannot change the archive"
+              + ("; stopping." if stop_when_frozen else "."))
+          said_frozen = True
+        if stop_when_frozen:
+          if directory is not None and checkpoint.latest(directory, prefix=PREFIX) != \
+              checkpoint.step_path(directory, _generation(archive), prefix=PREFIX):
+            self._checkpoint(directory, archive, keep, on_checkpoint)
+          break
       gen = _generation(archive)
       n = min(log_every - gen % log_every, generations - gen)
       t0 = time.perf_counter()
@@ -214,9 +243,10 @@ class Evolver:
       gen = _generation(archive)
       if log:
         best = np.asarray(metrics["best"][-1])
+        cells = np.asarray(metrics["cells_9999"][-1])
         runs = "" if self.runs is None else f" | {self.runs} runs"
         log(f"{log_prefix}gen {gen:5d}/{generations} | cells >= 99.99%: "
-            f"{int(np.sum(best >= 0.9999))}/{best.size} | median {np.median(best):.5f}"
+            f"{int(np.sum(cells))}/{best.size} | median {np.median(best):.5f}"
             f"{runs} | {n * self.population * (self.runs or 1) / seconds:,.0f} evals/s")
       if gen % checkpoint_every == 0 or gen == generations:
         self._checkpoint(directory, archive, keep, on_checkpoint)
@@ -231,6 +261,18 @@ class Evolver:
     checkpoint.prune(directory, keep=keep, prefix=PREFIX)
     if on_checkpoint is not None:
       on_checkpoint(archive)
+
+
+def _all_frozen(archive: map_elites.Archive) -> bool:
+  return bool(np.all(np.asarray(archive.fitness) >= map_elites.ceiling(archive.fitness_kind)))
+
+
+def frozen_at(history: list[dict], num_cells: int) -> int | None:
+  """The first generation at which every cell (of every run) was frozen, or None."""
+  for h in history:
+    if int(np.sum(h.get("cells_frozen", 0))) == num_cells * np.size(h.get("cells_frozen", 0)):
+      return h["generation"]
+  return None
 
 
 def _generation(archive: map_elites.Archive) -> int:

@@ -4,8 +4,22 @@ One archive cell per class. Each generation draws ``batch_size`` parents (and
 as many mates) uniformly from the filled cells, applies the encoding's
 crossover then mutation, renders and classifies the whole batch at once, and
 lets **every offspring compete for every cell**: the elite of cell k is
-replaced by the offspring with the highest softmax probability for class k
-when that probability beats the elite's.
+replaced by the offspring with the highest score for class k when that score
+beats the elite's (strictly, as ``map_elite.hpp``'s ``_add_to_archive``; one
+batched argmax equals its one-offspring-at-a-time loop).
+
+**The score** (``fitness``): the original's is the softmax probability of the
+class. In float32 it saturates: once an elite's probability rounds to 1.0 no
+offspring can beat it, and on MNIST every cell reaches 1.0 early in a run, so
+the rest of the run cannot change the archive. ``"log_odds"`` (our default)
+scores class k by ``z_k - logsumexp_{j != k} z_j`` = ``log(p_k / (1 - p_k))``,
+computed from the logits without forming ``p``: the same ranking as the
+probability wherever float32 can tell probabilities apart, and it keeps ranking
+far past the point where ``p`` rounds to 1 (see :func:`log_odds`). Metrics and
+figures still show the probability (``sigmoid`` of the log-odds).
+``"probability"`` keeps the original's score. A cell is *frozen* when its
+elite's score can no longer be beaten (probability 1.0, or log-odds +inf); the
+metrics count such cells.
 
 Everything here is pure; callers jit. :func:`make_run_fn` builds a function
 that runs ``num_generations`` generations as one ``lax.scan``; the per
@@ -15,6 +29,7 @@ a checkpointed archive replays exactly what an uninterrupted run would do.
 
 from __future__ import annotations
 
+import math
 from typing import Any, Callable
 
 import jax
@@ -27,6 +42,54 @@ from foolingjax.evolution.encoding import Encoding, Genome
 ScoreFn = Callable[[jax.Array], jax.Array]  # images [B, H, W, C] -> scores [B, K]
 
 EMPTY = -jnp.inf
+FITNESS = ("log_odds", "probability")
+
+
+def check_fitness(fitness: str) -> str:
+  if fitness not in FITNESS:
+    raise ValueError(f"Unknown fitness {fitness!r}. Fix: use one of "
+                     f"{', '.join(repr(f) for f in FITNESS)} (log_odds keeps ranking where "
+                     "the float32 probability rounds to 1; probability is the original's).")
+  return fitness
+
+
+def log_odds(logits: jax.Array) -> jax.Array:
+  """``[..., K]`` logits -> ``[..., K]`` log-odds ``z_k - logsumexp_{j != k} z_j``.
+
+  Equals ``log p_k - log(1 - p_k)`` for ``p = softmax(z)``, computed without
+  forming ``p``: for a class that is not the row's argmax, ``logsumexp_{j!=k}``
+  is ``m + log(S - e^{z_k - m})`` with ``m`` the row max and ``S >= 1 +
+  e^{z_k - m}``, so the subtraction loses at most a couple of ulps; for the
+  argmax class it is a logsumexp over the other classes directly. A margin of
+  30 between the top two logits gives 30.0 here where ``softmax`` gives
+  exactly 1.0 for margins above about 17. Memory ``O(B K)`` (no ``[B, K, K]``).
+  With one class the log-odds are +inf.
+  """
+  z = jnp.asarray(logits, jnp.float32)
+  m = jnp.max(z, axis=-1, keepdims=True)
+  e = jnp.exp(z - m)
+  total = jnp.sum(e, axis=-1, keepdims=True)
+  others_not_top = m + jnp.log(jnp.maximum(total - e, jnp.finfo(jnp.float32).tiny))
+  is_top = jax.nn.one_hot(jnp.argmax(z, axis=-1), z.shape[-1], dtype=bool)
+  others_top = jax.nn.logsumexp(jnp.where(is_top, -jnp.inf, z), axis=-1, keepdims=True)
+  return z - jnp.where(is_top, others_top, others_not_top)
+
+
+def to_probability(scores: jax.Array, fitness: str) -> jax.Array:
+  """Scores of kind ``fitness`` as probabilities (what reports and plots show)."""
+  return jax.nn.sigmoid(scores) if check_fitness(fitness) == "log_odds" else scores
+
+
+def score_threshold(probability: float, fitness: str) -> float:
+  """The score of kind ``fitness`` that a probability threshold corresponds to."""
+  if check_fitness(fitness) == "log_odds":
+    return math.log(probability) - math.log1p(-probability)
+  return probability
+
+
+def ceiling(fitness: str) -> float:
+  """The score no offspring can beat (strictly): a cell there is frozen."""
+  return float("inf") if check_fitness(fitness) == "log_odds" else 1.0
 
 
 @struct.dataclass
@@ -40,12 +103,14 @@ class Archive:
       ``-inf`` for an empty cell.
     generation: int32 scalar, generations run so far (0 after initialisation).
     evaluations: int32 scalar, individuals rendered and classified so far.
+    fitness_kind: static; what ``fitness`` holds, one of :data:`FITNESS`.
   """
 
   genomes: Genome
   fitness: jax.Array
   generation: jax.Array
   evaluations: jax.Array
+  fitness_kind: str = struct.field(pytree_node=False, default="probability")
 
   @property
   def filled(self) -> jax.Array:
@@ -91,15 +156,20 @@ def evaluate(genomes: Genome, *, encoding: Encoding, score_fn: ScoreFn) -> jax.A
 
 
 def init_archive(key: jax.Array, *, encoding: Encoding, score_fn: ScoreFn, num_cells: int,
-                 init_size: int) -> Archive:
-  """Evaluates ``init_size`` random individuals and inserts them into empty cells."""
+                 init_size: int, fitness: str = "probability") -> Archive:
+  """Evaluates ``init_size`` random individuals and inserts them into empty cells.
+
+  ``fitness`` names what ``score_fn`` returns (one of :data:`FITNESS`).
+  """
+  check_fitness(fitness)
   if init_size < 1:
     raise ValueError(f"init_size (the initial population) must be >= 1, got {init_size}.")
   genomes = jax.vmap(encoding.init)(jax.random.split(key, init_size))
   template = jax.tree_util.tree_map(
       lambda leaf: jnp.zeros((num_cells,) + leaf.shape[1:], leaf.dtype), genomes)
   archive = Archive(genomes=template, fitness=jnp.full((num_cells,), EMPTY, jnp.float32),
-                    generation=jnp.zeros((), jnp.int32), evaluations=jnp.zeros((), jnp.int32))
+                    generation=jnp.zeros((), jnp.int32), evaluations=jnp.zeros((), jnp.int32),
+                    fitness_kind=fitness)
   scores = evaluate(genomes, encoding=encoding, score_fn=score_fn)
   return insert(archive, genomes, scores)
 
@@ -121,9 +191,8 @@ def map_elites_step(key: jax.Array, archive: Archive, *, encoding: Encoding,
   the single-device one.
 
   Returns:
-    ``(archive, metrics)`` with metrics ``best`` ``[K]`` (fitness after the
-    insertion, 0 for empty cells), ``cells_99``, ``cells_9999``, ``mean``,
-    ``median`` (over all cells) and the encoding's stats averaged over the batch.
+    ``(archive, metrics)``: :func:`archive_metrics` after the insertion and the
+    encoding's stats averaged over the batch.
   """
   k_parents, k_mates, k_vary = jax.random.split(key, 3)
   parents = sample_filled(k_parents, archive, batch_size)
@@ -144,15 +213,30 @@ def map_elites_step(key: jax.Array, archive: Archive, *, encoding: Encoding,
 
 
 def archive_metrics(archive: Archive) -> dict[str, jax.Array]:
-  best = jnp.where(archive.filled, archive.fitness, 0.0)
-  return {
+  """Per-generation metrics, as probabilities whatever the archive's score.
+
+  ``best`` ``[K]`` (each elite's probability, 0 for an empty cell),
+  ``cells_99``, ``cells_9999`` (thresholds applied to the score itself, so
+  exact for log-odds), ``cells_frozen`` (cells whose score can no longer be
+  beaten), ``mean`` and ``median`` of ``best``; with log-odds also
+  ``log_odds`` ``[K]`` (0 for an empty cell).
+  """
+  kind = archive.fitness_kind
+  score = jnp.where(archive.filled, archive.fitness, 0.0)
+  best = jnp.where(archive.filled, to_probability(archive.fitness, kind), 0.0)
+  metrics = {
       "generation": archive.generation,
       "best": best,
-      "cells_99": jnp.sum(best >= 0.99),
-      "cells_9999": jnp.sum(best >= 0.9999),
+      "cells_99": jnp.sum(archive.filled & (archive.fitness >= score_threshold(0.99, kind))),
+      "cells_9999": jnp.sum(archive.filled
+                            & (archive.fitness >= score_threshold(0.9999, kind))),
+      "cells_frozen": jnp.sum(archive.fitness >= ceiling(kind)),
       "mean": jnp.mean(best),
       "median": jnp.median(best),
   }
+  if kind == "log_odds":
+    metrics["log_odds"] = score
+  return metrics
 
 
 def softmax_score_fn(apply_fn: Callable, params: Any) -> ScoreFn:
@@ -160,22 +244,37 @@ def softmax_score_fn(apply_fn: Callable, params: Any) -> ScoreFn:
   return lambda images: jax.nn.softmax(apply_fn(params, images), axis=-1)
 
 
+def log_odds_score_fn(apply_fn: Callable, params: Any) -> ScoreFn:
+  """Scores images by the classifier's log-odds ``[B, K]`` (:func:`log_odds`)."""
+  return lambda images: log_odds(apply_fn(params, images))
+
+
+def _score_maker(fitness: str, score_transform: Callable | None) -> Callable:
+  check_fitness(fitness)
+  if score_transform is not None:
+    return score_transform
+  return log_odds_score_fn if fitness == "log_odds" else softmax_score_fn
+
+
 def make_run_fn(*, encoding: Encoding, apply_fn: Callable, batch_size: int,
-                num_generations: int, score_transform: Callable | None = None,
+                num_generations: int, fitness: str = "log_odds",
+                score_transform: Callable | None = None,
                 mesh: jax.sharding.Mesh | None = None):
   """``run(key, archive, params) -> (archive, metrics stacked over generations)``.
 
   Runs ``num_generations`` generations as one ``lax.scan``. The classifier's
   ``params`` are an argument (not a closed-over constant) so one compilation
-  serves any weights. ``score_transform(apply_fn, params)`` may replace the
-  default softmax scoring (e.g. 10-crop averaging). With a ``mesh`` the
-  population is split over its devices (``batch_size`` must divide evenly).
+  serves any weights. ``fitness`` picks the score (:data:`FITNESS`);
+  ``score_transform(apply_fn, params)`` may replace it (e.g. real classes
+  only), and must then return scores of the kind ``fitness`` names. With a
+  ``mesh`` the population is split over its devices (``batch_size`` must
+  divide evenly).
   """
   if batch_size < 1:
     raise ValueError(f"batch_size (population per generation) must be >= 1, got {batch_size}.")
   if mesh is not None:
     sharding.check_divisible(batch_size, mesh, what="The population")
-  make_score = score_transform or softmax_score_fn
+  make_score = _score_maker(fitness, score_transform)
 
   def run(key, archive, params):
     score_fn = make_score(apply_fn, params)
@@ -191,12 +290,12 @@ def make_run_fn(*, encoding: Encoding, apply_fn: Callable, batch_size: int,
 
 
 def make_init_fn(*, encoding: Encoding, apply_fn: Callable, num_cells: int, init_size: int,
-                 score_transform: Callable | None = None):
-  """``init(key, params) -> archive`` (jit it)."""
-  make_score = score_transform or softmax_score_fn
+                 fitness: str = "log_odds", score_transform: Callable | None = None):
+  """``init(key, params) -> archive`` (jit it); ``fitness`` as :func:`make_run_fn`."""
+  make_score = _score_maker(fitness, score_transform)
 
   def init(key, params):
     return init_archive(key, encoding=encoding, score_fn=make_score(apply_fn, params),
-                        num_cells=num_cells, init_size=init_size)
+                        num_cells=num_cells, init_size=init_size, fitness=fitness)
 
   return init
