@@ -25,7 +25,9 @@ def hsv_to_rgb(hsv: jnp.ndarray) -> jnp.ndarray:
 def hls_to_rgb(hls: jnp.ndarray) -> jnp.ndarray:
   """HLS in [0, 1]^3 (last axis; hue, lightness, saturation) -> RGB in [0, 1]^3.
 
-  Matches :func:`colorsys.hls_to_rgb`, which the original CPPN code used.
+  Matches :func:`colorsys.hls_to_rgb` (hue 1.0 is a full turn). The fooling
+  paper's code went through OpenCV's 8-bit conversion instead: see
+  :func:`hls_opencv_to_rgb`.
   """
   h, l, s = hls[..., 0], hls[..., 1], hls[..., 2]
   a = s * jnp.minimum(l, 1.0 - l)
@@ -33,6 +35,51 @@ def hls_to_rgb(hls: jnp.ndarray) -> jnp.ndarray:
     k = jnp.mod(n + h * 12.0, 12.0)
     return l - a * jnp.clip(jnp.minimum(k - 3.0, 9.0 - k), -1.0, 1.0)
   return jnp.stack([f(0.0), f(8.0), f(4.0)], axis=-1)
+
+
+def quantize_uint8(x: jnp.ndarray) -> jnp.ndarray:
+  """``floor(v * 255) / 255``: the value the original's ``int(v * 255)`` byte stands for.
+
+  The fooling paper's code wrote each gene or CPPN output into an 8-bit
+  ``cv::Mat`` with ``int color = value * 255`` (truncation), so its networks saw
+  256 levels per channel, not floats. Values are clipped to [0, 1] first.
+  """
+  return jnp.floor(jnp.clip(x, 0.0, 1.0) * 255.0) / 255.0
+
+
+def hls_opencv_to_rgb(hls: jnp.ndarray) -> jnp.ndarray:
+  """HLS as the fooling paper's code stored and converted it -> RGB in [0, 1]^3.
+
+  Each channel ``v`` in [0, 1] becomes the byte ``int(v * 255)`` (as
+  ``phen_image_direct.hpp`` and ``phen_color_image.hpp`` write it), and
+  OpenCV's 8-bit ``CV_HLS2BGR`` reads the hue byte on its 0-180 scale: hue
+  ``2 * byte`` degrees, wrapped modulo 360. A hue gene of 1.0 is therefore
+  510 degrees = 150 degrees, and hues 0-150 degrees are twice as likely as
+  the rest under a uniform gene. Lightness and saturation are ``byte / 255``;
+  the result is rounded to bytes, as OpenCV's 8-bit output is.
+  """
+  byte = jnp.floor(jnp.clip(hls, 0.0, 1.0) * 255.0)
+  hue = jnp.mod(2.0 * byte[..., 0], 360.0) / 360.0
+  rgb = hls_to_rgb(jnp.stack([hue, byte[..., 1] / 255.0, byte[..., 2] / 255.0], axis=-1))
+  return jnp.round(jnp.clip(rgb, 0.0, 1.0) * 255.0) / 255.0
+
+
+def neighbour_difference(x: jnp.ndarray) -> jnp.ndarray:
+  """Mean absolute difference between 4-neighbouring pixels: ``[..., H, W, C] -> [...]``.
+
+  0 for a flat image, about 1/3 for uniform noise in [0, 1]; a measure of
+  (ir)regularity for evolved images (the paper contrasts the direct
+  encoding's noise with the CPPN's smooth patterns).
+  """
+  dy = jnp.abs(x[..., 1:, :, :] - x[..., :-1, :, :])
+  dx = jnp.abs(x[..., :, 1:, :] - x[..., :, :-1, :])
+  pairs = math.prod(dy.shape[-3:]) + math.prod(dx.shape[-3:])
+  return (jnp.sum(dy, axis=(-3, -2, -1)) + jnp.sum(dx, axis=(-3, -2, -1))) / pairs
+
+
+def mirror_asymmetry(x: jnp.ndarray) -> jnp.ndarray:
+  """Mean ``|x - fliplr(x)|``: ``[..., H, W, C] -> [...]``; 0 for a left-right symmetric image."""
+  return jnp.mean(jnp.abs(x - x[..., :, ::-1, :]), axis=(-3, -2, -1))
 
 
 def gaussian_kernel(sigma: float) -> jax.Array:
