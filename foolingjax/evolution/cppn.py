@@ -2,11 +2,15 @@
 
 A compositional pattern-producing network maps a pixel's coordinates
 ``(x, y, d, bias)`` to its value; evolving the network instead of the pixels
-gives regular images (symmetry, repetition, stripes). This module follows the
-fooling paper's sferes2 code (``exp/images/dl_map_elites_images*.cpp`` with
-``modules/nn2/gen_dnn.hpp``) with the same start and mutation rates, and keeps
-the graph acyclic (``gen_dnn`` adds connections between any two nodes, so the
-original's networks could contain cycles).
+gives regular images (symmetry, repetition, stripes). The genome and its
+mutations follow the fooling paper's sferes2 code (github
+Evolving-AI-Lab/fooling): the CPPN is a ``gen::HyperNn``
+(``modules/nn2/gen_hyper_nn.hpp``), i.e. a feed-forward ``gen::DnnFF``
+(``modules/nn2/gen_dnn_ff.hpp``, built on ``gen_dnn.hpp``) of ``AfCppn``
+nodes, run by ``exp/images/dl_map_elites_images*.cpp`` and drawn by
+``exp/images/phen/phen_grayscale_image.hpp`` and ``phen_color_image.hpp``.
+Where foolingjax's default differs from that code, :func:`make_encoding`'s
+``variant="original"`` restores the original (see **Variants**).
 
 **Genome layout.** Every genome of a run has ``N = max_nodes`` node slots and
 ``C = max_conns`` connection slots, so a population is one pytree whose leaves
@@ -21,37 +25,108 @@ jittable. Node slots are ordered::
 
 and every active connection runs from a lower to a higher slot
 (``src < dst``), from a non-output to a non-input. Slot order is therefore a
-topological order: the graph is acyclic by construction and the renderer
-evaluates nodes in slot order. Adding a node by splitting ``a -> b`` inserts it
-just before ``b`` (shifting later hidden nodes up by one slot); deleting one
-shifts them down. Free connection slots are zero (``src = dst = 0``,
-``weight = 0``, ``conn_mask = False``).
+topological order: the graph is acyclic by construction (as ``DnnFF``'s,
+which only adds feed-forward connections) and the renderer evaluates nodes in
+slot order. Adding a node by splitting ``a -> b`` inserts it just before
+``b`` (shifting later hidden nodes up by one slot); deleting one shifts them
+down. Free connection slots are zero (``src = dst = 0``, ``weight = 0``,
+``conn_mask = False``).
 
-**Mutation** (:func:`mutate`, in the order of sferes2's ``Dnn::mutate``):
+**Mutation** (:func:`mutate`, in the order of ``DnnFF::mutate``):
 
 * every weight with probability 0.1: polynomial mutation (η_m = 15) on
-  [-10, 10] (the paper's ``evo_float`` and ``parameters`` settings);
-* change connection, 0.5: ``gen_dnn``'s ``_change_conns`` tests each
-  connection with probability 0.5 and moves the first that passes (its source
-  or its target, a coin flip, keeping its weight), so a genome with E
-  connections is rewired once with probability 1 - 0.5^E; here the moved
-  connection is drawn uniformly rather than first in storage order;
+  [-10, 10] (the paper's ``evo_float`` and ``parameters`` settings;
+  ``DnnFF::_change_conns``);
+* change connection (``change_conn_rate``; foolingjax 0.5, original 0): one
+  connection's source or target (a coin flip) moves elsewhere, keeping its
+  weight; a genome with E connections is rewired once with probability
+  ``1 - (1 - rate)^E``, the moved connection drawn uniformly. **The original
+  never does this.** Its parameters set ``m_rate_change_conn = 0.5``, but
+  ``DnnFF::mutate`` calls ``DnnFF``'s own ``_change_conns``, which only
+  mutates the weights and hides ``Dnn::_change_conns`` (``gen_dnn.hpp``, the
+  loop that tests each connection with that rate and moves the first that
+  passes, which the operator here is modelled on). foolingjax's default keeps
+  rewiring because the results produced so far used it; ``variant="original"``
+  sets the rate to 0;
 * every non-input node's activation is redrawn with probability 0.1
-  (``cppn::sampled``);
-* add connection 0.5 (weight uniform in [-10, 10], never a duplicate),
-  delete connection 0.3, add node by splitting a connection 0.5 (both halves
-  keep the old weight, as ``_add_neuron_on_conn``), delete node 0.2 (with its
-  connections).
+  (``_change_neurons``, ``cppn::sampled``);
+* add connection 0.5 (weight uniform in [-10, 10]), delete connection 0.3,
+  add node by splitting a connection 0.5 (both halves keep the old weight, as
+  ``_add_neuron_on_conn``), delete node 0.2 (with its connections).
 
 A genome that is full skips an add and :func:`mutate` reports it in its stats
 (``cppn_add_conn_full``, ``cppn_add_node_full``). The original has no
-crossover (``Dnn::cross`` copies the parents); :func:`make_encoding`'s ``vary``
-ignores its mate too.
+crossover (``DnnFF::cross`` copies the parents); :func:`make_encoding`'s
+``vary`` ignores its mate too.
 
-**Rendering.** See :func:`render` for the coordinate scaling. Hidden and output
-nodes take one of :data:`ACTIVATIONS`; outputs in [-1, 1] map to [0, 1] by
-``(v + 1) / 2`` (our choice: linear, and no output value is lost); three
-outputs are read as HLS and converted to RGB.
+Not kept from the original, in either variant:
+
+* ``DnnFF::_add_conn`` draws a source uniformly among the non-output nodes,
+  then a target uniformly among the non-input nodes that are not the source's
+  ancestors, and may add a second edge parallel to an existing one. Here the
+  new connection is uniform over the forward (source, target) pairs that are
+  not connected yet (the two-stage draw favours pairs whose source has few
+  possible targets; that bias is not kept) and never duplicates an edge: a
+  genome stores one weight per pair and :func:`validate_genome` rejects
+  duplicates, and a parallel edge would act as one edge with the summed
+  weight, which can leave the weight range [-10, 10].
+* sferes evaluates the network by stepping every node synchronously
+  ``depth`` times (the longest input-to-output path plus one,
+  ``DnnFF::_compute_depth``); for an acyclic graph that gives the same values
+  as :func:`render`'s one pass in topological order, so nothing is lost.
+
+**Rendering.** Hidden and output nodes take one of :data:`ACTIVATIONS`
+(values in [-1, 1]); how pixels become inputs and outputs become an image is
+set by four switches of :func:`render`.
+
+What the original does (``phen_grayscale_image.hpp``,
+``phen_color_image.hpp``): for the pixel at column ``x`` (0..W-1) and row
+``y`` (0..H-1) the inputs are ``x`` and ``y`` themselves (raw indices),
+``d = sqrt(xn^2 + yn^2)`` with ``xn = -1 + 2x / (W - 1)`` (0 if W == 1) and
+``yn`` likewise, so d lies in [0, sqrt 2], and ``bias = 1``. Each output
+``v`` is written into an 8-bit ``cv::Mat`` as ``int(v * 255)``, negated if
+negative (``convert_to_color_scale``), i.e. the byte ``floor(|v| * 255)``;
+a grey image reaches the network as ``byte / 255``. Three outputs are
+written as hue, lightness and saturation bytes and converted by OpenCV's
+8-bit ``CV_HLS2BGR``, whose hue byte is on a 0-180 scale (``2 * byte``
+degrees, wrapped modulo 360): :func:`foolingjax.images.hls_opencv_to_rgb`.
+
+Where foolingjax differs, and why:
+
+* ``coordinates="centred"``: x and y on pixel centres in [-1, 1] and
+  ``d / sqrt 2`` in [0, 1] instead of raw indices: raw indices times weights
+  up to 10 alias into noise at the first mutation and make the picture depend
+  on the resolution (the reasons in full are in :func:`render`).
+* ``output_map="affine"``: ``(v + 1) / 2`` instead of ``|v|``. It is linear,
+  so an output's sign is kept: ``sin`` of x draws one light and one dark
+  band per period, where ``|sin|`` folds them into two equal bumps at the
+  doubled frequency, with a crease at every zero. The other side: under
+  ``(v + 1) / 2`` an output node that cannot go negative (a Gaussian, in
+  (0, 1]) never draws below 0.5, and an output of 0 is mid-grey, so black,
+  MNIST's background, takes a signed output node driven to -1; under
+  ``|v|`` any output near 0 is black and a Gaussian output can draw the full
+  range. For MNIST, ``"abs"`` is the closer match to the data.
+* ``colour="hls"``: :func:`foolingjax.images.hls_to_rgb`, a hue of 1.0 is
+  one full turn, so every hue is equally reachable; the original's 0-180 hue
+  byte wraps, so hues 0-150 degrees are reached by two byte ranges.
+* ``quantize=False``: the network sees the rendered floats; truncating them
+  to bytes, as the original does, moves each value down by less than one
+  grey level (1/255).
+
+**Variants.** :data:`VARIANT_SWITCHES` (:func:`variant_switches`):
+
+=====================  =======================  =========================
+switch                 ``"foolingjax"``          ``"original"``
+=====================  =======================  =========================
+``coordinates``        ``"centred"``             ``"pixel_index"``
+``output_map``         ``"affine"``              ``"abs"``
+``colour``             ``"hls"``                 ``"hls_opencv"``
+``quantize``           False                     True
+``change_conn_rate``   0.5                       0.0
+=====================  =======================  =========================
+
+Functions called directly (:func:`render`, :func:`mutate`,
+:func:`coordinates`) default to ``"foolingjax"``.
 """
 
 from __future__ import annotations
@@ -73,6 +148,18 @@ INPUT_NAMES = ("x", "y", "d", "bias")
 # Indices of the activations a node can take; the names are the paper's.
 SINE, SIGMOID, GAUSSIAN, LINEAR = range(4)
 ACTIVATIONS = ("sine", "sigmoid", "gaussian", "linear")
+
+# Rendering and mutation switches (see the module docstring, **Variants**).
+COORDINATES = ("centred", "pixel_index")
+OUTPUT_MAPS = ("affine", "abs")
+COLOURS = ("hls", "hls_opencv")
+VARIANTS = ("foolingjax", "original")
+VARIANT_SWITCHES = {
+    "foolingjax": {"coordinates": "centred", "output_map": "affine",
+                   "colour": "hls", "quantize": False, "change_conn_rate": 0.5},
+    "original": {"coordinates": "pixel_index", "output_map": "abs",
+                 "colour": "hls_opencv", "quantize": True, "change_conn_rate": 0.0},
+}
 
 
 class InvalidGenomeError(ValueError):
@@ -646,7 +733,10 @@ def mutate(key: jax.Array, genome: CPPNGenome, *, weight_rate: float = 0.1,
            add_conn_rate: float = 0.5, del_conn_rate: float = 0.3,
            add_node_rate: float = 0.5, del_node_rate: float = 0.2
            ) -> tuple[CPPNGenome, dict[str, jax.Array]]:
-  """One application of the original's mutation operator (see module doc).
+  """One application of the CPPN mutation operator (see module doc).
+
+  The defaults are foolingjax's; ``change_conn_rate=0`` gives the original's
+  ``DnnFF::mutate``.
 
   Args:
     key: PRNG key.
@@ -654,9 +744,11 @@ def mutate(key: jax.Array, genome: CPPNGenome, *, weight_rate: float = 0.1,
     weight_rate: per-weight probability of polynomial mutation.
     eta: polynomial mutation's η_m.
     weight_limit: weights stay in [-limit, limit].
-    change_conn_rate: per-connection probability in the original's loop;
+    change_conn_rate: per-connection probability of the rewiring loop
+      (``Dnn::_change_conns``, which the original's ``DnnFF`` never runs):
       one connection's endpoint moves with probability
-      ``1 - (1 - change_conn_rate) ** connections``.
+      ``1 - (1 - change_conn_rate) ** connections``. 0 never rewires (the
+      original); the default 0.5 is foolingjax's.
     activation_rate: per-node probability of redrawing the activation.
     add_conn_rate: probability of adding a connection.
     del_conn_rate: probability of deleting a connection.
@@ -700,13 +792,64 @@ def mutate(key: jax.Array, genome: CPPNGenome, *, weight_rate: float = 0.1,
 # Rendering
 
 
-def coordinates(height: int, width: int) -> np.ndarray:
-  """float32 ``[4, H * W]``: the inputs x, y, d, bias at every pixel (row-major)."""
-  xs = (2.0 * np.arange(width) + 1.0) / width - 1.0
-  ys = (2.0 * np.arange(height) + 1.0) / height - 1.0
-  y, x = np.meshgrid(ys, xs, indexing="ij")
-  d = np.sqrt(x * x + y * y) / math.sqrt(2.0)
-  return np.stack([x, y, d, np.ones_like(x)]).reshape(4, -1).astype(np.float32)
+def _check_choice(switch: str, value, valid: Sequence[str]) -> None:
+  """Raises one ValueError naming the valid values if ``value`` is not one."""
+  if not isinstance(value, str) or value not in valid:
+    raise ValueError(f"Unknown CPPN {switch} {value!r}. Fix: use one of "
+                     f"{', '.join(repr(v) for v in valid)}.")
+
+
+def _check_render_switches(coordinates: str, output_map: str, colour: str,
+                           quantize: bool) -> None:
+  _check_choice("coordinates", coordinates, COORDINATES)
+  _check_choice("output_map", output_map, OUTPUT_MAPS)
+  _check_choice("colour", colour, COLOURS)
+  if not isinstance(quantize, (bool, np.bool_)):
+    raise ValueError(f"CPPN quantize must be True or False; got {quantize!r}. Fix: "
+                     "pass a bool (True truncates outputs to bytes, as the original).")
+
+
+def _input_grid(height: int, width: int, kind: str) -> np.ndarray:
+  if kind == "centred":
+    xs = (2.0 * np.arange(width) + 1.0) / width - 1.0
+    ys = (2.0 * np.arange(height) + 1.0) / height - 1.0
+    y, x = np.meshgrid(ys, xs, indexing="ij")
+    d = np.sqrt(x * x + y * y) / math.sqrt(2.0)
+    return np.stack([x, y, d, np.ones_like(x)]).reshape(4, -1).astype(np.float32)
+
+  # The original's float arithmetic: normalize_map_xy_to_grid in double, stored
+  # as float; the distance in double from those floats, stored as float.
+  def grid(size):
+    if size == 1:
+      return np.zeros(1, np.float32)
+    return (-1.0 + np.arange(size) * 2.0 / (size - 1)).astype(np.float32)
+
+  yn, xn = np.meshgrid(grid(height).astype(np.float64), grid(width).astype(np.float64),
+                       indexing="ij")
+  d = np.sqrt(xn * xn + yn * yn).astype(np.float32)
+  y, x = np.meshgrid(np.arange(height), np.arange(width), indexing="ij")
+  return np.stack([x.astype(np.float32), y.astype(np.float32), d,
+                   np.ones_like(d)]).reshape(4, -1)
+
+
+def coordinates(height: int, width: int, kind: str = "centred") -> np.ndarray:
+  """float32 ``[4, H * W]``: the inputs x, y, d, bias at every pixel (row-major).
+
+  Args:
+    height: H.
+    width: W.
+    kind: ``"centred"`` (foolingjax): pixel centres ``x_j = (2j + 1) / W - 1``
+      in [-1, 1], likewise y, and ``d = sqrt(x^2 + y^2) / sqrt(2)`` in
+      [0, 1]. ``"pixel_index"`` (the original's ``cppn_value``): x is the
+      column index j and y the row index i themselves, and ``d = sqrt(xn^2 +
+      yn^2)`` in [0, sqrt 2] with ``xn = -1 + 2j / (W - 1)`` (0 if W == 1)
+      and ``yn`` likewise, in the original's float arithmetic.
+
+  Raises:
+    ValueError: unknown ``kind``.
+  """
+  _check_choice("coordinates", kind, COORDINATES)
+  return _input_grid(height, width, kind)
 
 
 def activate(index: jax.Array, z: jax.Array) -> jax.Array:
@@ -726,12 +869,19 @@ def activate(index: jax.Array, z: jax.Array) -> jax.Array:
 
 
 def render(genome: CPPNGenome, *, height: int, width: int, channels: int,
-           pixels_per_tile: int | None = None) -> jax.Array:
+           pixels_per_tile: int | None = None, coordinates: str = "centred",
+           output_map: str = "affine", colour: str = "hls",
+           quantize: bool = False) -> jax.Array:
   """Evaluates the CPPN at every pixel of a ``height x width`` image.
 
-  Coordinates: ``x`` and ``y`` run over pixel centres in [-1, 1]
-  (``x_j = (2j + 1) / W - 1``), ``d = sqrt(x^2 + y^2) / sqrt(2)`` in [0, 1]
-  and ``bias = 1``. Why not the original's raw pixel indices: with weights up
+  The keyword defaults are foolingjax's; ``coordinates="pixel_index",
+  output_map="abs", colour="hls_opencv", quantize=True`` draw as the original
+  (:data:`VARIANT_SWITCHES`, module docstring).
+
+  Coordinates (``"centred"``): ``x`` and ``y`` run over pixel centres in
+  [-1, 1] (``x_j = (2j + 1) / W - 1``), ``d = sqrt(x^2 + y^2) / sqrt(2)`` in
+  [0, 1] and ``bias = 1``. Why not the original's raw pixel indices
+  (``"pixel_index"``, see :func:`coordinates`): with weights up
   to 10, ``sin(10 * j)`` changes faster than once per pixel, so a first
   mutation already gives aliased noise rather than stripes, and the same
   genome draws a different picture at 28 and at 224 pixels. On [-1, 1] the
@@ -761,10 +911,28 @@ def render(genome: CPPNGenome, *, height: int, width: int, channels: int,
     channels: 1 (grey) or 3 (the three outputs read as hue, lightness,
       saturation, converted to RGB); must equal ``genome.num_outputs``.
     pixels_per_tile: at most this many pixels per tile; None for one tile.
+    coordinates: the inputs, ``"centred"`` or ``"pixel_index"`` (see
+      :func:`coordinates`).
+    output_map: how an output ``v`` in [-1, 1] becomes a value in [0, 1]:
+      ``"affine"``, ``(v + 1) / 2``, or ``"abs"``, ``|v|`` (the original).
+    colour: for ``channels == 3``, the HLS to RGB conversion:
+      ``"hls"`` (:func:`foolingjax.images.hls_to_rgb`, hue 1.0 = one turn) or
+      ``"hls_opencv"`` (:func:`foolingjax.images.hls_opencv_to_rgb`, the
+      original's 8-bit OpenCV conversion with its 0-180 hue byte; it truncates
+      to bytes and rounds the RGB to bytes itself, whatever ``quantize``).
+      Grey images ignore it.
+    quantize: truncate the mapped outputs to bytes, ``floor(v * 255) / 255``
+      (:func:`foolingjax.images.quantize_uint8`), before any colour
+      conversion, as the original writes them into an 8-bit ``cv::Mat``.
 
   Returns:
     float32 ``[H, W, channels]`` in [0, 1].
+
+  Raises:
+    ValueError: ``channels`` is not the genome's output count, ``genome`` is a
+      population, or a switch has an unknown value.
   """
+  _check_render_switches(coordinates, output_map, colour, quantize)
   if channels != genome.num_outputs:
     raise ValueError(f"render(channels={channels}) needs a genome with {channels} "
                      f"outputs; this one has {genome.num_outputs}.")
@@ -790,7 +958,7 @@ def render(genome: CPPNGenome, *, height: int, width: int, channels: int,
 
     return jax.lax.fori_loop(NUM_INPUTS, n, evaluate_node, values)[n - channels:]
 
-  coords = coordinates(height, width)
+  coords = _input_grid(height, width, coordinates)
   num_pixels = height * width
   if pixels_per_tile is None or pixels_per_tile >= num_pixels:
     out = evaluate(jnp.asarray(coords))
@@ -802,15 +970,21 @@ def render(genome: CPPNGenome, *, height: int, width: int, channels: int,
     tiles = padded.reshape(NUM_INPUTS, num_tiles, tile).transpose(1, 0, 2)
     out = jax.lax.map(evaluate, jnp.asarray(tiles))  # [tiles, channels, tile]
     out = out.transpose(1, 0, 2).reshape(channels, -1)[:, :num_pixels]
-  image = ((out + 1.0) * 0.5).reshape(channels, height, width).transpose(1, 2, 0)
+  mapped = (out + 1.0) * 0.5 if output_map == "affine" else jnp.abs(out)
+  image = mapped.reshape(channels, height, width).transpose(1, 2, 0)
+  if quantize:
+    image = images.quantize_uint8(image)
   if channels == 3:
-    image = images.hls_to_rgb(image)
+    to_rgb = images.hls_to_rgb if colour == "hls" else images.hls_opencv_to_rgb
+    image = to_rgb(image)
   return jnp.clip(image, 0.0, 1.0)
 
 
 def render_population(genomes: CPPNGenome, *, height: int, width: int, channels: int,
                       chunk_size: int | None = None,
-                      pixels_per_tile: int | None = None) -> jax.Array:
+                      pixels_per_tile: int | None = None,
+                      coordinates: str = "centred", output_map: str = "affine",
+                      colour: str = "hls", quantize: bool = False) -> jax.Array:
   """:func:`render` over a population, optionally a chunk of genomes at a time.
 
   ``jax.vmap(render)`` holds every node's value at every pixel in flight of
@@ -821,39 +995,81 @@ def render_population(genomes: CPPNGenome, *, height: int, width: int, channels:
 
   Args:
     genomes: a population, leaves ``[B, N]`` / ``[B, C]``.
-    height, width, channels, pixels_per_tile: as :func:`render`.
+    height, width, channels, pixels_per_tile, coordinates, output_map, colour,
+      quantize: as :func:`render`.
     chunk_size: genomes rendered together; None renders all at once.
 
   Returns:
     float32 ``[B, H, W, channels]`` in [0, 1].
   """
   draw = functools.partial(render, height=height, width=width, channels=channels,
-                           pixels_per_tile=pixels_per_tile)
+                           pixels_per_tile=pixels_per_tile, coordinates=coordinates,
+                           output_map=output_map, colour=colour, quantize=quantize)
   if chunk_size is None:
     return jax.vmap(draw)(genomes)
   return jax.lax.map(draw, genomes, batch_size=chunk_size)
 
 
 # --------------------------------------------------------------------------
-# The Encoding used by MAP-Elites
+# Variants and the Encoding used by MAP-Elites
+
+
+def variant_switches(variant: str = "foolingjax", **overrides) -> dict:
+  """The switches of ``variant`` (:data:`VARIANT_SWITCHES`), overridden.
+
+  Args:
+    variant: one of :data:`VARIANTS`.
+    **overrides: switches (``coordinates``, ``output_map``, ``colour``,
+      ``quantize``, ``change_conn_rate``) that replace the variant's; None
+      keeps the variant's value.
+
+  Returns:
+    A new dict with every switch, e.g. to print the settings of a run.
+
+  Raises:
+    ValueError: an unknown variant, switch name or switch value.
+  """
+  _check_choice("variant", variant, VARIANTS)
+  switches = dict(VARIANT_SWITCHES[variant])
+  unknown = sorted(set(overrides) - set(switches))
+  if unknown:
+    raise ValueError(f"Unknown CPPN switch {unknown[0]!r}. Fix: use one of "
+                     f"{', '.join(repr(s) for s in switches)}.")
+  switches.update({k: v for k, v in overrides.items() if v is not None})
+  _check_render_switches(switches["coordinates"], switches["output_map"],
+                         switches["colour"], switches["quantize"])
+  return switches
 
 
 def make_encoding(*, height: int, width: int, channels: int, max_nodes: int = 32,
                   max_conns: int = 128, weight_limit: float = 10.0,
                   weight_rate: float = 0.1, eta: float = 15.0,
-                  change_conn_rate: float = 0.5, activation_rate: float = 0.1,
+                  variant: str = "foolingjax", coordinates: str | None = None,
+                  output_map: str | None = None, colour: str | None = None,
+                  quantize: bool | None = None,
+                  change_conn_rate: float | None = None, activation_rate: float = 0.1,
                   add_conn_rate: float = 0.5, del_conn_rate: float = 0.3,
                   add_node_rate: float = 0.5, del_node_rate: float = 0.2,
                   pixels_per_tile: int | None | str = "auto") -> Encoding:
-  """The CPPN encoding for :mod:`foolingjax.evolution` (defaults: the paper's).
+  """The CPPN encoding for :mod:`foolingjax.evolution`.
+
+  The mutation rates other than ``change_conn_rate`` default to the
+  original's. ``variant`` picks the defaults of the switches where foolingjax
+  and the original code differ (module docstring, :data:`VARIANT_SWITCHES`);
+  a switch given explicitly overrides the variant's.
 
   Args:
     height, width, channels: the image shape; channels 1 (grey) or 3 (colour).
     max_nodes: node slots per genome, 4 inputs and the outputs included.
     max_conns: connection slots per genome.
-    weight_limit, weight_rate, eta, change_conn_rate, activation_rate,
-      add_conn_rate, del_conn_rate, add_node_rate, del_node_rate: see
-      :func:`mutate`.
+    weight_limit, weight_rate, eta, activation_rate, add_conn_rate,
+      del_conn_rate, add_node_rate, del_node_rate: see :func:`mutate`.
+    variant: ``"foolingjax"`` (centred coordinates, ``(v + 1) / 2``,
+      colorsys HLS, floats, rewiring 0.5) or ``"original"`` (raw pixel
+      indices, ``|v|``, OpenCV's 8-bit HLS, bytes, no rewiring).
+    coordinates, output_map, colour, quantize: see :func:`render`; None takes
+      the variant's.
+    change_conn_rate: see :func:`mutate`; None takes the variant's.
     pixels_per_tile: see :func:`render`; ``"auto"`` picks 512 when the default
       backend is the CPU (cache-sized tiles under the population vmap) and
       one tile otherwise.
@@ -862,7 +1078,15 @@ def make_encoding(*, height: int, width: int, channels: int, max_nodes: int = 32
     An :class:`~foolingjax.evolution.encoding.Encoding` whose genomes are
     :class:`CPPNGenome` and whose ``vary`` ignores the mate (the original has
     no CPPN crossover).
+
+  Raises:
+    ValueError: an unknown variant or switch value, a rate outside [0, 1],
+      a bad image size or capacities.
   """
+  switches = variant_switches(variant, coordinates=coordinates, output_map=output_map,
+                              colour=colour, quantize=quantize,
+                              change_conn_rate=change_conn_rate)
+  change_conn_rate = switches.pop("change_conn_rate")
   _check_capacity(channels, max_nodes, max_conns)
   if height < 1 or width < 1:
     raise ValueError(f"Image size must be positive; got {height}x{width}.")
@@ -888,7 +1112,7 @@ def make_encoding(*, height: int, width: int, channels: int, max_nodes: int = 32
   if pixels_per_tile == "auto":
     pixels_per_tile = 512 if jax.default_backend() == "cpu" else None
   render_fn = functools.partial(render, height=height, width=width, channels=channels,
-                                pixels_per_tile=pixels_per_tile)
+                                pixels_per_tile=pixels_per_tile, **switches)
   return Encoding(init=init, vary=vary, render=render_fn,
                   image_shape=(height, width, channels), name="cppn",
                   validate=validate_genome)
