@@ -72,10 +72,23 @@ def test_different_config_refuses_to_overwrite(tmp_path):
     (dict(num_classes=1000), "has 10 classes"),
     (dict(classifier="no_such_module:make"), "package.module:function"),
     (dict(checkpoint_every=3), "multiple of log_every"),
+    (dict(fitness="softmax"), "unknown fitness 'softmax'"),
+    (dict(direct=dict(variant="orignal")), "variant 'orignal'.*'foolingjax', 'original'"),
+    (dict(encoding="cppn", cppn=dict(output_map="sqrt")), "output_map"),
 ])
 def test_bad_configs_fail_clearly(tmp_path, overrides, message):
   with pytest.raises(ValueError, match=message):
     fool.run(_config(**overrides), tmp_path)
+
+
+def test_original_variant_summary_says_what_ran(tmp_path):
+  config = fool_config.get_config("mnist_direct_original")
+  config.update(dict(population=8, generations=2, log_every=1, checkpoint_every=2,
+                     fitness="probability"))
+  summary = fool.run(config, tmp_path)
+  assert (summary["variant"], summary["fitness"]) == ("original", "probability")
+  assert summary["generations"] == 2 and not summary["stopped_frozen"]
+  assert all(0.0 <= p <= 1.0 for p in summary["best"].values())
 
 
 def test_user_classifier_by_dotted_path(tmp_path):

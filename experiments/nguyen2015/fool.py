@@ -21,7 +21,7 @@ import numpy as np
 from experiments import core
 from foolingjax import evolution, images, sharding, zoo
 from foolingjax.contract import Classifier, num_classes_of
-from foolingjax.evolution import driver
+from foolingjax.evolution import driver, map_elites
 
 ENCODINGS = evolution.ENCODINGS
 
@@ -61,6 +61,8 @@ def validate(config) -> None:
        f"log_every ({config.log_every})"),
       (config.encoding in ENCODINGS,
        f"unknown encoding {config.encoding!r}; use one of {ENCODINGS}"),
+      (config.fitness in map_elites.FITNESS,
+       f"unknown fitness {config.fitness!r}; use one of {map_elites.FITNESS}"),
   ], what="fool")
   core.check_classifiers(config.classifier)
 
@@ -97,7 +99,8 @@ def run(config, workdir) -> dict:
   workdir, _ = core.prepare_workdir(workdir, config, ignore=("generations",))
   labels = class_labels(num_classes)
   evolver = driver.Evolver(encoding=encoding, apply_fn=classifier.apply_fn,
-                           num_cells=num_classes, population=config.population, mesh=mesh)
+                           num_cells=num_classes, population=config.population,
+                           fitness=config.fitness, mesh=mesh)
 
   def draw(archive):
     _save_grid(workdir / f"elites_gen{int(archive.generation):05d}.png", archive, evolver,
@@ -116,7 +119,7 @@ def run(config, workdir) -> dict:
       jax.random.key(config.seed), classifier.params, generations=config.generations,
       directory=workdir / "checkpoints", checkpoint_every=config.checkpoint_every,
       log_every=config.log_every, metrics_path=workdir / "metrics.jsonl",
-      on_checkpoint=on_checkpoint)
+      on_checkpoint=on_checkpoint, stop_when_frozen=config.stop_when_frozen)
   wall = time.perf_counter() - t_start
   summary = _summary(history, archive, labels, config, wall,
                      int(archive.evaluations) - (evaluations_before or 0))
@@ -126,8 +129,15 @@ def run(config, workdir) -> dict:
   return summary
 
 
+def probabilities(archive) -> np.ndarray:
+  """Each cell's elite probability (0 for an empty cell), whatever the score."""
+  return np.asarray(jnp.where(archive.filled,
+                              map_elites.to_probability(archive.fitness, archive.fitness_kind),
+                              0.0))
+
+
 def _save_grid(path, archive, evolver, labels, max_cells=100):
-  fitness = np.asarray(archive.fitness)
+  fitness = np.where(np.asarray(archive.filled), probabilities(archive), -np.inf)
   cells = np.flatnonzero(np.isfinite(fitness))
   if len(cells) > max_cells:
     cells = cells[np.argsort(-fitness[cells])[:max_cells]]
@@ -142,16 +152,23 @@ def _summary(history, archive, labels, config, wall, evaluations) -> dict:
   first_all = next((h["generation"] for h in history
                     if h["cells_9999"] == len(labels)), None)
   at = {h["generation"]: h for h in history}
-  fitness = np.asarray(jnp.where(archive.filled, archive.fitness, 0.0))
+  fitness = probabilities(archive)
+  frozen = driver.frozen_at(history, len(labels))
+  options = config.direct if config.encoding == "direct" else config.cppn
   return {
       "preset": config.preset, "seed": config.seed, "classifier": config.classifier,
-      "encoding": config.encoding, "generations": int(archive.generation),
+      "encoding": config.encoding, "variant": options.variant, "fitness": config.fitness,
+      "generations": int(archive.generation), "generations_asked": config.generations,
       "population": config.population,
+      "frozen_at_generation": frozen,
+      "stopped_frozen": bool(frozen is not None and int(archive.generation) < config.generations),
       "first_generation_all_9999": first_all,
       "median_at_200": at[200]["median"] if 200 in at else None,
       "final_median": float(np.median(fitness)), "final_mean": float(np.mean(fitness)),
       "final_cells_9999": int(np.sum(fitness >= 0.9999)),
       "best": {labels[k]: float(fitness[k]) for k in range(len(labels))},
+      "best_score": {labels[k]: float(np.asarray(archive.fitness)[k])
+                     for k in range(len(labels))},
       "evaluations": int(archive.evaluations),
       "seconds_this_invocation": wall,
       "evaluations_per_second": evaluations / wall if wall > 0 and evaluations else None,
