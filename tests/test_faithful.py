@@ -229,3 +229,24 @@ def test_variants_experiment_reports_each_arm_beside_the_paper(tmp_path):
   again = variants.run(config, tmp_path)
   assert json.dumps(again, sort_keys=True, default=str) == json.dumps(results, sort_keys=True,
                                                                        default=str)
+
+
+@pytest.mark.parametrize("when", ["init", "later"])
+def test_non_finite_scores_stop_the_run_naming_the_generation(tmp_path, when):
+  encoding = direct.make_encoding(height=2, width=2, channels=1)
+
+  def nan_apply_fn(params, x):
+    m = jnp.mean(x, axis=(1, 2, 3))
+    # "later": NaN only for bright images, which evolution soon finds.
+    bad = jnp.full_like(m, True, dtype=bool) if when == "init" else m > 0.95
+    z = jnp.stack([10.0 * m, -10.0 * m], axis=-1)
+    return jnp.where(bad[:, None], jnp.nan, z)
+
+  evolver = driver.Evolver(encoding=encoding, apply_fn=nan_apply_fn, num_cells=2,
+                           population=16)
+  match = "initial population" if when == "init" else r"At generation \d+ the classifier"
+  with pytest.raises(driver.BadScoresError, match=match):
+    evolver.evolve(jax.random.key(0), None, generations=200, directory=tmp_path / "run",
+                   log_every=10, checkpoint_every=10, log=None)
+  if when == "init":
+    assert not (tmp_path / "run").exists() or not any((tmp_path / "run").iterdir())

@@ -44,6 +44,10 @@ PREFIX = "archive"
 METRICS = "metrics.jsonl"
 
 
+class BadScoresError(ValueError):
+  """The classifier's scores were NaN, infinite, or probabilities outside [0, 1]."""
+
+
 class Evolver:
   """Jitted init, scan blocks and rendering of MAP-Elites for one encoding and net.
 
@@ -209,6 +213,13 @@ class Evolver:
         on_checkpoint(archive)
     else:
       archive = self.init(init_key, params)
+      if not bool(np.all(np.asarray(archive.filled))):
+        raise BadScoresError(
+            "The classifier's scores of the initial population are not finite"
+            + (" probabilities" if self.fitness == "probability" else "")
+            + " (a cell could not be filled). Fix: check the classifier's outputs on "
+            "images in [0, 1] (NaN or inf logits; a score_transform must return "
+            f"{self.fitness} scores).")
       history = [_jsonable(map_elites.archive_metrics(archive) if self.runs is None else
                            jax.vmap(map_elites.archive_metrics)(archive))]
       if metrics_path is not None:
@@ -236,6 +247,16 @@ class Evolver:
       archive, metrics = self.block(n)(run_key, archive, params)
       metrics = jax.device_get(metrics)
       seconds = time.perf_counter() - t0
+      bad = np.asarray(metrics["bad_scores"]).reshape(n, -1).sum(axis=1)
+      if bad.any():
+        first = int(np.argmax(bad > 0))
+        raise BadScoresError(
+            f"{log_prefix}At generation {gen + first + 1} the classifier returned "
+            f"{int(bad[first])} scores that are not finite"
+            + (" probabilities in [0, 1]" if self.fitness == "probability" else "")
+            + ". Nothing of this block was kept (the last checkpoint is at generation "
+            f"{gen} or before). Fix: check the classifier's outputs (NaN or inf logits) on "
+            "the images this encoding draws.")
       records = [_jsonable({k: v[i] for k, v in metrics.items()}) for i in range(n)]
       history += records
       if metrics_path is not None:

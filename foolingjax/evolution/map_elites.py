@@ -191,7 +191,8 @@ def map_elites_step(key: jax.Array, archive: Archive, *, encoding: Encoding,
   the single-device one.
 
   Returns:
-    ``(archive, metrics)``: :func:`archive_metrics` after the insertion and the
+    ``(archive, metrics)``: :func:`archive_metrics` after the insertion,
+    ``bad_scores`` (:func:`count_bad_scores` of the offspring) and the
     encoding's stats averaged over the batch.
   """
   k_parents, k_mates, k_vary = jax.random.split(key, 3)
@@ -208,8 +209,21 @@ def map_elites_step(key: jax.Array, archive: Archive, *, encoding: Encoding,
   archive = insert(archive, children, scores)
   archive = archive.replace(generation=archive.generation + 1)
   metrics = archive_metrics(archive)
+  metrics["bad_scores"] = count_bad_scores(scores, archive.fitness_kind)
   metrics.update({k: jnp.mean(v) for k, v in stats.items()})
   return archive, metrics
+
+
+def count_bad_scores(scores: jax.Array, fitness: str) -> jax.Array:
+  """int32: scores that are not finite, or (probabilities) outside [0, 1].
+
+  A NaN never wins a comparison, so without this check a classifier that
+  returns NaN would leave cells unchanged (or empty) without a word.
+  """
+  bad = ~jnp.isfinite(scores)
+  if fitness == "probability":
+    bad |= (scores < 0.0) | (scores > 1.0 + 1e-6)
+  return jnp.sum(bad, dtype=jnp.int32)
 
 
 def archive_metrics(archive: Archive) -> dict[str, jax.Array]:
