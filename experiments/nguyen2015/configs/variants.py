@@ -13,7 +13,9 @@ Presets:
   mnist     the 2 x 2 x 2 arms on LeNet/MNIST, 5 seeds, population 200, 250
             generations (the paper's claims are about generations 50 and 200).
   ablation  each encoding's original variant with one switch at a time set to
-            foolingjax's, log-odds score, same scale: which difference does what.
+            foolingjax's (and the CPPN's foolingjax variant with one switch set
+            to the original's), log-odds score, same scale: which difference
+            does what.
   smoke     two tiny arms, for the tests.
 """
 
@@ -27,7 +29,10 @@ ABLATION = ",".join(
                                                  "quantize=false")]
     + ["cppn:original:log_odds"]
     + [f"cppn:original+{s}:log_odds" for s in ("coordinates=centred", "output_map=affine",
-                                               "quantize=false", "change_conn_rate=0.5")])
+                                               "quantize=false", "change_conn_rate=0.5")]
+    + ["cppn:foolingjax:log_odds"]
+    + [f"cppn:foolingjax+{s}:log_odds" for s in ("coordinates=pixel_index", "output_map=abs",
+                                                 "change_conn_rate=0.0")])
 
 
 def get_config(preset: str = "mnist"):
