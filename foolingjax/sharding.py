@@ -24,15 +24,34 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 AXIS = "data"
 
 
-def initialize_distributed(**kwargs) -> None:
-  """``jax.distributed.initialize`` once (multi-host runs); a no-op if already done."""
-  if jax.process_count() > 1:
+def initialize_distributed(*, coordinator_address: str | None = None,
+                           num_processes: int | None = None, process_id: int | None = None,
+                           cpu_collectives: str | None = "gloo") -> None:
+  """``jax.distributed.initialize`` once (multi-host runs); a no-op if already done.
+
+  Call it before anything starts JAX's backend (``jax.devices()``,
+  ``jax.process_count()``, any array): the backend must be created knowing
+  its peers. The arguments left None are found by JAX (its
+  ``JAX_COORDINATOR_ADDRESS`` variable, or a cluster's environment: SLURM,
+  Open MPI, Cloud TPU). ``cpu_collectives`` picks the CPU client's collective
+  library ("gloo" works between processes of one or several machines; None
+  keeps JAX's default, which has none across processes), so CPU-only hosts
+  can run sharded code too; accelerators are unaffected.
+  """
+  if jax.distributed.is_initialized():
     return
+  if cpu_collectives is not None:
+    jax.config.update("jax_cpu_collectives_implementation", cpu_collectives)
   try:
-    jax.distributed.initialize(**kwargs)
+    jax.distributed.initialize(coordinator_address=coordinator_address,
+                               num_processes=num_processes, process_id=process_id)
   except RuntimeError as e:
-    if "already" not in str(e):
-      raise
+    if "should only be called once" in str(e) or "already" in str(e):
+      return
+    raise RuntimeError(
+        f"jax.distributed.initialize failed: {e}. Fix: call initialize_distributed before "
+        "anything touches jax.devices() or creates an array, and give every process the "
+        "same coordinator_address and num_processes and its own process_id.") from e
 
 
 def data_mesh(devices=None) -> Mesh:
@@ -67,7 +86,23 @@ def shard_batch(tree: Any, mesh: Mesh) -> Any:
 
 
 def replicate(tree: Any, mesh: Mesh) -> Any:
-  return jax.device_put(tree, replicated(mesh))
+  """Places every leaf whole on every device of ``mesh``.
+
+  On a mesh spanning several processes each process must pass the same
+  values; every leaf (PRNG keys too) is assembled from this process's copy.
+  """
+  sharding = replicated(mesh)
+  if sharding.is_fully_addressable:
+    return jax.device_put(tree, sharding)
+
+  def put(leaf):
+    if jax.dtypes.issubdtype(getattr(leaf, "dtype", None), jax.dtypes.prng_key):
+      impl = jax.random.key_impl(leaf)
+      return jax.random.wrap_key_data(put(jax.random.key_data(leaf)), impl=impl)
+    host = np.asarray(jax.device_get(leaf))
+    return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
+
+  return jax.tree_util.tree_map(put, tree)
 
 
 def constrain_batch(tree: Any, mesh: Mesh | None) -> Any:

@@ -23,7 +23,8 @@ ENTRYPOINTS = {
         ["--config.parts=transfer", "--config.evolve.generations=2",
          "--config.evolve.runs=1"]),
     "experiments.nguyen2015.variants": ("experiments/nguyen2015/configs/variants.py", "smoke",
-                                        ["--config.generations=2", "--config.seeds=1"]),
+                                        ["--config.generations=2", "--config.seeds=1",
+                                         "--config.arms=cppn:original:log_odds"]),
     "experiments.szegedy2013.properties": (
         "experiments/szegedy2013/configs/properties.py", "smoke",
         ["--config.parts=units"]),

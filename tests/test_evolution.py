@@ -133,7 +133,7 @@ def test_mutation_rate_decay(key):
 
 
 def test_bad_arguments():
-  with pytest.raises(ValueError, match="1 \\(gray\\) or 3 \\(HSV\\)"):
+  with pytest.raises(ValueError, match="1 \\(gray\\) or 3 \\(colour\\)"):
     direct.make_encoding(height=4, width=4, channels=2)
   encoding, score_fn = _toy()
   with pytest.raises(ValueError, match="init_size"):

@@ -217,9 +217,10 @@ def test_arm_grammar():
 def test_variants_experiment_reports_each_arm_beside_the_paper(tmp_path):
   from experiments.nguyen2015.configs import variants as variant_configs
   config = variant_configs.get_config("smoke")
-  config.arms = "direct:original:probability,direct:foolingjax:log_odds"
+  config.arms = "direct:original:probability"
+  config.generations = 2
   results = variants.run(config, tmp_path)
-  assert set(results) == {"direct_original_probability", "direct_foolingjax_log_odds"}
+  assert set(results) == {"direct_original_probability"}
   for result in results.values():
     assert len(result["seeds"]) == config.seeds
     assert (tmp_path / variants.arm_name(result["arm"]) / "elites.png").exists()

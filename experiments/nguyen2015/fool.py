@@ -81,7 +81,10 @@ def run(config, workdir) -> dict:
   """Runs (or resumes) the experiment; returns the summary written to summary.json."""
   validate(config)
   if config.distributed:
-    sharding.initialize_distributed()
+    sharding.initialize_distributed(
+        coordinator_address=config.coordinator_address or None,
+        num_processes=config.num_processes or None,
+        process_id=config.process_id if config.process_id >= 0 else None)
     if jax.process_index() > 0:  # every host computes the same archive; one writes it
       workdir = pathlib.Path(workdir) / f"process_{jax.process_index()}"
   mesh = sharding.data_mesh() if config.shard else None

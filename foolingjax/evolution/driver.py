@@ -227,6 +227,13 @@ class Evolver:
         checkpoint.write_jsonl(metrics_path, history)
       self._checkpoint(directory, archive, keep, on_checkpoint)
 
+    # With a mesh the block runs over every device of every host: its inputs go
+    # in replicated and the archive comes back as this host's copy, so saving,
+    # rendering and logging stay local (the archive is small).
+    params_in, run_key_in = params, run_key
+    if self.mesh is not None:
+      params_in, run_key_in = (sharding.replicate(params, self.mesh),
+                               sharding.replicate(run_key, self.mesh))
     said_frozen = False
     while _generation(archive) < generations:
       if _all_frozen(archive):
@@ -244,7 +251,12 @@ class Evolver:
       gen = _generation(archive)
       n = min(log_every - gen % log_every, generations - gen)
       t0 = time.perf_counter()
-      archive, metrics = self.block(n)(run_key, archive, params)
+      if self.mesh is None:
+        archive, metrics = self.block(n)(run_key_in, archive, params_in)
+      else:
+        archive, metrics = self.block(n)(run_key_in, sharding.replicate(archive, self.mesh),
+                                         params_in)
+        archive = jax.device_put(jax.device_get(archive))
       metrics = jax.device_get(metrics)
       seconds = time.perf_counter() - t0
       bad = np.asarray(metrics["bad_scores"]).reshape(n, -1).sum(axis=1)

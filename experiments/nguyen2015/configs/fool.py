@@ -62,6 +62,9 @@ def get_config(preset: str = "mnist_direct"):
   c.ten_crop = False          # ImageNet fitness: softmax averaged over 10 crops
   c.shard = False             # split the population over all devices (NamedSharding)
   c.distributed = False       # jax.distributed.initialize() first (multi-host runs)
+  c.coordinator_address = ""  # host:port of process 0; "" lets JAX find it (cluster env)
+  c.num_processes = 0         # 0 lets JAX find it
+  c.process_id = -1           # -1 lets JAX find it
 
   # None switches take the variant's value (foolingjax.evolution.direct.VARIANT_SWITCHES).
   c.direct = ml_collections.ConfigDict(dict(
