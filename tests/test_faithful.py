@@ -180,6 +180,20 @@ def test_default_direct_encoding_unchanged():
                 a), rate=0.1, eta=15.0)
   chex.assert_trees_all_equal(child, old)
   assert enc.render(a) is a or np.array_equal(enc.render(a), a)
+  # Values the code before the variants produced (same jax), so a change to the
+  # operators themselves fails here too.
+  np.testing.assert_allclose(np.asarray(child).ravel(), [
+      0.4386324882507324, 0.4184463620185852, 0.44591832160949707, 0.4383963346481323,
+      0.40211933851242065, 0.5589460134506226, 0.9838855266571045, 0.2272147238254547,
+      0.7806854844093323, 0.8171330690383911, 0.2394951581954956, 0.06834632158279419,
+      0.8371660113334656, 0.7828829288482666, 0.8129788637161255, 0.708608865737915],
+      rtol=1e-6)
+  colour = direct.make_encoding(height=2, width=2, channels=3)
+  np.testing.assert_allclose(np.asarray(colour.render(colour.init(jax.random.key(5)))).ravel(), [
+      0.05821651220321655, 0.7358101606369019, 0.5991255044937134, 0.6777292490005493,
+      0.4115282893180847, 0.057952880859375, 0.20122122764587402, 0.19142597913742065,
+      0.19032490253448486, 0.3867303431034088, 0.3870302438735962, 0.3869099020957947],
+      rtol=1e-6)
 
 
 # --------------------------------------------------------------------------

@@ -105,8 +105,9 @@ def png_bytes(image: np.ndarray) -> int:
   return buffer.tell()
 
 
-def first_generation(history, seed: int, test) -> int | None:
-  return next((h["generation"] for h in history if test(h, seed)), None)
+def first_generation(generations: np.ndarray, reached: np.ndarray) -> list[int | None]:
+  """Per run, the first generation where ``reached`` ``[G, R]`` holds, or None."""
+  return [int(generations[np.argmax(col)]) if col.any() else None for col in reached.T]
 
 
 def run_arm(config, arm: str, classifier, image_shape, num_classes, directory: pathlib.Path,
@@ -130,19 +131,22 @@ def run_arm(config, arm: str, classifier, image_shape, num_classes, directory: p
   images.save_grid(directory / "elites.png", flat, labels=labels * config.seeds,
                    confidences=probability.reshape(-1), ncols=num_classes,
                    title=f"{arm}: final elites, one row per seed")
-  at = {h["generation"]: h for h in history}
+  gens = np.array([h["generation"] for h in history])
+  cells = np.array([h["cells_9999"] for h in history]).reshape(len(gens), -1)     # [G, R]
+  frozen = np.array([h["cells_frozen"] for h in history]).reshape(len(gens), -1)  # [G, R]
+  best = np.array([h["best"] for h in history]).reshape(len(gens), config.seeds, -1)
+  at = {int(g): i for i, g in enumerate(gens)}
+  all_at = first_generation(gens, cells == num_classes)
+  frozen_from = first_generation(gens, frozen == num_classes)
   rows = []
   for r in range(config.seeds):
-    cells = lambda h, r=r: np.asarray(h["cells_9999"])[r]  # noqa: E731
-    best = lambda g, r=r: np.asarray(at[g]["best"])[r] if g in at else None  # noqa: E731
     rows.append({
         "seed": r,
-        "all_9999_at": first_generation(history, r, lambda h, r: cells(h) == num_classes),
-        "cells_9999_at_50": int(cells(at[50])) if 50 in at else None,
-        "median_at_200": float(np.median(best(200))) if 200 in at else None,
-        "worst_final": float(np.min(best(max(at)))),
-        "frozen_at": first_generation(
-            history, r, lambda h, r: np.asarray(h["cells_frozen"])[r] == num_classes),
+        "all_9999_at": all_at[r],
+        "cells_9999_at_50": int(cells[at[50], r]) if 50 in at else None,
+        "median_at_200": float(np.median(best[at[200], r])) if 200 in at else None,
+        "worst_final": float(np.min(best[-1, r])),
+        "frozen_at": frozen_from[r],
         "final_log_odds_median": float(np.median(own[r])),
         "final_log_odds_min": float(np.min(own[r])),
         "neighbour_difference": float(np.mean(images.neighbour_difference(rendered[r]))),

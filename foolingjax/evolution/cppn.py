@@ -141,7 +141,7 @@ import numpy as np
 from flax import struct
 
 from foolingjax import images
-from foolingjax.evolution.encoding import Encoding
+from foolingjax.evolution.encoding import Encoding, check_choice, resolve_variant
 
 NUM_INPUTS = 4
 INPUT_NAMES = ("x", "y", "d", "bias")
@@ -792,11 +792,9 @@ def mutate(key: jax.Array, genome: CPPNGenome, *, weight_rate: float = 0.1,
 # Rendering
 
 
-def _check_choice(switch: str, value, valid: Sequence[str]) -> None:
+def _check_choice(switch: str, value, valid: Sequence) -> None:
   """Raises one ValueError naming the valid values if ``value`` is not one."""
-  if not isinstance(value, str) or value not in valid:
-    raise ValueError(f"Unknown CPPN {switch} {value!r}. Fix: use one of "
-                     f"{', '.join(repr(v) for v in valid)}.")
+  check_choice("CPPN", switch, value, valid)
 
 
 def _check_render_switches(coordinates: str, output_map: str, colour: str,
@@ -804,9 +802,7 @@ def _check_render_switches(coordinates: str, output_map: str, colour: str,
   _check_choice("coordinates", coordinates, COORDINATES)
   _check_choice("output_map", output_map, OUTPUT_MAPS)
   _check_choice("colour", colour, COLOURS)
-  if not isinstance(quantize, (bool, np.bool_)):
-    raise ValueError(f"CPPN quantize must be True or False; got {quantize!r}. Fix: "
-                     "pass a bool (True truncates outputs to bytes, as the original).")
+  _check_choice("quantize", quantize, (False, True))
 
 
 def _input_grid(height: int, width: int, kind: str) -> np.ndarray:
@@ -1029,16 +1025,10 @@ def variant_switches(variant: str = "foolingjax", **overrides) -> dict:
   Raises:
     ValueError: an unknown variant, switch name or switch value.
   """
-  _check_choice("variant", variant, VARIANTS)
-  switches = dict(VARIANT_SWITCHES[variant])
-  unknown = sorted(set(overrides) - set(switches))
-  if unknown:
-    raise ValueError(f"Unknown CPPN switch {unknown[0]!r}. Fix: use one of "
-                     f"{', '.join(repr(s) for s in switches)}.")
-  switches.update({k: v for k, v in overrides.items() if v is not None})
-  _check_render_switches(switches["coordinates"], switches["output_map"],
-                         switches["colour"], switches["quantize"])
-  return switches
+  return resolve_variant("CPPN", variant, VARIANT_SWITCHES,
+                         {"coordinates": COORDINATES, "output_map": OUTPUT_MAPS,
+                          "colour": COLOURS, "quantize": (False, True),
+                          "change_conn_rate": None}, **overrides)
 
 
 def make_encoding(*, height: int, width: int, channels: int, max_nodes: int = 32,

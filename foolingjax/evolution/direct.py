@@ -62,7 +62,7 @@ import jax
 import jax.numpy as jnp
 
 from foolingjax import images
-from foolingjax.evolution.encoding import Encoding
+from foolingjax.evolution.encoding import Encoding, resolve_variant
 
 VARIANTS = ("foolingjax", "original")
 VARIANT_SWITCHES = {
@@ -73,7 +73,7 @@ VARIANT_SWITCHES = {
 }
 SWITCH_VALUES = {"sbx_genes": ("half", "all"), "sbx_equal_genes": ("parent", "gray"),
                  "quantize": (False, True), "colour": ("hsv", "hls_opencv")}
-FLOAT32_EPS = 1.1920929e-07  # std::numeric_limits<float>::epsilon(), the original's test
+FLOAT32_EPS = float(jnp.finfo(jnp.float32).eps)  # std::numeric_limits<float>::epsilon()
 
 
 def polynomial_mutation(key: jax.Array, genes: jax.Array, *, rate: float | jax.Array,
@@ -131,19 +131,8 @@ def sbx_crossover(key: jax.Array, a: jax.Array, b: jax.Array, *, eta: float,
 
 def resolve_switches(variant: str, **switches) -> dict:
   """The variant's switch values, overridden by the switches that are not None."""
-  if variant not in VARIANTS:
-    raise ValueError(f"Unknown direct-encoding variant {variant!r}. Fix: use one of "
-                     f"{', '.join(repr(v) for v in VARIANTS)}.")
-  out = dict(VARIANT_SWITCHES[variant])
-  for name, value in switches.items():
-    if value is None:
-      continue
-    if value not in SWITCH_VALUES[name] or isinstance(value, bool) != isinstance(
-        SWITCH_VALUES[name][0], bool):
-      raise ValueError(f"Unknown value {value!r} for the direct encoding's {name}. Fix: use "
-                       f"one of {', '.join(repr(v) for v in SWITCH_VALUES[name])}.")
-    out[name] = value
-  return out
+  return resolve_variant("direct-encoding", variant, VARIANT_SWITCHES, SWITCH_VALUES,
+                         **switches)
 
 
 def mutation_rate_at(generation: jax.Array, *, mutation_rate: float, mutation_decay: float = 1.0,

@@ -17,9 +17,11 @@ them over the population with ``jax.vmap`` and jits the whole generation:
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping, Sequence
 from typing import Any, Callable
 
 import jax
+import numpy as np
 
 Genome = Any
 
@@ -34,3 +36,52 @@ class Encoding:
   image_shape: tuple[int, int, int]
   name: str = "encoding"
   validate: Callable[[Genome], Genome] | None = None
+
+
+def check_choice(kind: str, switch: str, value, valid: Sequence) -> None:
+  """One ValueError naming the valid values when ``value`` is not one of them.
+
+  Booleans must be real bools (1 is not True) and strings real strings.
+  """
+  if valid and all(isinstance(v, bool) for v in valid):
+    if not isinstance(value, (bool, np.bool_)):
+      raise ValueError(f"{kind} {switch} must be True or False; got {value!r}. Fix: pass a "
+                       "bool.")
+    return
+  if not isinstance(value, str) or value not in valid:
+    raise ValueError(f"Unknown {kind} {switch} {value!r}. Fix: use one of "
+                     f"{', '.join(repr(v) for v in valid)}.")
+
+
+def resolve_variant(kind: str, variant: str, table: Mapping[str, Mapping[str, Any]],
+                    choices: Mapping[str, Sequence | None], **overrides) -> dict:
+  """An encoding variant's switch values, overridden by the switches not None.
+
+  Args:
+    kind: the encoding's name in error messages ("CPPN", "direct-encoding").
+    variant: a key of ``table``.
+    table: variant -> its value of every switch.
+    choices: switch -> its valid values, or None for a value checked elsewhere
+      (e.g. a rate).
+    **overrides: switches to set; None keeps the variant's value.
+
+  Returns:
+    A new dict holding every switch.
+
+  Raises:
+    ValueError: an unknown variant, switch name or switch value, naming the
+      valid ones.
+  """
+  check_choice(kind, "variant", variant, tuple(table))
+  out = dict(table[variant])
+  unknown = sorted(set(overrides) - set(out))
+  if unknown:
+    raise ValueError(f"Unknown {kind} switch {unknown[0]!r}. Fix: use one of "
+                     f"{', '.join(repr(s) for s in out)}.")
+  for name, value in overrides.items():
+    if value is None:
+      continue
+    if choices.get(name) is not None:
+      check_choice(kind, name, value, choices[name])
+    out[name] = value
+  return out
