@@ -17,9 +17,11 @@ One place for what experiments do around the library:
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import pathlib
+import re
 import zlib
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
@@ -130,7 +132,30 @@ def prepare_workdir(workdir, config: ml_collections.ConfigDict, *,
           "or the same config to resume.")
     resuming = strip(previous) == strip(current)
   write_text(config_path, json.dumps(current, indent=2, sort_keys=True))
+  # Every write goes to a temporary and is renamed when complete, so one that
+  # exists now was left by a kill: incomplete, and read by nothing.
+  stale = checkpoint.clean_temporaries(
+      workdir, skip=lambda p: re.fullmatch(r"process_\d+", p.name) is not None)
+  if stale:
+    print(f"Removed {len(stale)} incomplete temporary file(s) a killed run left in "
+          f"{workdir}: {', '.join(str(p.relative_to(workdir)) for p in stale[:5])}"
+          + (" ..." if len(stale) > 5 else ""))
   return workdir, resuming
+
+
+def fingerprint(experiment: str, config: ml_collections.ConfigDict, *,
+                ignore: tuple[str, ...] = (), **extra) -> dict:
+  """What a checkpoint of this run records: experiment, seed, classifier, config hash.
+
+  ``ignore`` lists the keys a resumed run may change (as in
+  :func:`prepare_workdir`); ``extra`` adds JSON-able entries (e.g. the part).
+  A checkpoint whose fingerprint differs is refused on resume.
+  """
+  d = {k: v for k, v in json.loads(json.dumps(config.to_dict())).items() if k not in ignore}
+  return {"experiment": experiment, "seed": d.get("seed"),
+          "classifier": d.get("classifier"),
+          "config": hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16],
+          **extra}
 
 
 # --------------------------------------------------------------------------

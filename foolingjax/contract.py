@@ -46,8 +46,8 @@ def check_images(x, *, expected_hwc: tuple[int, int, int] | None = None, who: st
         f"{who} expects {want}; got dtype {dtype} with shape {shape}. "
         "Fix: convert uint8 pixels with x.astype(np.float32) / 255.")
   if len(shape) != 4:
-    hint = " Add the batch axis with x[None]." if len(shape) == 3 else ""
-    raise ValueError(f"{who} expects {want}; got an array of shape {shape}.{hint}")
+    raise ValueError(f"{who} expects {want}; got an array of shape {shape}."
+                     + _rank_hint(shape, expected_hwc))
   if expected_hwc is not None:
     for got, exp in zip(shape[1:], expected_hwc):
       if exp is not None and got != exp:
@@ -55,6 +55,27 @@ def check_images(x, *, expected_hwc: tuple[int, int, int] | None = None, who: st
             f"{who} expects {want}; got shape {shape}. Fix: resize the images "
             "or build the model for this input shape.")
   return jnp.asarray(x, jnp.float32)
+
+
+def _rank_hint(shape: tuple, expected_hwc) -> str:
+  """Which axis a 2-D, 3-D or 5-D array most likely lacks or has too many of."""
+  batch = " Fix: add the batch axis with x[None]."
+  channel = " Fix: add the channel axis with x[..., None]."
+  if len(shape) == 2:
+    return " Fix: add the batch and channel axes with x[None, ..., None]."
+  if len(shape) == 5 and shape[0] == 1:
+    return " Fix: drop the extra leading axis with x[0]."
+  if len(shape) != 3:
+    return ""
+  if expected_hwc is not None:
+    if all(e is None or s == e for s, e in zip(shape, expected_hwc)):
+      return batch
+    if all(e is None or s == e for s, e in zip(shape[1:], expected_hwc[:2])):
+      return channel
+  if shape[-1] in (1, 3, 4) and shape[0] != 1:
+    return batch + " (If it is a batch of single-channel images, add the channel " \
+        "axis with x[..., None] instead.)"
+  return channel + " (If it is one image, add the batch axis with x[None] instead.)"
 
 
 @dataclasses.dataclass(frozen=True, eq=False)

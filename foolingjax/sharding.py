@@ -79,10 +79,22 @@ def check_divisible(n: int, mesh: Mesh, *, what: str) -> None:
 
 
 def shard_batch(tree: Any, mesh: Mesh) -> Any:
-  """Places every leaf split along its leading axis (checked for divisibility)."""
+  """Places every leaf split along its leading axis (checked for divisibility).
+
+  On a mesh spanning several processes each process passes the whole batch
+  (the same values everywhere) and keeps the slices of its own devices.
+  """
   for leaf in jax.tree_util.tree_leaves(tree):
     check_divisible(leaf.shape[0], mesh, what="The batch axis")
-  return jax.device_put(tree, batch_sharding(mesh))
+  sharding = batch_sharding(mesh)
+  if sharding.is_fully_addressable:
+    return jax.device_put(tree, sharding)
+
+  def put(leaf):
+    host = np.asarray(jax.device_get(leaf))
+    return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
+
+  return jax.tree_util.tree_map(put, tree)
 
 
 def replicate(tree: Any, mesh: Mesh) -> Any:

@@ -14,6 +14,7 @@ checkpoint.
 from __future__ import annotations
 
 import dataclasses
+import json
 import pathlib
 import time
 from collections.abc import Callable
@@ -175,6 +176,7 @@ def fit(config: ml_collections.ConfigDict, train: tuple[np.ndarray, np.ndarray],
         workdir: str | pathlib.Path | None = None,
         log: Callable[[str], None] | None = print,
         loss_fn: Loss = cross_entropy, init: tuple | None = None,
+        fingerprint: dict | None = None,
         key: jax.Array | None = None) -> tuple[Classifier, dict]:
   """Trains a classifier on ``loss_fn``; resumes from ``workdir``'s last epoch.
 
@@ -201,6 +203,11 @@ def fit(config: ml_collections.ConfigDict, train: tuple[np.ndarray, np.ndarray],
       default ``models.init(config.model, ...)`` from ``config.seed``.
     key: PRNG key of the classification phase, split into its batch-order and
       loss keys; default: derived from ``config.seed``.
+    fingerprint: what else identifies this run (JSON-able; e.g. the loss's
+      name and settings, which cannot be hashed). The checkpoints also record
+      digests of the config, the training data, ``init``'s params and ``key``;
+      a checkpoint in ``workdir`` that differs in any of them is refused with
+      :class:`~foolingjax.checkpoint.CheckpointError`, never resumed.
 
   Returns:
     ``(Classifier(apply_fn, params), history)`` where history holds per-epoch
@@ -234,6 +241,13 @@ def fit(config: ml_collections.ConfigDict, train: tuple[np.ndarray, np.ndarray],
     test_x, test_y = _validate_split(test, config.num_classes, "test")
     test_x, test_y = jnp.asarray(test_x), jnp.asarray(test_y)
 
+  if workdir is not None:
+    fingerprint = {"kind": "training", **(fingerprint or {}),
+                   "config": checkpoint.digest(np.frombuffer(json.dumps(
+                       config.to_dict(), sort_keys=True).encode(), np.uint8)),
+                   "data": checkpoint.digest(images, labels),
+                   "init": checkpoint.digest(params) if init is not None else None,
+                   "key": checkpoint.digest(key) if key is not None else None}
   phases = []
   if config.ae_pretrain_epochs:
     phases.append(("pretrain", config.ae_pretrain_epochs,
@@ -254,7 +268,7 @@ def fit(config: ml_collections.ConfigDict, train: tuple[np.ndarray, np.ndarray],
     if workdir is not None:
       last = checkpoint.latest(workdir, prefix=phase)
       if last is not None:
-        state, meta = checkpoint.restore(last, state)
+        state, meta = checkpoint.restore(last, state, fingerprint=fingerprint)
         history = meta["history"]
         start = meta["epoch"] + 1
         log(f"[{phase}] resumed from {last.name} (epoch {meta['epoch'] + 1}/{epochs})")
@@ -280,7 +294,8 @@ def fit(config: ml_collections.ConfigDict, train: tuple[np.ndarray, np.ndarray],
       if workdir is not None:
         checkpoint.save(checkpoint.step_path(workdir, epoch, prefix=phase), state,
                         meta={"epoch": epoch, "phase": phase, "model": config.model,
-                              "history": history})
+                              "history": history},
+                        fingerprint=fingerprint)
         checkpoint.prune(workdir, keep=2, prefix=phase)
       # Logged after the checkpoint: a run stopped at this line resumes after it.
       log(f"[{config.model}/{phase}] epoch {epoch + 1}/{epochs} loss {mean_loss:.4f} "

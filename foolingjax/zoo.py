@@ -129,10 +129,11 @@ def load_classifier(name: str = "lenet_mnist", seed: int = 0, *, train_if_missin
   apply_fn, template = models.init(config.model, jax.random.key(0),
                                    input_shape=data.image_shape(config.dataset),
                                    num_classes=config.num_classes)
+  fingerprint = classifier_fingerprint(name, seed, digest)
   for directory in (cache_dir() / "classifiers", ASSETS):
     path = directory / filename
     if path.is_file():
-      params, _ = checkpoint.restore(path, template)
+      params, _ = checkpoint.restore(path, template, fingerprint=fingerprint)
       return Classifier(apply_fn, params)
   if not train_if_missing:
     raise FileNotFoundError(
@@ -146,8 +147,14 @@ def load_classifier(name: str = "lenet_mnist", seed: int = 0, *, train_if_missin
       config, *training_data(config),
       workdir=cache_dir() / "training" / f"{name}_seed{seed}_{digest}", log=log)
   checkpoint.save(target, classifier.params,
-                  meta={"config": config.to_dict(), "history": history})
+                  meta={"config": config.to_dict(), "history": history},
+                  fingerprint=fingerprint)
   return classifier
+
+
+def classifier_fingerprint(name: str, seed: int, digest: str) -> dict:
+  """What a cached or bundled zoo net's file must record: preset, seed, config hash."""
+  return {"kind": "zoo_classifier", "name": name, "seed": int(seed), "config": digest}
 
 
 def info(name: str, seed: int = 0) -> dict:
@@ -156,7 +163,8 @@ def info(name: str, seed: int = 0) -> dict:
   filename = f"{name}_seed{seed}_{digest}.msgpack"
   for directory in (cache_dir() / "classifiers", ASSETS):
     if (directory / filename).is_file():
-      return checkpoint.load_raw(directory / filename)[1]
+      return checkpoint.load_raw(directory / filename,
+                                 fingerprint=classifier_fingerprint(name, seed, digest))[1]
   raise FileNotFoundError(f"{name} seed {seed} is not trained yet.")
 
 

@@ -86,7 +86,7 @@ def test_a_corrupted_cppn_checkpoint_is_refused(tmp_path):
   genomes["conn_src"] = np.asarray(genomes["conn_src"]).copy()
   genomes["conn_dst"] = np.asarray(genomes["conn_dst"]).copy()
   genomes["conn_src"][0, 0], genomes["conn_dst"][0, 0] = 7, 5   # a backward edge
-  checkpoint.save(path, raw, meta=meta)
+  checkpoint.save(path, raw, meta=meta, fingerprint=checkpoint.read_fingerprint(path))
   with pytest.raises(cppn.InvalidGenomeError):
     evolver.evolve(jax.random.key(0), PARAMS, generations=2, directory=tmp_path, log=None)
 

@@ -110,6 +110,6 @@ def test_cppn_run_resumes_and_validates_its_genomes(tmp_path):
   genomes["conn_dst"] = np.asarray(genomes["conn_dst"]).copy()
   genomes["conn_mask"] = np.ones_like(np.asarray(genomes["conn_mask"]))
   genomes["conn_src"][0, 0], genomes["conn_dst"][0, 0] = 9, 5   # a backward edge
-  checkpoint.save(path, raw, meta=meta)
+  checkpoint.save(path, raw, meta=meta, fingerprint=checkpoint.read_fingerprint(path))
   with pytest.raises(cppn.InvalidGenomeError):
     fool.run(_config(encoding="cppn", generations=6), tmp_path)

@@ -73,3 +73,49 @@ def test_initializing_after_the_backend_started_is_one_clear_error():
   assert result.returncode != 0
   assert "Fix: call initialize_distributed before anything touches jax.devices()" in \
       result.stderr
+
+
+ATTACK = """
+import sys
+import numpy as np
+import jax, jax.numpy as jnp
+from foolingjax import attacks, sharding, zoo
+pid, port, out = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+sharding.initialize_distributed(coordinator_address=f"127.0.0.1:{port}", num_processes=2,
+                                process_id=pid)
+from jax.experimental import multihost_utils
+clf = zoo.resolve("fc100_100_10_mnist")
+x = np.asarray(jax.random.uniform(jax.random.key(1), (8, 28, 28, 1)))
+y = np.arange(8, dtype=np.int32) % 10
+mesh = sharding.data_mesh()
+assert mesh.devices.size == 2 and jax.process_count() == 2
+xs, ys = sharding.shard_batch((x, y), mesh)
+params = sharding.replicate(clf.params, mesh)
+attack = jax.jit(lambda p, a, b: attacks.pgd(jax.random.key(2), clf.apply_fn, p, a, b, eps=0.1,
+                                             step_size=0.02, steps=5))
+adv = attack(params, xs, ys)
+assert len(adv.addressable_shards) == 1 and adv.addressable_shards[0].data.shape[0] == 4
+full = multihost_utils.process_allgather(adv, tiled=True)
+np.save(out, np.asarray(full))
+"""
+
+
+def test_two_process_sharded_attack_batch_equals_one_process(tmp_path):
+  """Each process attacks its half of the batch; gathered, it is the unsharded attack."""
+  import jax
+  from foolingjax import attacks, zoo
+  port = _free_port()
+  procs = [subprocess.Popen([sys.executable, "-c", ATTACK, str(pid), str(port),
+                             str(tmp_path / f"adv_{pid}.npy")], cwd=REPO, env=_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+           for pid in range(2)]
+  outs = [p.communicate(timeout=600) for p in procs]
+  for p, (_, err) in zip(procs, outs):
+    assert p.returncode == 0, err[-3000:]
+  clf = zoo.resolve("fc100_100_10_mnist")
+  x = np.asarray(jax.random.uniform(jax.random.key(1), (8, 28, 28, 1)))
+  y = np.arange(8, dtype=np.int32) % 10
+  expected = np.asarray(jax.jit(lambda p, a, b: attacks.pgd(
+      jax.random.key(2), clf.apply_fn, p, a, b, eps=0.1, step_size=0.02, steps=5))(clf.params, x, y))
+  for pid in range(2):
+    np.testing.assert_allclose(np.load(tmp_path / f"adv_{pid}.npy"), expected, atol=1e-6)

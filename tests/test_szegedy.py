@@ -11,7 +11,7 @@ from PIL import Image
 from experiments import core
 from experiments.szegedy2013 import properties as szegedy_experiment
 from experiments.szegedy2013.configs import properties as szegedy_config
-from foolingjax import attacks, data, directions, zoo
+from foolingjax import attacks, checkpoint, data, directions, zoo
 from foolingjax.attacks import perturbations
 
 # --------------------------------------------------------------------------
@@ -196,10 +196,10 @@ def test_smoke_table1_matches_the_saved_adversarial_examples(smoke_run, mnist_te
   for name in core.names(config.table1):
     row = table1[szegedy_experiment.display(name)]
     apply_fn, params = zoo.load_classifier(name, train_if_missing=False)
-    with np.load(workdir / "adversarial" / f"{name}.npz") as saved:
-      index, adv, success = saved["index"], saved["adv"], saved["success"]
-      np.testing.assert_array_equal(saved["targets"], targets[index])
-      assert int(saved["done"]) == len(index)
+    saved, _ = checkpoint.load_raw(workdir / "adversarial" / f"{name}.msgpack")
+    index, adv, success = saved["index"], saved["adv"], saved["success"]
+    np.testing.assert_array_equal(saved["targets"], targets[index])
+    assert int(saved["done"]) == len(index)
     # Attacked: exactly the images the net gets right.
     clean_pred = np.asarray(jnp.argmax(apply_fn(params, jnp.asarray(x)), -1))
     np.testing.assert_array_equal(index, np.flatnonzero(clean_pred == y))
@@ -243,9 +243,9 @@ def test_smoke_table2_rows(smoke_run, mnist_test):
   predict = lambda clf, images: np.asarray(jnp.argmax(clf[0](clf[1], jnp.asarray(images)), -1))
   common = np.flatnonzero((predict(clf_a, x) == y) & (predict(clf_b, x) == y))
   assert summary["table2_images"] == len(common)
-  with np.load(workdir / "adversarial" / f"{a}.npz") as saved:
-    keep = saved["success"] & np.isin(saved["index"], common)
-    adv, labels = saved["adv"][keep], y[saved["index"][keep]]
+  saved, _ = checkpoint.load_raw(workdir / "adversarial" / f"{a}.msgpack")
+  keep = saved["success"] & np.isin(saved["index"], common)
+  adv, labels = saved["adv"][keep], y[saved["index"][keep]]
   assert table2[f"adversarial for {nets[0]}"]["images"] == str(len(labels))
   expected = np.mean(predict(clf_b, adv) != labels)
   assert _pct(table2[f"adversarial for {nets[0]}"][nets[1]]) == pytest.approx(expected, abs=6e-4)
@@ -270,12 +270,10 @@ def test_smoke_refuses_saved_attacks_with_other_targets(smoke_run, tmp_path):
   config, workdir, *_ = smoke_run
   copy = tmp_path / "copy"
   shutil.copytree(workdir, copy)
-  path = copy / "adversarial" / "fc10_wd1e-4_mnist.npz"
-  with np.load(path) as saved:
-    arrays = dict(saved)
+  path = copy / "adversarial" / "fc10_wd1e-4_mnist.msgpack"
+  arrays, _ = checkpoint.load_raw(path)
   arrays["targets"] = (arrays["targets"] + 1) % 10
-  with open(path, "wb") as f:
-    np.savez(f, **arrays)
+  checkpoint.save(path, arrays, fingerprint=checkpoint.read_fingerprint(path))
   (copy / "tables" / "result.json").unlink()  # else the finished part is read back
   with pytest.raises(RuntimeError, match="other images or targets"):
     szegedy_experiment.run(config, copy)
@@ -284,14 +282,13 @@ def test_smoke_refuses_saved_attacks_with_other_targets(smoke_run, tmp_path):
 def test_smoke_rerun_resumes_and_a_changed_config_refuses(smoke_run):
   config, workdir, summary, tables, _ = smoke_run
   # Cut one net's saved attack back to its first chunk: the rerun resumes there.
-  path = workdir / "adversarial" / "fc100_100_10_mnist.npz"
-  with np.load(path) as saved:
-    arrays = dict(saved)
+  path = workdir / "adversarial" / "fc100_100_10_mnist.msgpack"
+  arrays, _ = checkpoint.load_raw(path)
+  arrays = {k: np.array(v) for k, v in arrays.items()}
   full = arrays["adv"].copy()
   arrays["done"] = np.array(config.attack.chunk_images)
   arrays["adv"][config.attack.chunk_images:] = 0.0
-  with open(path, "wb") as f:
-    np.savez(f, **arrays)
+  checkpoint.save(path, arrays, fingerprint=checkpoint.read_fingerprint(path))
   # As if the run had been killed in the tables part: it has no result yet.
   (workdir / "tables" / "result.json").unlink()
   logs = []
@@ -301,8 +298,8 @@ def test_smoke_rerun_resumes_and_a_changed_config_refuses(smoke_run):
   assert any(line.startswith("[cross_training] done earlier") for line in logs)
   assert any("FC100-100-10: resuming at image 5" in line for line in logs)
   assert not any("FC10(1e-4): " in line and "images" in line for line in logs)
-  with np.load(path) as saved:
-    np.testing.assert_allclose(saved["adv"], full, atol=1e-6)
+  saved, _ = checkpoint.load_raw(path)
+  np.testing.assert_allclose(saved["adv"], full, atol=1e-6)
   assert again["table1"] == summary["table1"]
   assert core.parse_markdown_tables((workdir / "results.md").read_text()) == tables
   other = szegedy_config.get_config("smoke")
@@ -387,9 +384,9 @@ def test_a_users_model_in_the_tables_and_a_clear_error_in_the_units_part(tmp_pat
     assert _pct(row["test error"]) == pytest.approx(expected_test_error, abs=6e-4)
     assert numbers[USER_MODEL]["trained_on"] == "unknown"
   assert _table(tables, "Table 3")[USER_MODEL]["trained on"] == "unknown"
-  path = workdir / "adversarial" / "tests.user_models_tiny_mnist_classifier.npz"
-  with np.load(path) as saved:
-    assert int(saved["done"]) == len(saved["index"]) > 0
+  path = workdir / "adversarial" / "tests.user_models_tiny_mnist_classifier.msgpack"
+  saved, _ = checkpoint.load_raw(path)
+  assert int(saved["done"]) == len(saved["index"]) > 0
   table2 = _table(tables, "Table 2")
   assert f"adversarial for {USER_MODEL}" in table2
   assert int(table2["Gaussian noise, RMS 0.1"]["images"]) == summary["table2_images"]

@@ -96,8 +96,9 @@ def train_models(key, config, train, test, workdir, *, log) -> tuple[object, dic
 
   def cached(name, make):
     path = model_dir / f"{name}.msgpack"
+    fingerprint = core.fingerprint("attacks_defences.defend", config, model=name)
     if path.exists():
-      params[name], meta = checkpoint.restore(path, template)
+      params[name], meta = checkpoint.restore(path, template, fingerprint=fingerprint)
       histories[name] = meta.get("history", {})
       log(f"{name}: reused {path}")
       return
@@ -105,7 +106,8 @@ def train_models(key, config, train, test, workdir, *, log) -> tuple[object, dic
     t0 = time.perf_counter()
     params[name], histories[name] = make()
     histories[name]["total_seconds"] = time.perf_counter() - t0
-    checkpoint.save(path, params[name], meta={"history": histories[name]})
+    checkpoint.save(path, params[name], meta={"history": histories[name]},
+                    fingerprint=fingerprint)
 
   if config.standard != "train":
     params["standard"] = zoo.resolve(config.standard, log=log).params

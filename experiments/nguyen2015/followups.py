@@ -204,7 +204,8 @@ class Sources:
       archives, _ = evolver.evolve(
           core.rng(self.config.seed, name), clf.params, generations=e.generations,
           directory=self.dir / name, checkpoint_every=e.checkpoint_every,
-          log_every=e.log_every, log_prefix=f"[{name}] ")
+          log_every=e.log_every, log_prefix=f"[{name}] ",
+          fingerprint=core.fingerprint("nguyen2015.followups", self.config, ignore=("parts",)))
       self._cache[name] = evolver.elites(archives)
     return self._cache[name]
 
@@ -418,7 +419,8 @@ def run_retrain(config, workdir, sources: Sources) -> dict:
     archives, _ = evolver.evolve(
         jax.random.fold_in(key, 1000 + i), clf.params, generations=r.generations,
         directory=it / "evolve", checkpoint_every=config.evolve.checkpoint_every,
-        log_every=config.evolve.log_every, log_prefix=f"[retrain {i}] ")
+        log_every=config.evolve.log_every, log_prefix=f"[retrain {i}] ",
+        fingerprint=core.fingerprint("nguyen2015.followups", config, ignore=("parts",)))
     evolve_seconds = time.perf_counter() - t1
     elite_images, fitness, targets = evolver.elites(archives)
     u8 = images.to_uint8(elite_images)
@@ -462,7 +464,8 @@ def run_retrain(config, workdir, sources: Sources) -> dict:
     archives, _ = evolvers[control_logits.shape[-1]].evolve(
         jax.random.fold_in(key, 1000), clf.params, generations=r.generations,
         directory=out / "control_evolve", checkpoint_every=config.evolve.checkpoint_every,
-        log_every=config.evolve.log_every, log_prefix="[retrain control] ")
+        log_every=config.evolve.log_every, log_prefix="[retrain control] ",
+        fingerprint=core.fingerprint("nguyen2015.followups", config, ignore=("parts",)))
     control = {"test_accuracy": float(np.mean(np.argmax(control_logits, -1) == test_y)),
                "median_confidence": float(np.median(np.asarray(archives.fitness))),
                "share_9999": float(np.mean(np.asarray(archives.fitness) >= 0.9999))}

@@ -67,6 +67,10 @@ def validate(config) -> None:
   core.check_classifiers(config.classifier)
 
 
+# Settings a rerun in the same work directory may change and still resume.
+RESUMABLE = ("generations",)
+
+
 def class_labels(num_classes: int) -> list[str]:
   if num_classes == 1000:
     try:
@@ -99,7 +103,7 @@ def run(config, workdir) -> dict:
                      f"{config.classifier!r} has {num_classes} classes. Fix: set "
                      "--config.num_classes=-1 or pick a matching classifier.")
   encoding = make_encoding(config, image_shape)
-  workdir, _ = core.prepare_workdir(workdir, config, ignore=("generations",))
+  workdir, _ = core.prepare_workdir(workdir, config, ignore=RESUMABLE)
   labels = class_labels(num_classes)
   evolver = driver.Evolver(encoding=encoding, apply_fn=classifier.apply_fn,
                            num_cells=num_classes, population=config.population,
@@ -122,7 +126,8 @@ def run(config, workdir) -> dict:
       jax.random.key(config.seed), classifier.params, generations=config.generations,
       directory=workdir / "checkpoints", checkpoint_every=config.checkpoint_every,
       log_every=config.log_every, metrics_path=workdir / "metrics.jsonl",
-      on_checkpoint=on_checkpoint, stop_when_frozen=config.stop_when_frozen)
+      on_checkpoint=on_checkpoint, stop_when_frozen=config.stop_when_frozen,
+      fingerprint=core.fingerprint("nguyen2015.fool", config, ignore=RESUMABLE))
   wall = time.perf_counter() - t_start
   summary = _summary(history, archive, labels, config, wall,
                      int(archive.evaluations) - (evaluations_before or 0))

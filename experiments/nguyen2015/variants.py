@@ -121,7 +121,9 @@ def run_arm(config, arm: str, classifier, image_shape, num_classes, directory: p
       jax.random.key(config.seed), classifier.params, generations=config.generations,
       directory=directory / "checkpoints", checkpoint_every=config.checkpoint_every,
       log_every=config.log_every, metrics_path=directory / "metrics.jsonl",
-      log_prefix=f"[{arm}] ")
+      log_prefix=f"[{arm}] ",
+      fingerprint=core.fingerprint("nguyen2015.variants", config, ignore=("arms",),
+                                   arm=arm))
   rendered = np.asarray(evolver.render(archive.genomes))          # [R, K, H, W, C]
   flat = rendered.reshape(-1, *rendered.shape[2:])
   logits = np.asarray(jax.jit(classifier.apply_fn)(classifier.params, flat))

@@ -36,7 +36,7 @@ net, or a model whose module has a ``features`` method).
 Outputs: ``results.md`` (every table), ``summary.json`` (every number),
 ``<part>/result.json`` (a finished part: a rerun reads it back),
 ``adversarial_examples.png``, the units figures, and
-``adversarial/<net>.npz`` (the adversarial examples, saved after every chunk
+``adversarial/<net>.msgpack`` (the adversarial examples, saved after every chunk
 of ``attack.chunk_images`` images: a rerun of the same command resumes there).
 """
 
@@ -53,7 +53,7 @@ import numpy as np
 
 from experiments import core
 from experiments.szegedy2013.configs import properties as szegedy_config
-from foolingjax import attacks, data, directions, images, models, training, zoo
+from foolingjax import attacks, checkpoint, data, directions, images, models, training, zoo
 from foolingjax.attacks import perturbations
 from foolingjax.contract import Classifier, num_classes_of
 
@@ -264,15 +264,16 @@ def adversarial_set(name: str, classifier, x: np.ndarray, y: np.ndarray, targets
   state = {"index": index, "targets": targets[index], "adv": x[index].copy(),
            "success": np.zeros(n, bool), "l2": np.zeros(n, np.float32),
            "c": np.zeros(n, np.float32), "done": np.array(0)}
+  fingerprint = core.fingerprint("szegedy2013.properties", config, net=name)
   if path.exists():
-    with np.load(path) as saved:
-      if not (np.array_equal(saved["index"], index)
-              and np.array_equal(saved["targets"], state["targets"])):
-        raise RuntimeError(
-            f"{path} holds adversarial examples of other images or targets than this "
-            f"run gives {display(name)} (were its weights retrained?). Fix: pass a new "
-            "--workdir, or delete that file to recompute it.")
-      state = {k: saved[k] for k in state}
+    saved, _ = checkpoint.load_raw(path, fingerprint=fingerprint)
+    if not (np.array_equal(saved["index"], index)
+            and np.array_equal(saved["targets"], state["targets"])):
+      raise RuntimeError(
+          f"{path} holds adversarial examples of other images or targets than this "
+          f"run gives {display(name)} (were its weights retrained?). Fix: pass a new "
+          "--workdir, or delete that file to recompute it.")
+    state = {k: np.array(saved[k]) for k in state}  # writable copies: chunks land in them
     if int(state["done"]) < n:
       log(f"[attack] {display(name)}: resuming at image {int(state['done'])}/{n}")
   cfg = config.attack
@@ -291,19 +292,11 @@ def adversarial_set(name: str, classifier, x: np.ndarray, y: np.ndarray, targets
     for key in ("success", "l2", "c"):
       state[key][real] = np.asarray(getattr(info, key))[: len(idx)]
     state["done"] = np.array(start + len(idx))
-    _save_npz(path, state)
+    checkpoint.save(path, state, fingerprint=fingerprint)
     log(f"[attack] {display(name)}: {int(state['done'])}/{n} images, "
         f"{int(state['success'][: int(state['done'])].sum())} succeeded "
         f"({time.perf_counter() - t0:.0f} s)")
   return state
-
-
-def _save_npz(path: pathlib.Path, arrays: dict) -> None:
-  path.parent.mkdir(parents=True, exist_ok=True)
-  tmp = path.with_name(path.name + ".tmp")
-  with open(tmp, "wb") as f:
-    np.savez(f, **arrays)
-  tmp.replace(path)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -427,7 +420,7 @@ def _attack_all(nets, classifiers, predicts, config, test, workdir, *, log):
   sets = {}
   for name in nets:
     state = adversarial_set(name, classifiers[name], x, y, targets, config,
-                            workdir / "adversarial" / f"{file_stem(name)}.npz", log=log,
+                            workdir / "adversarial" / f"{file_stem(name)}.msgpack", log=log,
                             predict=predicts[name])
     sets[name] = Attacked.from_state(state, x, y, targets)
   return x, y, sets

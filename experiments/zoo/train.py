@@ -45,7 +45,8 @@ def run(config, workdir) -> dict:
       "seconds": time.perf_counter() - t0, "history": history,
   }
   checkpoint.save(workdir / "params.msgpack", classifier.params,
-                  meta={"config": fit_config.to_dict()})
+                  meta={"config": fit_config.to_dict()},
+                  fingerprint=core.fingerprint("zoo.train", config))
   core.write_json(workdir / "summary.json", summary)
   print(f"{config.model} on {config.dataset}: test accuracy "
         f"{1 - summary['test_error']:.4f}, train accuracy {1 - summary['train_error']:.4f}")

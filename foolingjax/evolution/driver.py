@@ -158,7 +158,7 @@ class Evolver:
              metrics_path: str | pathlib.Path | None = None,
              on_checkpoint: Callable[[map_elites.Archive], None] | None = None,
              log: Callable[[str], None] | None = print, log_prefix: str = "",
-             stop_when_frozen: bool = False
+             stop_when_frozen: bool = False, fingerprint: dict | None = None
              ) -> tuple[map_elites.Archive, list[dict]]:
     """Runs (or resumes) to ``generations``; returns ``(archive, metrics per generation)``.
 
@@ -179,6 +179,12 @@ class Evolver:
       stop_when_frozen: end the run (with a checkpoint) at the end of the first
         block after which every cell of every run is frozen; a resumed run that
         is already frozen does nothing more. The history then ends there.
+      fingerprint: what else identifies the run (JSON-able, e.g. the
+        experiment's config hash). Checkpoints always record the encoding's
+        name, population, cells, runs, fitness and digests of ``key`` and
+        ``params``; a checkpoint in ``directory`` that differs in any of them
+        is refused (:class:`~foolingjax.checkpoint.CheckpointError`), never
+        resumed.
 
     Returns:
       The final archive and one metrics dict per generation from 0 (JSON-able:
@@ -197,10 +203,17 @@ class Evolver:
       metrics_path = directory / METRICS
     metrics_path = pathlib.Path(metrics_path) if metrics_path is not None else None
     init_key, run_key = self.keys(key)
+    if directory is not None:
+      fingerprint = {"kind": "evolution", **(fingerprint or {}),
+                     "encoding": self.encoding.name, "population": self.population,
+                     "num_cells": self.num_cells, "runs": self.runs,
+                     "fitness": self.fitness, "key": checkpoint.digest(key),
+                     "params": checkpoint.digest(params)}
     history: list[dict] = []
     last = checkpoint.latest(directory, prefix=PREFIX) if directory is not None else None
     if last is not None:
-      archive, _ = checkpoint.restore(last, self.template(init_key, params))
+      archive, _ = checkpoint.restore(last, self.template(init_key, params),
+                                      fingerprint=fingerprint)
       if self.encoding.validate is not None:
         self.encoding.validate(archive.genomes)
       history = [h for h in checkpoint.read_jsonl(metrics_path)
@@ -225,7 +238,7 @@ class Evolver:
       if metrics_path is not None:
         metrics_path.parent.mkdir(parents=True, exist_ok=True)
         checkpoint.write_jsonl(metrics_path, history)
-      self._checkpoint(directory, archive, keep, on_checkpoint)
+      self._checkpoint(directory, archive, keep, on_checkpoint, fingerprint)
 
     # With a mesh the block runs over every device of every host: its inputs go
     # in replicated and the archive comes back as this host's copy, so saving,
@@ -246,7 +259,7 @@ class Evolver:
         if stop_when_frozen:
           if directory is not None and checkpoint.latest(directory, prefix=PREFIX) != \
               checkpoint.step_path(directory, _generation(archive), prefix=PREFIX):
-            self._checkpoint(directory, archive, keep, on_checkpoint)
+            self._checkpoint(directory, archive, keep, on_checkpoint, fingerprint)
           break
       gen = _generation(archive)
       n = min(log_every - gen % log_every, generations - gen)
@@ -282,15 +295,15 @@ class Evolver:
             f"{int(np.sum(cells))}/{best.size} | median {np.median(best):.5f}"
             f"{runs} | {n * self.population * (self.runs or 1) / seconds:,.0f} evals/s")
       if gen % checkpoint_every == 0 or gen == generations:
-        self._checkpoint(directory, archive, keep, on_checkpoint)
+        self._checkpoint(directory, archive, keep, on_checkpoint, fingerprint)
     return archive, history
 
-  def _checkpoint(self, directory, archive, keep, on_checkpoint):
+  def _checkpoint(self, directory, archive, keep, on_checkpoint, fingerprint):
     if directory is None:
       return
     gen = _generation(archive)
     checkpoint.save(checkpoint.step_path(directory, gen, prefix=PREFIX), archive,
-                    meta={"generation": gen})
+                    meta={"generation": gen}, fingerprint=fingerprint)
     checkpoint.prune(directory, keep=keep, prefix=PREFIX)
     if on_checkpoint is not None:
       on_checkpoint(archive)

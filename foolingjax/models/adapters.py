@@ -76,12 +76,22 @@ def from_nnx(model, *, input_shape=None, num_classes: int | None = None,
              name: str | None = None) -> Classifier:
   """Wraps an ``nnx.Module`` whose call maps [0, 1] images to logits.
 
-  The model should be in inference mode (``model.eval()``) if it has dropout
-  or batch norm. Its ``nnx.Param`` variables become ``params``; everything else
+  The model must be in inference mode (``model.eval()``) if it has dropout
+  or batch norm; one in training mode is refused with that fix. Its ``nnx.Param`` variables become ``params``; everything else
   (batch statistics, RNG counters) is closed over, unchanged between calls.
   """
   from flax import nnx
 
+  training = [
+      "/".join(map(str, path)) or type(model).__name__
+      for path, sub in nnx.iter_graph(model) if isinstance(sub, nnx.Module)
+      and (getattr(sub, "deterministic", None) is False
+           or getattr(sub, "use_running_average", None) is False)]
+  if training:
+    raise ValueError(
+        f"from_nnx: {type(model).__name__} is in training mode (dropout or batch "
+        f"statistics active in {', '.join(training[:4])}), so its outputs would be random "
+        "or change its state at every call. Fix: call model.eval() before from_nnx.")
   graphdef, params, rest = nnx.split(model, nnx.Param, ...)
   apply_fn = NNXApplyFn(graphdef=graphdef, rest=rest,
                         input_shape=tuple(input_shape) if input_shape else None,

@@ -302,16 +302,18 @@ def load_efficientnet_lite0(*, weights: str | os.PathLike | None = None,
   if cache:
     digest = _file_digest(path)
     target = _cache_dir() / f"efficientnet_lite0_{digest}.msgpack"
+    fingerprint = {"kind": "efficientnet_lite0", "weights_sha256": digest}
     if target.is_file():
       zeros = jax.tree_util.tree_map(lambda s: np.zeros(s.shape, s.dtype), template)
-      variables, _ = checkpoint.restore(target, zeros)
+      variables, _ = checkpoint.restore(target, zeros, fingerprint=fingerprint)
   if variables is None:
     variables = variables_from_torch_state_dict(torch_pickle.load(path),
                                                 source=str(path), module=module)
     if target is not None:
       cache_lib.check_writable(target.parent)
       checkpoint.save(target, variables, meta={"source": str(path),
-                                               "package": WEIGHTS_PACKAGE})
+                                               "package": WEIGHTS_PACKAGE},
+                      fingerprint=fingerprint)
   variables = jax.device_put(variables)
   apply_fn = ApplyFn(module=module, input_shape=(INPUT_SIZE, INPUT_SIZE, 3),
                      num_classes=NUM_CLASSES,
