@@ -1,7 +1,6 @@
 import json
 
 import chex
-import jax
 import numpy as np
 import pytest
 from PIL import Image
