@@ -78,3 +78,25 @@ def test_missing_flags_give_one_clear_error(module, tmp_path):
     assert f"Flag {flag} must have a value other than None" in result.stderr
   assert "Traceback" not in result.stderr
   assert not any(tmp_path.iterdir())      # nothing written
+
+
+def test_the_console_command_runs_an_experiment_from_any_directory(tmp_path):
+  """``foolingjax run fool --config=smoke`` from outside the repository (as installed)."""
+  import pathlib
+  script = pathlib.Path(sys.executable).parent / "foolingjax"
+  assert script.exists(), "pip install -e . creates the foolingjax command"
+  env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+  listed = subprocess.run([str(script), "list"], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=300)
+  assert listed.returncode == 0, listed.stderr[-2000:]
+  assert "fool " in listed.stdout and "mnist_direct" in listed.stdout
+  assert "visualize" in listed.stdout and "smoke" in listed.stdout
+  result = subprocess.run([str(script), "run", "fool", "--config=smoke",
+                           f"--workdir={tmp_path / 'run'}", "--config.generations=1"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+  assert result.returncode == 0, result.stderr[-3000:]
+  summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+  assert summary["generations"] == 1
+  bad = subprocess.run([str(script), "run", "fooling"], cwd=tmp_path, env=env,
+                       capture_output=True, text=True, timeout=300)
+  assert bad.returncode == 2 and "Unknown experiment 'fooling'" in bad.stderr

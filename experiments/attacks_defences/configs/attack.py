@@ -19,6 +19,9 @@ import ml_collections
 FC_NETS = "fc10_wd1e-4_mnist,fc100_100_10_mnist,fc200_200_10_mnist"
 
 
+PRESETS = ("mnist", "lenet", "fc", "smoke")
+
+
 def get_config(preset: str = "mnist"):
   config = ml_collections.ConfigDict()
   config.preset = preset

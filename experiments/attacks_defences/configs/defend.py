@@ -18,6 +18,9 @@ the same config. ``model``, ``standard`` and ``uap_transfer`` take
 import ml_collections
 
 
+PRESETS = ("all", "smoke")
+
+
 def get_config(preset: str = "all"):
   c = ml_collections.ConfigDict()
   c.preset = preset

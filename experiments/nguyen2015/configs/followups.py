@@ -24,6 +24,9 @@ import ml_collections
 PARTS = ("gradient", "transfer", "retrain", "ablation")
 
 
+PRESETS = (*PARTS, "all", "reduced", "smoke")
+
+
 def get_config(preset: str = "all"):
   c = ml_collections.ConfigDict()
   c.preset = preset

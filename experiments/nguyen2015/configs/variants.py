@@ -35,6 +35,9 @@ ABLATION = ",".join(
                                                  "change_conn_rate=0.0")])
 
 
+PRESETS = ("mnist", "ablation", "smoke")
+
+
 def get_config(preset: str = "mnist"):
   c = ml_collections.ConfigDict()
   c.preset = preset

@@ -23,6 +23,9 @@ MNIST_NETS = ("lenet_mnist,fc10_wd1e-4_mnist,fc100_100_10_mnist,fc200_200_10_mni
 IMAGENET_NETS = "efficientnet_lite0_imagenet"
 
 
+PRESETS = ("all", "mnist", "imagenet", "smoke")
+
+
 def get_config(preset: str = "all"):
   config = ml_collections.ConfigDict()
   config.preset = preset

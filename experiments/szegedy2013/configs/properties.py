@@ -33,6 +33,9 @@ TABLE1 = ("fc10_wd1e-4_mnist,fc10_wd1e-2_mnist,fc10_wd1_mnist,fc100_100_10_mnist
 CROSS_TRAINING = "fc100_100_10_mnist_p1,fc123_456_10_mnist_p1,fc100_100_10_mnist_p2"
 
 
+PRESETS = ("all", *PARTS, "sigmoid", "smoke")
+
+
 def get_config(preset: str = "all"):
   c = ml_collections.ConfigDict()
   c.preset = preset

@@ -9,6 +9,9 @@ Presets: every key of foolingjax.zoo.PRESETS, plus ``smoke``.
 from foolingjax import zoo
 
 
+PRESETS = (*zoo.PRESETS, "smoke")
+
+
 def get_config(preset: str = "lenet_mnist"):
   if preset == "smoke":
     config = zoo.preset_config("lenet_mnist")
