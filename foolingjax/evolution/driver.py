@@ -248,6 +248,7 @@ class Evolver:
       params_in, run_key_in = (sharding.replicate(params, self.mesh),
                                sharding.replicate(run_key, self.mesh))
     said_frozen = False
+    session_start, session_gen0 = time.perf_counter(), _generation(archive)
     while _generation(archive) < generations:
       if _all_frozen(archive):
         if log and not said_frozen:
@@ -291,9 +292,13 @@ class Evolver:
         best = np.asarray(metrics["best"][-1])
         cells = np.asarray(metrics["cells_9999"][-1])
         runs = "" if self.runs is None else f" | {self.runs} runs"
-        log(f"{log_prefix}gen {gen:5d}/{generations} | cells >= 99.99%: "
-            f"{int(np.sum(cells))}/{best.size} | median {np.median(best):.5f}"
-            f"{runs} | {n * self.population * (self.runs or 1) / seconds:,.0f} evals/s")
+        elapsed = time.perf_counter() - session_start
+        left = elapsed / max(gen - session_gen0, 1) * (generations - gen)
+        log(f"{log_prefix}gen {gen:5d}/{generations} ({100 * gen / max(generations, 1):.0f} %)"
+            f" | cells >= 99.99%: {int(np.sum(cells))}/{best.size} | median "
+            f"{np.median(best):.5f}{runs} | "
+            f"{n * self.population * (self.runs or 1) / seconds:,.0f} evals/s | "
+            f"{_duration(elapsed)} elapsed, ~{_duration(left)} left")
       if gen % checkpoint_every == 0 or gen == generations:
         self._checkpoint(directory, archive, keep, on_checkpoint, fingerprint)
     return archive, history
@@ -307,6 +312,15 @@ class Evolver:
     checkpoint.prune(directory, keep=keep, prefix=PREFIX)
     if on_checkpoint is not None:
       on_checkpoint(archive)
+
+
+def _duration(seconds: float) -> str:
+  seconds = int(round(seconds))
+  if seconds < 60:
+    return f"{seconds}s"
+  if seconds < 3600:
+    return f"{seconds // 60}m{seconds % 60:02d}s"
+  return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
 
 
 def _all_frozen(archive: map_elites.Archive) -> bool:
