@@ -245,6 +245,20 @@ def write_jsonl(path, records: Iterable[dict]) -> None:
   checkpoint.write_jsonl(path, [jsonable(r) for r in records])
 
 
+def write_tensorboard(workdir, records: Iterable[Mapping], *, step: str,
+                      name: str = "metrics", prefix: str = "") -> pathlib.Path:
+  """Writes the numeric fields of per-step records as TensorBoard scalars.
+
+  Into ``workdir/tensorboard``, one event file per ``name``, replaced whole on
+  each call (see :mod:`experiments.tensorboard`); ``step`` names the field
+  that is the step. ``tensorboard --logdir=<workdir>/tensorboard`` shows them.
+  """
+  from experiments import tensorboard
+  pairs = [(int(r[step]), tensorboard.scalars_of(
+      {k: v for k, v in r.items() if k != step}, prefix=prefix)) for r in records]
+  return tensorboard.write_scalars(pathlib.Path(workdir) / "tensorboard", pairs, name=name)
+
+
 def jsonable(tree):
   """numpy/jax scalars and arrays -> Python numbers and lists; NaN -> None."""
   if isinstance(tree, Mapping):

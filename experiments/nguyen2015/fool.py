@@ -121,6 +121,8 @@ def run(config, workdir) -> dict:
     if evaluations_before is None:
       evaluations_before = int(archive.evaluations)
     draw(archive)
+    core.write_tensorboard(workdir, core.read_jsonl(workdir / "metrics.jsonl"),
+                           step="generation")
 
   archive, history = evolver.evolve(
       jax.random.key(config.seed), classifier.params, generations=config.generations,
@@ -133,6 +135,7 @@ def run(config, workdir) -> dict:
                      int(archive.evaluations) - (evaluations_before or 0))
   _plot_curves(workdir / "curves.png", history, labels)
   _save_grid(workdir / "elites.png", archive, evolver, labels)
+  core.write_tensorboard(workdir, history, step="generation")
   core.write_json(workdir / "summary.json", summary)
   return summary
 

@@ -47,6 +47,10 @@ def run(config, workdir) -> dict:
   checkpoint.save(workdir / "params.msgpack", classifier.params,
                   meta={"config": fit_config.to_dict()},
                   fingerprint=core.fingerprint("zoo.train", config))
+  core.write_tensorboard(workdir, [
+      {"step": i, **{f"{history['phase'][i]}/{k}": v[i] for k, v in history.items()
+                     if k not in ("phase", "epoch")}}
+      for i in range(len(history["epoch"]))], step="step")
   core.write_json(workdir / "summary.json", summary)
   print(f"{config.model} on {config.dataset}: test accuracy "
         f"{1 - summary['test_error']:.4f}, train accuracy {1 - summary['train_error']:.4f}")
