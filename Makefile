@@ -36,4 +36,6 @@ test: install-test
 	$(PY) -m pytest -q
 
 benchmarks: install-test
+	# torchattacks, the peer of bench_attacks: --no-deps keeps this project's torch.
+	$(PY) -m pip install --quiet --no-deps torchattacks==3.5.1
 	$(PY) -m benchmarks.run_all

@@ -277,7 +277,7 @@ def test_bad_arguments_give_one_clear_error_each(key):
     attacks.lbfgs_attack(apply_fn, params, x, jnp.array([-1, 3]))
   with pytest.raises(ValueError, match=r"labels must have shape \[2\]"):
     attacks.fgsm(apply_fn, params, x, jnp.array([1, 2, 3]), eps=0.1)
-  with pytest.raises(ValueError, match=r"Add the batch axis"):
+  with pytest.raises(ValueError, match=r"add the batch axis"):
     attacks.fgsm(apply_fn, params, x[0], y, eps=0.1)
   with pytest.raises(ValueError, match=r"\[B, 28, 28, 1\]"):
     attacks.lbfgs_attack(apply_fn, params, jnp.zeros((2, 32, 32, 1)), y)

@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from foolingjax import checks
+from foolingjax.attacks import _common
 from foolingjax.attacks.losses import LossFn, cross_entropy_direction
 
 _TINY = 1e-12
@@ -108,7 +110,8 @@ def fgsm(apply_fn, params, x: jax.Array, labels: jax.Array, *, eps,
 
 def pgd(key: jax.Array | None, apply_fn, params, x: jax.Array, labels: jax.Array, *,
         eps, step_size, steps: int, norm: str = "linf", targeted: bool = False,
-        random_start: bool = True, loss_fn: LossFn | None = None) -> jax.Array:
+        random_start: bool = True, loss_fn: LossFn | None = None,
+        restarts: int = 1, early_stop: bool = False) -> jax.Array:
   """Projected gradient descent (Madry et al.), optionally from a random start.
 
   Each of ``steps`` steps moves ``step_size`` along the ascent direction (sign
@@ -116,67 +119,126 @@ def pgd(key: jax.Array | None, apply_fn, params, x: jax.Array, labels: jax.Array
   the box. The random start is uniform in the L∞ ball, or uniform in the L2
   ball (Gaussian direction, radius ``eps * u^(1/n)``), then clipped to the box.
 
+  With ``restarts = R > 1`` the attack runs ``R`` times from independent random
+  starts and keeps, per image, the strongest result: one that fools the
+  classifier (misclassified, or classified as the target when ``targeted``)
+  beats one that does not, then the higher loss (lower for ``targeted``) wins;
+  the first run uses the single run's key, so restarts never weaken it.
+  With ``early_stop`` an image stops moving at the first iterate that fools
+  the classifier and keeps it. ``eps`` may be a vector ``[E]``: the whole
+  attack runs once per radius in one compiled call (same key for every
+  radius, so each slice equals a separate call) and the result gains a
+  leading ``[E]`` axis; ``step_size`` is then a scalar or a vector ``[E]``.
+
   Args:
     key: PRNG key for the random start (unused, may be None, without it).
     apply_fn: classifier ``apply_fn(params, x) -> logits [B, K]``.
     params: its parameters.
     x: float32 ``[B, H, W, C]`` in [0, 1].
     labels: int ``[B]``: true labels, or targets when ``targeted``.
-    eps: ball radius.
-    step_size: size of each step.
+    eps: ball radius, a scalar or a vector ``[E]``.
+    step_size: size of each step (scalar, or ``[E]`` beside a vector ``eps``).
     steps: number of steps (a Python int; the loop is a ``lax.scan``).
     norm: ``"linf"`` or ``"l2"``.
     targeted: move towards ``labels`` instead of away from them.
     random_start: start from a random point of the ball.
     loss_fn: per-example loss; cross-entropy by default.
+    restarts: number of runs per image (a Python int >= 1); ``R > 1`` needs
+      ``random_start``.
+    early_stop: freeze each image at its first fooling iterate.
 
   Returns:
-    Adversarial images ``[B, H, W, C]`` in [0, 1] with
-    ``||adv - x|| <= eps`` in the chosen norm.
+    Adversarial images ``[B, H, W, C]`` (``[E, B, H, W, C]`` for a vector
+    ``eps``) in [0, 1] with ``||adv - x|| <= eps`` in the chosen norm.
   """
   who = "pgd" if random_start else "bim"
-  x, labels = _validate(who, apply_fn, params, x, labels, eps=eps, norm=norm,
-                        targeted=targeted)
-  checks.nonnegative(step_size, name="step_size", who=who)
+  x, labels, _ = _common.validate(who, apply_fn, params, x, labels,
+                                  name="targets" if targeted else "labels")
+  eps, vector = _common.check_eps(eps, who=who, norm=norm)
+  if np.ndim(step_size) == 0:
+    checks.nonnegative(step_size, name="step_size", who=who)
+  else:
+    step_size, _ = _common.check_eps(step_size, who=who, norm="l2", name="step_size")
+    if not vector or step_size.shape != eps.shape:
+      raise ValueError(f"{who}: a vector step_size needs a vector eps of the same "
+                       f"shape; got step_size {list(step_size.shape)} and eps "
+                       f"{list(np.shape(eps))}.")
   if not isinstance(steps, int) or steps < 0:
     raise ValueError(f"{who}: steps must be a non-negative Python int; got {steps!r}.")
+  restarts = _common.check_int(restarts, name="restarts", who=who)
   if random_start and key is None:
     raise ValueError(f"{who}: random_start=True needs a PRNG key; got key=None.")
-  loss = example_loss(apply_fn, params, loss_fn or cross_entropy_direction)
+  if restarts > 1 and not random_start:
+    raise ValueError(f"{who}: restarts > 1 needs random_start=True (every run from the "
+                     "clean image is the same run).")
+  loss_fn = loss_fn or cross_entropy_direction
   sign = -1.0 if targeted else 1.0
 
-  def start(k, xi):
-    if not random_start:
-      return xi
-    if norm == "linf":
-      delta = jax.random.uniform(k, xi.shape, minval=-eps, maxval=eps)
-    else:
-      k_dir, k_rad = jax.random.split(k)
-      direction = jax.random.normal(k_dir, xi.shape)
-      direction = direction / jnp.maximum(_l2_norm(direction), _TINY)
-      radius = eps * jax.random.uniform(k_rad) ** (1.0 / xi.size)
-      delta = radius * direction
-    return jnp.clip(xi + delta, 0.0, 1.0)
+  def loss_and_logits(xi, label):
+    logits = apply_fn(params, xi[None])[0]
+    return loss_fn(logits, label), logits
 
-  def one(k, xi, label):
-    def step(x_adv, _):
-      direction = _ascent_direction(jax.grad(loss)(x_adv, label), norm)
-      return project(x_adv + sign * step_size * direction, xi, eps=eps, norm=norm), None
-    x_adv, _ = jax.lax.scan(step, start(k, xi), None, length=steps)
-    return x_adv
+  def fools(logits, label):
+    predicted = jnp.argmax(logits)
+    return predicted == label if targeted else predicted != label
 
-  keys = (jax.random.split(key, x.shape[0]) if random_start
-          else jnp.zeros((x.shape[0],), jnp.uint32))
-  return jax.vmap(one)(keys, x, labels)
+  def attack(eps, step_size):
+    def start(k, xi):
+      if not random_start:
+        return xi
+      if norm == "linf":
+        delta = jax.random.uniform(k, xi.shape, minval=-eps, maxval=eps)
+      else:
+        k_dir, k_rad = jax.random.split(k)
+        direction = jax.random.normal(k_dir, xi.shape)
+        direction = direction / jnp.maximum(_l2_norm(direction), _TINY)
+        radius = eps * jax.random.uniform(k_rad) ** (1.0 / xi.size)
+        delta = radius * direction
+      return jnp.clip(xi + delta, 0.0, 1.0)
+
+    def run(k, xi, label):
+      def step(carry, _):
+        x_adv, done = carry
+        grad, logits = jax.grad(loss_and_logits, has_aux=True)(x_adv, label)
+        moved = project(x_adv + sign * step_size * _ascent_direction(grad, norm), xi,
+                        eps=eps, norm=norm)
+        if not early_stop:
+          return (moved, done), None
+        done = done | fools(logits, label)
+        return (jnp.where(done, x_adv, moved), done), None
+      (x_adv, _), _ = jax.lax.scan(step, (start(k, xi), jnp.array(False)), None,
+                                   length=steps)
+      return x_adv
+
+    def one(k, xi, label):
+      if restarts == 1:
+        return run(k, xi, label)
+
+      def restart(best, k_run):
+        x_adv = run(k_run, xi, label)
+        loss, logits = loss_and_logits(x_adv, label)
+        new = (x_adv, fools(logits, label), sign * loss)
+        return _common.select(_common.stronger(new[1], new[2], best[1], best[2]),
+                              new, best), None
+      # The first run is the single run's (same key): restarts never weaken it.
+      init = (xi, jnp.array(False), jnp.array(-jnp.inf))
+      (x_adv, _, _), _ = jax.lax.scan(restart, init, _common.restart_keys(k, restarts))
+      return x_adv
+
+    keys = (jax.random.split(key, x.shape[0]) if random_start
+            else jnp.zeros((x.shape[0],), jnp.uint32))
+    return jax.vmap(one)(keys, x, labels)
+
+  return _common.map_eps(attack, eps, vector, step_size)
 
 
 def bim(apply_fn, params, x: jax.Array, labels: jax.Array, *, eps, step_size,
         steps: int, norm: str = "linf", targeted: bool = False,
-        loss_fn: LossFn | None = None) -> jax.Array:
+        loss_fn: LossFn | None = None, early_stop: bool = False) -> jax.Array:
   """Basic iterative method (Kurakin et al.): :func:`pgd` from the clean image.
 
-  Args and returns as :func:`pgd`, without a key.
+  Args and returns as :func:`pgd`, without a key (and without restarts).
   """
   return pgd(None, apply_fn, params, x, labels, eps=eps, step_size=step_size,
              steps=steps, norm=norm, targeted=targeted, random_start=False,
-             loss_fn=loss_fn)
+             loss_fn=loss_fn, early_stop=early_stop)
