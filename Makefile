@@ -19,11 +19,15 @@ $(VENV)/.runtime: pyproject.toml
 
 $(VENV)/.test: $(VENV)/.runtime
 	$(PY) -m pip install --quiet -e '.[imagenet,test,tfds]'
-	# Fashion-MNIST ships in a Debian package (best effort: needs root and apt).
-	@if [ ! -d /usr/share/datasets/fashion-mnist ] && command -v apt-get >/dev/null \
-	    && [ "$$(id -u)" = 0 ]; then \
-	  (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist) >/dev/null 2>&1 \
-	    || echo "note: dataset-fashion-mnist not installed; its tests will skip"; fi
+	# Fashion-MNIST ships in a Debian package, and the run page is tested in Debian's
+	# headless chromium (best effort: needs root and apt; without them those tests skip).
+	@if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+	  if [ ! -d /usr/share/datasets/fashion-mnist ] || ! command -v chromium >/dev/null; then \
+	    apt-get update -qq >/dev/null 2>&1; fi; \
+	  [ -d /usr/share/datasets/fashion-mnist ] || apt-get install -y -qq dataset-fashion-mnist \
+	    >/dev/null 2>&1 || echo "note: dataset-fashion-mnist not installed; its tests will skip"; \
+	  command -v chromium >/dev/null || apt-get install -y -qq chromium >/dev/null 2>&1 \
+	    || echo "note: chromium not installed; the page's browser test will skip"; fi
 	touch $@
 
 install: $(VENV)/.runtime

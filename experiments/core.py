@@ -195,6 +195,8 @@ def run_parts(workdir: pathlib.Path, parts: Sequence[str],
     write_json(path, result)
     results[part] = result
     log(f"[{part}] finished in {result['seconds']:.0f} s.")
+    from experiments import report
+    report.write_report(workdir, running=part != parts[-1])
   return results
 
 
@@ -243,6 +245,24 @@ def read_jsonl(path) -> list[dict]:
 
 def write_jsonl(path, records: Iterable[dict]) -> None:
   checkpoint.write_jsonl(path, [jsonable(r) for r in records])
+
+
+def reported(run: Callable[..., Any]) -> Callable[..., Any]:
+  """Decorates an experiment's ``run(config, workdir, ...)``: writes ``index.html`` at the end.
+
+  Only after a run that returns (a refused or failed run leaves its work
+  directory as it was); the page is :func:`experiments.report.write_report`.
+  """
+  import functools
+
+  @functools.wraps(run)
+  def wrapper(config, workdir, *args, **kwargs):
+    result = run(config, workdir, *args, **kwargs)
+    if (pathlib.Path(workdir) / "config.json").exists():
+      from experiments import report
+      report.write_report(workdir)
+    return result
+  return wrapper
 
 
 def write_tensorboard(workdir, records: Iterable[Mapping], *, step: str,

@@ -150,6 +150,7 @@ def lbfgs_grid(classifier, x, y, config, workdir, *, log) -> dict:
   return result
 
 
+@core.reported
 def run(config, workdir, *, log=print) -> dict:
   """Runs the curves and the L-BFGS grid; returns ``{"curves", "lbfgs"}``."""
   _check_config(config)

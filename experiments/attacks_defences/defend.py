@@ -436,6 +436,7 @@ def markdown(config, results) -> str:
   return "\n".join(lines) + "\n"
 
 
+@core.reported
 def run(config, workdir, *, log=print) -> dict:
   """Trains or reuses the models, measures everything, writes the files."""
   validate(config)

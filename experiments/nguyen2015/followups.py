@@ -69,6 +69,7 @@ def validate(config) -> list[str]:
   return parts
 
 
+@core.reported
 def run(config, workdir) -> dict:
   """Runs (or resumes) the selected parts; returns the summary in summary.json."""
   parts = validate(config)

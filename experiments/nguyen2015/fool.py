@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from experiments import core
+from experiments import core, report
 from foolingjax import evolution, images, sharding, zoo
 from foolingjax.contract import Classifier, num_classes_of
 from foolingjax.evolution import driver, map_elites
@@ -81,6 +81,7 @@ def class_labels(num_classes: int) -> list[str]:
   return [str(k) for k in range(num_classes)]
 
 
+@core.reported
 def run(config, workdir) -> dict:
   """Runs (or resumes) the experiment; returns the summary written to summary.json."""
   validate(config)
@@ -123,6 +124,7 @@ def run(config, workdir) -> dict:
     draw(archive)
     core.write_tensorboard(workdir, core.read_jsonl(workdir / "metrics.jsonl"),
                            step="generation")
+    report.write_report(workdir, running=True)
 
   archive, history = evolver.evolve(
       jax.random.key(config.seed), classifier.params, generations=config.generations,

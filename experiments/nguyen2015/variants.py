@@ -199,6 +199,7 @@ def report(config, arms, results) -> str:
   ]) + "\n"
 
 
+@core.reported
 def run(config, workdir) -> dict:
   """Runs (or resumes) every arm; returns ``{arm: result}`` and writes results.md."""
   arms = validate(config)

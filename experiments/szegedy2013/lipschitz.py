@@ -198,6 +198,7 @@ def parse_summary(text: str) -> dict[str, dict[str, str]]:
   return core.parse_markdown_tables(text)[SUMMARY]
 
 
+@core.reported
 def run(config, workdir, *, log=print) -> dict:
   """Bounds and measurements of every classifier: ``{name: (bounds, measured)}``.
 

@@ -609,6 +609,7 @@ MARKDOWN = {"units": lambda config, r: units_markdown(config, r["units"]),
             "tables": tables_markdown, "cross_training": cross_training_markdown}
 
 
+@core.reported
 def run(config, workdir, *, log=print) -> dict:
   """Runs ``config.parts``; returns every number (also in ``summary.json``).
 

@@ -17,6 +17,7 @@ from experiments import core
 from foolingjax import checkpoint, models, training, zoo
 
 
+@core.reported
 def run(config, workdir) -> dict:
   """Trains ``config.model`` on ``config.dataset``; writes params.msgpack and summary.json."""
   core.check([
