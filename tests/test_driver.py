@@ -98,3 +98,19 @@ def test_make_encoding_by_name(name, message):
     evolution.make_encoding(name, (2, 2, 1))
   with pytest.raises(ValueError, match="concrete"):
     evolution.make_encoding("direct", (None, None, 3))
+
+
+def test_a_run_compiles_its_block_once_tail_and_resume_included(tmp_path):
+  """7 generations in blocks of 3 (3, 3, then a tail of 1), then a resume mid-block: one jit."""
+  encoding = evolution.make_encoding("direct", (4, 4, 1))
+  evolver = driver.Evolver(encoding=encoding, apply_fn=_toy_apply_fn, num_cells=3,
+                           population=4)
+  straight, _ = evolver.evolve(jax.random.key(0), PARAMS, generations=7, log_every=3,
+                               log=None)
+  evolver.evolve(jax.random.key(0), PARAMS, generations=4, log_every=2,
+                 checkpoint_every=2, directory=tmp_path, log=None)
+  resumed, _ = evolver.evolve(jax.random.key(0), PARAMS, generations=7, log_every=3,
+                              checkpoint_every=3, directory=tmp_path, log=None)
+  assert set(evolver._blocks) == {2, 3}
+  assert {k: fn._cache_size() for k, fn in evolver._blocks.items()} == {2: 1, 3: 1}
+  jax.tree_util.tree_map(np.testing.assert_array_equal, straight, resumed)

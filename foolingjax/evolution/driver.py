@@ -111,7 +111,13 @@ class Evolver:
     return self._init(init_key, params)
 
   def block(self, num_generations: int) -> Callable:
-    """The jitted ``(run_key, archive, params) -> (archive, metrics [n, ...])``."""
+    """The jitted ``(run_key, archive, params, num_active) -> (archive, metrics [n, ...])``.
+
+    One compilation per block length ``num_generations``; ``num_active`` (an
+    int32 scalar, ``<= num_generations``) runs only that many generations
+    through it (the rest leave the archive unchanged), so a run's tail block
+    or the rest of a block after a resume does not compile again.
+    """
     if num_generations not in self._blocks:
       run_fn = map_elites.make_run_fn(
           encoding=self.encoding, apply_fn=self.apply_fn, batch_size=self.population,
@@ -122,10 +128,10 @@ class Evolver:
         fn = jax.jit(run_fn, out_shardings=out)
       else:
         # Metrics come back [R, n, ...]; put generations first like one run's.
-        vmapped = jax.vmap(run_fn, in_axes=(0, 0, None))
+        vmapped = jax.vmap(run_fn, in_axes=(0, 0, None, None))
 
-        def fn_runs(keys, archives, params, vmapped=vmapped):
-          archives, metrics = vmapped(keys, archives, params)
+        def fn_runs(keys, archives, params, num_active, vmapped=vmapped):
+          archives, metrics = vmapped(keys, archives, params, num_active)
           return archives, jax.tree_util.tree_map(lambda m: jnp.swapaxes(m, 0, 1), metrics)
 
         fn = jax.jit(fn_runs)
@@ -214,6 +220,9 @@ class Evolver:
     if last is not None:
       archive, _ = checkpoint.restore(last, self.template(init_key, params),
                                       fingerprint=fingerprint)
+      # Device arrays, as a block returns them: numpy leaves would make the
+      # jitted block compile a second time.
+      archive = jax.device_put(archive)
       if self.encoding.validate is not None:
         self.encoding.validate(archive.genomes)
       history = [h for h in checkpoint.read_jsonl(metrics_path)
@@ -265,13 +274,15 @@ class Evolver:
       gen = _generation(archive)
       n = min(log_every - gen % log_every, generations - gen)
       t0 = time.perf_counter()
+      active = np.int32(n)
       if self.mesh is None:
-        archive, metrics = self.block(n)(run_key_in, archive, params_in)
+        archive, metrics = self.block(log_every)(run_key_in, archive, params_in, active)
       else:
-        archive, metrics = self.block(n)(run_key_in, sharding.replicate(archive, self.mesh),
-                                         params_in)
+        archive, metrics = self.block(log_every)(
+            run_key_in, sharding.replicate(archive, self.mesh), params_in,
+            sharding.replicate(jnp.asarray(active), self.mesh))
         archive = jax.device_put(jax.device_get(archive))
-      metrics = jax.device_get(metrics)
+      metrics = jax.tree_util.tree_map(lambda m: m[:n], jax.device_get(metrics))
       seconds = time.perf_counter() - t0
       bad = np.asarray(metrics["bad_scores"]).reshape(n, -1).sum(axis=1)
       if bad.any():

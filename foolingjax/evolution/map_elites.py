@@ -274,9 +274,12 @@ def make_run_fn(*, encoding: Encoding, apply_fn: Callable, batch_size: int,
                 num_generations: int, fitness: str = "log_odds",
                 score_transform: Callable | None = None,
                 mesh: jax.sharding.Mesh | None = None):
-  """``run(key, archive, params) -> (archive, metrics stacked over generations)``.
+  """``run(key, archive, params[, num_active]) -> (archive, metrics stacked over generations)``.
 
-  Runs ``num_generations`` generations as one ``lax.scan``. The classifier's
+  Runs ``num_generations`` generations as one ``lax.scan``. With ``num_active``
+  (an int32 scalar, may be traced) only the first ``num_active`` steps run
+  and the rest leave the archive unchanged with zero metrics: one compiled
+  function serves every block length up to ``num_generations``. The classifier's
   ``params`` are an argument (not a closed-over constant) so one compilation
   serves any weights. ``fitness`` picks the score (:data:`FITNESS`);
   ``score_transform(apply_fn, params)`` may replace it (e.g. real classes
@@ -290,15 +293,31 @@ def make_run_fn(*, encoding: Encoding, apply_fn: Callable, batch_size: int,
     sharding.check_divisible(batch_size, mesh, what="The population")
   make_score = _score_maker(fitness, score_transform)
 
-  def run(key, archive, params):
+  def run(key, archive, params, num_active=None):
     score_fn = make_score(apply_fn, params)
 
-    def body(archive, _):
+    def step(archive):
       gen_key = jax.random.fold_in(key, archive.generation)
       return map_elites_step(gen_key, archive, encoding=encoding, score_fn=score_fn,
                              batch_size=batch_size, mesh=mesh)
 
-    return jax.lax.scan(body, archive, length=num_generations)
+    if num_active is None:
+      return jax.lax.scan(lambda a, _: step(a), archive, length=num_generations)
+
+    # A shorter block (the tail of a run, or the rest of a block after a
+    # resume) runs through the same compiled scan: the steps past num_active
+    # leave the archive as it is and return zero metrics, which the caller
+    # drops. The active steps are exactly those of a scan of that length.
+    metric_shapes = jax.eval_shape(step, archive)[1]
+
+    def skip(archive):
+      return archive, jax.tree_util.tree_map(lambda m: jnp.zeros(m.shape, m.dtype),
+                                             metric_shapes)
+
+    def body(archive, i):
+      return jax.lax.cond(i < num_active, step, skip, archive)
+
+    return jax.lax.scan(body, archive, jnp.arange(num_generations))
 
   return run
 
