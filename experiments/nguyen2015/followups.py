@@ -98,8 +98,15 @@ def markdown_tables(summary: dict) -> str:
              "runs' elites):"), "",
             "| class | " + " | ".join(str(k) for k in range(NUM_REAL)) + " | all | >= 99.99 % |",
             "|---" * (NUM_REAL + 3) + "|"]
-    out.append("| gradient | " + " | ".join(core.confidence(p) for p in g["per_class_median"])
+    out.append("| gradient (foolingjax) | "
+               + " | ".join(core.confidence(p) for p in g["per_class_median"])
                + f" | {core.confidence(g['median_confidence'])} | {core.pct(g['share_9999'])} |")
+    if g.get("original"):
+      o = g["original"]
+      out.append("| gradient (original's rule) | "
+                 + " | ".join(core.confidence(p) for p in o["per_class_median"])
+                 + f" | {core.confidence(o['median_confidence'])} | "
+                 f"{core.pct(o['share_9999'])} |")
     for enc in ("direct", "cppn"):
       if enc in ev:
         out.append(f"| evolved {enc} | " + " | ".join(
@@ -108,6 +115,14 @@ def markdown_tables(summary: dict) -> str:
     out += ["", (f"The gradient images on the other seed: median "
                  f"{core.confidence(g['median_confidence_other_seed'])}, >= 99.99 %: "
                  f"{core.pct(g['share_9999_other_seed'])}."), ""]
+    if g.get("original"):
+      o = g["original"]
+      out += [(f"The original's ascent ({o['steps']} steps): >= 99 % for "
+               f"{core.pct(o['share_99'])} of the images, after a median of "
+               f"{core.number(o['median_steps_to_99'], 0)} steps; on the other seed median "
+               f"{core.confidence(o['median_confidence_other_seed'])}, >= 99.99 %: "
+               f"{core.pct(o['share_9999_other_seed'])}; mean |x - mean image| "
+               f"{core.number(o['mean_abs_from_mean_image'], 3)}."), ""]
   if "transfer" in summary:
     out += [("| evolved on (A) | scored by (B) | encoding | images | A >= 99.99 % | "
              "same top-1 | both >= 99.99 % | B less confident | median A | median B |"),
@@ -219,6 +234,53 @@ def _softmax_fn(clf):
 # 1. Gradient-ascent fooling images
 
 
+def _gradient_original(config, clf, other, targets, out) -> dict:
+  """The original's ascent on the same classes and nets (see the config's comment)."""
+  g = config.gradient
+  mean = data.to_float(data.load("mnist", "train")[0]).mean(axis=0)      # [28, 28, 1]
+
+  def ascend(key, params, targets):
+    start = fooling.mean_plus_noise(key, mean, targets.shape[0])
+    return fooling.gradient_ascent_fooling(
+        None, clf.apply_fn, params, targets, steps=g.original_steps, objective="softmax",
+        step_rule="progress", early_prog=g.original_early_prog,
+        late_prog_mult=g.original_late_prog_mult, max_lr=g.original_max_lr,
+        l2_decay=g.original_decay, decay_center=jnp.asarray(mean), init_images=start,
+        keep_best=True)
+
+  key = jax.random.fold_in(jax.random.key(config.seed), 2)
+  t0 = time.perf_counter()
+  fooled, metrics = jax.jit(ascend)(key, clf.params, targets)
+  seconds = time.perf_counter() - t0
+  confidence = np.asarray(metrics["final_confidence"])
+  trace = np.asarray(metrics["confidence"])                             # [steps, B]
+  reached = np.where((trace >= 0.99).any(0), np.argmax(trace >= 0.99, axis=0) + 1, -1)
+  fooled = np.asarray(fooled)
+  np.savez(out / "gradient_images_original.npz", images=fooled,
+           targets=np.asarray(targets), confidence=confidence)
+  probs_b = np.asarray(_softmax_fn(other)(other.params, jnp.asarray(fooled)))
+  conf_b = probs_b[np.arange(len(confidence)), np.asarray(targets)]
+  per_class = confidence.reshape(NUM_REAL, g.starts_per_class)
+  best_idx = np.argmax(per_class, axis=1) + np.arange(NUM_REAL) * g.starts_per_class
+  images.save_grid(out / "gradient_original.png", fooled[best_idx],
+                   titles=[f"{k}\n{images.format_confidence(float(p))}"
+                           for k, p in zip(range(NUM_REAL), confidence[best_idx])],
+                   ncols=NUM_REAL, title=f"The original's ascent ({g.original_steps} steps, "
+                   "progress rule, decay toward the mean image): best per class")
+  return {
+      "steps": g.original_steps, "ascent_seconds": seconds,
+      "median_confidence": float(np.median(confidence)),
+      "share_9999": float(np.mean(confidence >= 0.9999)),
+      "share_99": float(np.mean(confidence >= 0.99)),
+      "per_class_median": np.median(per_class, axis=1).tolist(),
+      "median_steps_to_99": (float(np.median(reached[reached > 0]))
+                             if (reached > 0).any() else None),
+      "median_confidence_other_seed": float(np.median(conf_b)),
+      "share_9999_other_seed": float(np.mean(conf_b >= 0.9999)),
+      "mean_abs_from_mean_image": float(np.abs(fooled - mean[None]).mean()),
+  }
+
+
 def run_gradient(config, workdir, sources: Sources) -> dict:
   g = config.gradient
   out = workdir / "gradient"
@@ -265,7 +327,9 @@ def run_gradient(config, workdir, sources: Sources) -> dict:
   images.save_grid(out / "gradient_vs_evolved.png", np.concatenate(rows), titles=titles,
                    ncols=NUM_REAL, title=f"Best of {g.starts_per_class} gradient ascents "
                    f"({g.steps} steps) vs best evolved elite, per class")
+  original = _gradient_original(config, clf, other, targets, out) if g.original_steps else None
   return {
+      "original": original,
       "classifier": _display(g.classifier), "other": _display(g.other),
       "images": len(confidence), "steps": g.steps, "ascent_seconds": seconds,
       "median_confidence": float(np.median(confidence)),

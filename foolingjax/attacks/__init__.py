@@ -34,7 +34,12 @@ from foolingjax.attacks.auto_attack import AutoAttackResult, auto_attack
 from foolingjax.attacks.carlini_wagner import CarliniWagnerInfo, carlini_wagner_l2
 from foolingjax.attacks.deepfool import DeepFoolInfo, deepfool
 from foolingjax.attacks.fmn import FmnInfo, fmn
-from foolingjax.attacks.fooling import gaussian_blur, gradient_ascent_fooling
+from foolingjax.attacks.fooling import (
+    gaussian_blur,
+    gradient_ascent_fooling,
+    mean_plus_noise,
+    progress_step_size,
+)
 from foolingjax.attacks.gradient import bim, fgsm, pgd, project
 from foolingjax.attacks.lbfgs import LbfgsInfo, lbfgs_attack, make_objective
 from foolingjax.attacks.square import SquareInfo, square
@@ -43,6 +48,7 @@ __all__ = [
     "ApgdInfo", "AutoAttackResult", "CarliniWagnerInfo", "DeepFoolInfo", "FmnInfo",
     "LbfgsInfo", "SquareInfo", "apgd", "auto_attack", "bim", "carlini_wagner_l2",
     "deepfool", "dlr_loss", "dlr_targeted_loss", "fgsm", "fmn", "gaussian_blur",
-    "gradient_ascent_fooling", "lbfgs_attack", "losses", "make_objective", "metrics",
+    "gradient_ascent_fooling", "lbfgs_attack", "losses", "make_objective",
+    "mean_plus_noise", "metrics", "progress_step_size",
     "pgd", "project", "square",
 ]

@@ -18,6 +18,35 @@ from foolingjax import checks
 from foolingjax.images import gaussian_blur
 
 OBJECTIVES = ("logit", "log_softmax", "softmax")
+STEP_RULES = ("fixed", "progress")
+
+
+def progress_step_size(grad_sq_norm: jax.Array, confidence: jax.Array, *,
+                       early_prog: float = 0.03, late_prog_mult: float = 0.1,
+                       max_lr: float = 1e12) -> jax.Array:
+  """The original's "progress" learning rate (caffe/ascent/find_fooling_image.py).
+
+  ``lr = min(max_lr, min(early_prog, late_prog_mult * (1 - p)) / ||g||^2)``:
+  the step whose first-order gain ``lr * ||g||^2`` in the target's probability
+  ``p`` is ``early_prog`` early on, and ``late_prog_mult`` of the distance to 1
+  once ``p`` is close to it. The rule does not depend on the pixel scale (the
+  step ``lr * g`` is the same image change in [0, 1] or [0, 255] units); only
+  ``max_lr`` does, and the original's 1e12 never binds.
+  """
+  desired = jnp.minimum(early_prog, late_prog_mult * (1.0 - confidence))
+  return jnp.minimum(max_lr, desired / jnp.maximum(grad_sq_norm, 1e-30))
+
+
+def mean_plus_noise(key: jax.Array, mean: jax.Array, batch: int, *,
+                    std: float = 1.0 / 255.0) -> jax.Array:
+  """The original's start: the mean image plus N(0, std) noise, clipped to [0, 1].
+
+  ``std`` 1/255 is the original's N(0, 1) in 0-255 pixel units. ``mean`` is
+  ``[H, W, C]`` in [0, 1]; returns ``[batch, H, W, C]``.
+  """
+  mean = jnp.asarray(mean, jnp.float32)
+  noise = std * jax.random.normal(key, (batch, *mean.shape), jnp.float32)
+  return jnp.clip(mean[None] + noise, 0.0, 1.0)
 
 
 def _score(logits: jax.Array, target: jax.Array, objective: str) -> jax.Array:
@@ -31,9 +60,11 @@ def gradient_ascent_fooling(
     key: jax.Array | None, apply_fn, params, target: jax.Array, *, steps: int,
     step_size: float | Callable[[jax.Array], jax.Array] = 0.1,
     objective: str = "log_softmax", l2_decay: float = 0.0,
-    decay_center: float = 0.0, blur_every: int = 0, blur_sigma: float = 0.5,
+    decay_center: float | jax.Array = 0.0, blur_every: int = 0, blur_sigma: float = 0.5,
     init_images: jax.Array | None = None, image_shape: tuple[int, int, int] | None = None,
-    clip: bool = True) -> tuple[jax.Array, dict[str, jax.Array]]:
+    clip: bool = True, step_rule: str = "fixed", early_prog: float = 0.03,
+    late_prog_mult: float = 0.1, max_lr: float = 1e12,
+    keep_best: bool = False) -> tuple[jax.Array, dict[str, jax.Array]]:
   """Images that a classifier assigns to ``target`` by gradient ascent.
 
   Each step: ``x += step_size(t) * grad score(x)``; then L2 decay
@@ -53,23 +84,37 @@ def gradient_ascent_fooling(
       or ``"softmax"`` (the fooling paper's confidence; its gradient vanishes
       as the softmax saturates).
     l2_decay: fraction of ``x - decay_center`` removed per step, in [0, 1).
-    decay_center: pixel value the decay pulls towards.
+    decay_center: pixel value, or ``[H, W, C]`` image (the original: the
+      mean image), the decay pulls towards.
     blur_every: blur every this many steps; 0 never blurs.
     blur_sigma: blur standard deviation in pixels.
     init_images: optional float ``[B, H, W, C]`` starting images in [0, 1].
     image_shape: ``(H, W, C)`` of the noise start when ``init_images`` is None
       (default: ``apply_fn.input_shape``).
     clip: clip to [0, 1] after each step.
+    step_rule: ``"fixed"`` uses ``step_size``; ``"progress"`` is the
+      original's rule (:func:`progress_step_size` with ``early_prog``,
+      ``late_prog_mult``, ``max_lr``), driven by the target's softmax
+      probability whatever the ``objective`` (the original climbs the
+      probability itself: ``objective="softmax"``).
+    keep_best: return, per image, the iterate of highest target probability
+      (the original saves its ``X_best``) instead of the last one.
 
   Returns:
     ``(images, metrics)``: images ``[B, H, W, C]`` and a dict with
     ``"confidence"`` ``[steps, B]`` (the target's softmax probability after each
     step), ``"score"`` ``[steps, B]`` (the objective) and
-    ``"final_confidence"`` ``[B]``.
+    ``"final_confidence"`` ``[B]`` (the returned images' probability).
   """
   who = "gradient_ascent_fooling"
   if objective not in OBJECTIVES:
     raise ValueError(f"{who}: objective must be one of {OBJECTIVES}; got {objective!r}.")
+  if step_rule not in STEP_RULES:
+    raise ValueError(f"{who}: step_rule must be one of {STEP_RULES}; got {step_rule!r}.")
+  if step_rule == "progress":
+    for name, value in (("early_prog", early_prog), ("late_prog_mult", late_prog_mult),
+                        ("max_lr", max_lr)):
+      checks.nonnegative(value, name=name, who=who, strict=True)
   if not isinstance(steps, int) or steps < 1:
     raise ValueError(f"{who}: steps must be a Python int >= 1; got {steps!r}.")
   if not isinstance(blur_every, int) or blur_every < 0:
@@ -100,21 +145,33 @@ def gradient_ascent_fooling(
       logits = apply_fn(params, x[None])[0]
       return _score(logits, t, objective), jax.nn.softmax(logits)[t]
 
-    def step(x, i):
-      grad = jax.grad(lambda x: score_and_confidence(x)[0])(x)
-      x = x + schedule(i) * grad
+    def step(carry, i):
+      x, best_x, best_p = carry
+      (_, p_now), grad = jax.value_and_grad(score_and_confidence, has_aux=True)(x)
+      if step_rule == "progress":
+        lr = progress_step_size(jnp.sum(jnp.square(grad)), p_now, early_prog=early_prog,
+                                late_prog_mult=late_prog_mult, max_lr=max_lr)
+      else:
+        lr = schedule(i)
+      x = x + lr * grad
       x = decay_center + (1.0 - l2_decay) * (x - decay_center)
       if blur_every:
         x = jnp.where((i + 1) % blur_every == 0, gaussian_blur(x, sigma=blur_sigma), x)
       if clip:
         x = jnp.clip(x, 0.0, 1.0)
       score, confidence = score_and_confidence(x)
-      return x, (score, confidence)
+      better = confidence > best_p
+      best_x = jnp.where(better, x, best_x)
+      best_p = jnp.where(better, confidence, best_p)
+      return (x, best_x, best_p), (score, confidence)
 
-    x, (scores, confidences) = jax.lax.scan(step, xi, jnp.arange(steps))
-    return x, scores, confidences
+    p0 = score_and_confidence(xi)[1]
+    (x, best_x, best_p), (scores, confidences) = jax.lax.scan(step, (xi, xi, p0),
+                                                              jnp.arange(steps))
+    if keep_best:
+      return best_x, scores, confidences, best_p
+    return x, scores, confidences, confidences[-1]
 
-  images, scores, confidences = jax.vmap(one)(x0, target)
-  metrics = {"confidence": confidences.T, "score": scores.T,
-             "final_confidence": confidences[:, -1]}
+  images, scores, confidences, final = jax.vmap(one)(x0, target)
+  metrics = {"confidence": confidences.T, "score": scores.T, "final_confidence": final}
   return images, metrics

@@ -42,9 +42,16 @@ def get_config(preset: str = "all"):
   # CPPN genome capacity (the reduced run's sources were evolved with these).
   c.cppn = ml_collections.ConfigDict(dict(max_nodes=32, max_conns=128))
 
+  # foolingjax's ascent (uniform-noise start, fixed step on the log-probability,
+  # no decay) and, when original_steps > 0, the original's beside it
+  # (caffe/ascent/find_fooling_image.py: mean image + N(0, 1) in 0-255 units,
+  # the "progress" step rule on the probability, decay 0.01 toward the mean, no
+  # blur, 300 steps, the best iterate kept).
   c.gradient = ml_collections.ConfigDict(dict(
       classifier="lenet_mnist", other="lenet_mnist@1", starts_per_class=10, steps=200,
-      step_size=0.1, objective="log_softmax", l2_decay=0.0, blur_every=0, blur_sigma=0.5))
+      step_size=0.1, objective="log_softmax", l2_decay=0.0, blur_every=0, blur_sigma=0.5,
+      original_steps=300, original_decay=0.01, original_early_prog=0.03,
+      original_late_prog_mult=0.1, original_max_lr=1e12))
 
   # DNN_A -> DNN_B (same architecture, another seed) and the cross-architecture pairs.
   # Classifiers are foolingjax.zoo.resolve specs (a user's package.module:function too).
@@ -91,6 +98,7 @@ def get_config(preset: str = "all"):
     c.evolve.runs = 2
     c.gradient.starts_per_class = 2
     c.gradient.steps = 5
+    c.gradient.original_steps = 5
     c.transfer.encodings = "direct"   # the CPPN path is exercised by gradient/ablation
     c.retrain.iterations = 2
     c.retrain.population = 16
