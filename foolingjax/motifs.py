@@ -183,6 +183,49 @@ def progressive_ablation(key: jax.Array, image: jax.Array, motifs: Motifs, *,
   return images, removed
 
 
+def removed_area(motifs: Motifs, removed: jax.Array, key: jax.Array) -> jax.Array:
+  """Pixels removed at each step of :func:`progressive_ablation` (same key): int32 ``[S]``."""
+  priority = jnp.where(motifs.repeat, jax.random.uniform(key, motifs.repeat.shape), jnp.inf)
+  rank = jnp.argsort(jnp.argsort(priority))
+  masks = motifs.repeat[None, :] & (rank[None, :] < removed[:, None])
+  return jnp.sum(jnp.where(masks, motifs.area[None, :], 0), axis=1).astype(jnp.int32)
+
+
+def area_matched_control(key: jax.Array, image: jax.Array, motifs: Motifs,
+                         areas: jax.Array, *, smoothness: float = 1.5
+                         ) -> tuple[jax.Array, jax.Array]:
+  """The ablation's control: remove the same area of *non-repeated* foreground.
+
+  At each step it paints, with the background colour, ``areas[s]`` pixels of
+  the foreground that belongs to no repeat (the first copy of each motif and
+  the motifs that never repeat). Which pixels: those of highest priority under
+  a smoothed random field, so the removed area comes in blobs rather than
+  scattered pixels, and each step removes a superset of the previous one.
+  Where less non-repeated foreground exists than ``areas[s]``, all of it goes
+  (the returned areas say how much was removed).
+
+  Args:
+    key: PRNG key of the random field.
+    image: float ``[H, W, C]``.
+    motifs: ``find_motifs(image)``.
+    areas: int ``[S]`` pixels to remove per step (:func:`removed_area`).
+    smoothness: blur sigma (pixels) of the random field.
+
+  Returns:
+    ``(images [S, H, W, C], removed_area [S])``.
+  """
+  from foolingjax.images import gaussian_blur
+  in_repeat = (motifs.component >= 0) & motifs.repeat[jnp.maximum(motifs.component, 0)]
+  fg = motifs.component >= 0
+  eligible = fg & ~in_repeat
+  field = gaussian_blur(jax.random.uniform(key, image.shape[:2] + (1,)), sigma=smoothness)[..., 0]
+  priority = jnp.where(eligible, -field, jnp.inf).ravel()
+  rank = jnp.argsort(jnp.argsort(priority)).reshape(image.shape[:2])
+  hits = eligible[None] & (rank[None] < areas[:, None, None])           # [S, H, W]
+  images = jnp.where(hits[..., None], motifs.background, image[None])
+  return images, jnp.sum(hits, axis=(1, 2)).astype(jnp.int32)
+
+
 def make_ablation_fn(*, apply_fn, steps: int, max_components: int = 64,
                      iou_threshold: float = 0.75, min_area: int = 2):
   """``ablate(key, params, images [N,H,W,C], targets [N]) -> dict`` (jit it).
@@ -190,8 +233,17 @@ def make_ablation_fn(*, apply_fn, steps: int, max_components: int = 64,
   The dict holds ``images`` ``[N, steps + 1, H, W, C]``, ``removed`` and
   ``repeats`` (``[N, steps + 1]`` and ``[N]`` copies), ``components`` ``[N]``
   and ``confidence`` ``[N, steps + 1]``, the target's softmax probability
-  after each removal step.
+  after each removal step; ``removed_area`` ``[N, steps + 1]`` pixels removed;
+  and the control (:func:`area_matched_control`): ``control_images``,
+  ``control_area`` (equal to ``removed_area`` wherever enough non-repeated
+  foreground exists) and ``control_confidence``.
   """
+
+  def confidence_of(params, ablated, targets):
+    n, s = ablated.shape[:2]
+    probs = jax.nn.softmax(apply_fn(params, ablated.reshape(n * s, *ablated.shape[2:])),
+                           -1).reshape(n, s, -1)
+    return jnp.take_along_axis(probs, targets[:, None, None], axis=2)[..., 0]
 
   def ablate(key, params, images, targets):
     motifs = jax.vmap(lambda x: find_motifs(x, max_components=max_components,
@@ -200,11 +252,13 @@ def make_ablation_fn(*, apply_fn, steps: int, max_components: int = 64,
     keys = jax.random.split(key, images.shape[0])
     ablated, removed = jax.vmap(
         lambda k, x, m: progressive_ablation(k, x, m, steps=steps))(keys, images, motifs)
-    n, s = ablated.shape[:2]
-    probs = jax.nn.softmax(apply_fn(params, ablated.reshape(n * s, *ablated.shape[2:])), -1)
-    probs = probs.reshape(n, s, -1)
-    confidence = jnp.take_along_axis(probs, targets[:, None, None], axis=2)[..., 0]
+    areas = jax.vmap(removed_area)(motifs, removed, keys)
+    control_keys = jax.vmap(lambda k: jax.random.fold_in(k, 1))(keys)
+    control, control_area = jax.vmap(area_matched_control)(control_keys, images, motifs, areas)
     return {"images": ablated, "removed": removed, "repeats": jnp.sum(motifs.repeat, 1),
-            "components": jnp.sum(motifs.valid, 1), "confidence": confidence}
+            "components": jnp.sum(motifs.valid, 1),
+            "confidence": confidence_of(params, ablated, targets), "removed_area": areas,
+            "control_images": control, "control_area": control_area,
+            "control_confidence": confidence_of(params, control, targets)}
 
   return ablate

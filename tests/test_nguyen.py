@@ -118,6 +118,32 @@ def test_ablation_fn_confidence_falls_as_copies_go(key):
   lit = np.array([28.0, 22.0, 16.0])  # 3 bars of 6, a block of 9, a dot
   np.testing.assert_allclose(conf[0], jax.nn.sigmoid(0.2 * lit), rtol=1e-5)
   np.testing.assert_allclose(conf[1], 0.5)
+  # The control removes the same area (0, 6, 12 pixels) of non-repeated foreground:
+  # the first bar, the block and the dot (16 pixels), never a repeat.
+  np.testing.assert_array_equal(out["removed_area"][0], [0, 6, 12])
+  np.testing.assert_array_equal(out["control_area"][0], out["removed_area"][0])
+  np.testing.assert_allclose(out["control_confidence"][0], conf[0], rtol=1e-5)  # same lit
+
+
+def test_ablation_control_removes_an_area_equal_to_the_repeats_and_no_repeat(key):
+  image = _bars_image()
+  motifs = motifs_lib.find_motifs(image)
+  ablated, removed = motifs_lib.progressive_ablation(key, image, motifs, steps=2)
+  areas = motifs_lib.removed_area(motifs, removed, key)
+  np.testing.assert_array_equal(areas, [0, 6, 12])
+  control, control_area = jax.jit(motifs_lib.area_matched_control)(
+      jax.random.key(5), image, motifs, areas)
+  np.testing.assert_array_equal(control_area, areas)
+  changed = np.asarray(control[..., 0] != image[None, ..., 0])
+  np.testing.assert_array_equal(changed.sum(axis=(1, 2)), areas)
+  repeat_pixels = np.zeros((12, 12), bool)
+  repeat_pixels[2:5, 5:7] = repeat_pixels[2:5, 9:11] = True   # the two repeated bars
+  assert not (changed & repeat_pixels[None]).any()
+  assert np.all(changed[2] >= changed[1])                       # a superset per step
+  # More than the non-repeated foreground (16 pixels): all of it, and says so.
+  _, capped = motifs_lib.area_matched_control(jax.random.key(5), image, motifs,
+                                              jnp.array([20]))
+  assert int(capped[0]) == 16
 
 
 # --------------------------------------------------------------------------

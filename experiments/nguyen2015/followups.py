@@ -165,6 +165,14 @@ def markdown_tables(summary: dict) -> str:
             f">= 99.99 % before {core.pct(a['share_9999_before'])}, after "
             f"{core.pct(a['share_9999_after'])}; top-1 label lost for "
             f"{core.pct(a['share_top1_lost'])}."), ""]
+    if a.get("control_drop_quartiles") is not None:
+      cd = a["control_drop_quartiles"]
+      out += [(f"Control, the same area (median {core.number(a['median_removed_area'], 0)} "
+               "pixels) of non-repeated foreground removed from the same images "
+               f"(area matched for {core.pct(a['control_area_matched'])} of them): drop "
+               f"quartiles {', '.join(core.pct(x, 2) for x in cd)}; by > 1 point for "
+               f"{core.pct(a['control_share_dropped_over_1pct'])}; >= 99.99 % after "
+               f"{core.pct(a['control_share_9999_after'])}."), ""]
   return "\n".join(out)
 
 
@@ -589,7 +597,9 @@ def run_ablation(config, workdir, sources: Sources) -> dict:
   repeated = np.flatnonzero(res["repeats"] >= 1)
   conf = res["confidence"][repeated]                   # [n, steps + 1]
   np.savez(out / "ablation.npz", confidence=res["confidence"], repeats=res["repeats"],
-           components=res["components"], removed=res["removed"], targets=targets)
+           components=res["components"], removed=res["removed"], targets=targets,
+           removed_area=res["removed_area"], control_area=res["control_area"],
+           control_confidence=res["control_confidence"])
   drop = conf[:, 0] - conf[:, -1]
   nines_drop = _nines(conf[:, 0]) - _nines(conf[:, -1])
   quant = lambda v: ([float(q) for q in np.quantile(v, [0.25, 0.5, 0.75])]
@@ -606,6 +616,22 @@ def run_ablation(config, workdir, sources: Sources) -> dict:
       "share_9999_after": float(np.mean(conf[:, -1] >= 0.9999)) if len(repeated) else None,
       "share_top1_lost": None,
   }
+  # The control: the same area of non-repeated foreground removed from the same images.
+  control = res["control_confidence"][repeated]
+  control_drop = control[:, 0] - control[:, -1]
+  area_matched = (res["control_area"][repeated, -1] == res["removed_area"][repeated, -1])
+  result.update({
+      "control_confidence_quartiles_per_step": [quant(control[:, s])
+                                                for s in range(a.steps + 1)],
+      "control_drop_quartiles": quant(control_drop),
+      "control_share_dropped_over_1pct": (float(np.mean(control_drop > 0.01))
+                                          if len(repeated) else None),
+      "control_share_9999_after": (float(np.mean(control[:, -1] >= 0.9999))
+                                   if len(repeated) else None),
+      "control_area_matched": float(np.mean(area_matched)) if len(repeated) else None,
+      "median_removed_area": (float(np.median(res["removed_area"][repeated, -1]))
+                              if len(repeated) else None),
+  })
   if len(repeated):
     last = np.asarray(ablate_top1(clf, res["images"][repeated, -1]))
     result["share_top1_lost"] = float(np.mean(last != targets[repeated]))
