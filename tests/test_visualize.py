@@ -86,7 +86,9 @@ def test_smoothgrad_averages_noisy_gradients_of_a_nonlinear_model(key):
   smooth = jax.jit(lambda k, x: vis.smoothgrad(k, apply_fn, params, x, labels,
                                                num_samples=4, noise_level=0.2))(
       jax.random.key(1), x)
-  saliency = jax.jit(lambda x: vis.saliency(apply_fn, params, x, labels))
+  # The noisy copies leave [0, 1], which vis.saliency refuses: the plain
+  # gradient of the label's logit instead.
+  saliency = jax.jit(jax.grad(lambda x: apply_fn(params, x)[0, 4]))
   span = float(x.max() - x.min())
   keys = jax.random.split(jax.random.key(1), 4)
   by_hand = jnp.mean(jnp.stack([
@@ -344,9 +346,9 @@ def test_gram_matrix_is_symmetric_positive_semidefinite(key):
 
 def test_total_variation_known_values():
   ramp = jnp.tile(jnp.arange(4.0)[None, :, None, None], (1, 1, 4, 1))  # rows 0..3
-  # 3 x 3 differences of 1 in y, none in x.
-  assert float(vis.total_variation(ramp)[0]) == pytest.approx(9.0)
-  assert float(vis.total_variation(ramp, beta=1.0)[0]) == pytest.approx(9.0, rel=1e-3)
+  # 3 x 4 differences of 1 in y (every column, the last included), none in x.
+  assert float(vis.total_variation(ramp)[0]) == pytest.approx(12.0)
+  assert float(vis.total_variation(ramp, beta=1.0)[0]) == pytest.approx(12.0, rel=1e-3)
   assert float(vis.total_variation(jnp.ones((1, 5, 5, 3)))[0]) == 0.0
 
 
@@ -437,7 +439,8 @@ def test_visualize_experiment_smoke_writes_pngs(tmp_path):
   figures = sorted((tmp_path / "figures").glob("*.png"))
   names = {f.stem for f in figures}
   assert {"attribution", "class_models", "units", "patches", "filters", "tsne",
-          "inversion", "deepdream", "style"} <= names
+          "inversion", "deepdream", "style", "attribution_plus", "segmentation",
+          "activations", "fourier"} <= names
   for path in figures:
     with Image.open(path) as image:
       image.load()
@@ -447,6 +450,14 @@ def test_visualize_experiment_smoke_writes_pngs(tmp_path):
   saved = json.loads((tmp_path / "summary.json").read_text())
   assert saved == json.loads(json.dumps(summary))
   assert 0.0 <= saved["tsne"]["neighbour_agreement"] <= 1.0
+  # Integrated gradients are complete: they sum to logit(x) - logit(black).
+  np.testing.assert_allclose(saved["attribution_plus"]["ig_sum"],
+                             saved["attribution_plus"]["logit_minus_black_logit"],
+                             rtol=0.2, atol=0.05)
+  errors = saved["inversion"]["relative_feature_error"]["conv1"]
+  np.testing.assert_allclose(np.square(errors),
+                             saved["inversion"]["feature_loss_squared_ratio"]["conv1"])
+  assert set(saved["fourier"]) >= {"pixel", "fourier"}
 
 
 def test_visualize_experiment_runs_a_user_model_and_refuses_feature_parts(tmp_path):

@@ -5,18 +5,23 @@
   python -m experiments.cs231n.visualize --config=experiments/cs231n/configs/visualize.py:imagenet \
       --workdir=runs/visualize_imagenet
 
-Parts (``config.parts``, comma separated): attribution, class_models, units,
-patches, filters, tsne, inversion, deepdream, style. Figures land in
+Parts (``config.parts``, comma separated): attribution, attribution_plus
+(deconvnet, integrated gradients, Grad-CAM, guided backprop from the most active
+unit of ``unit_layer``), segmentation (saliency-seeded colour segmentation),
+activations (every channel of ``activation_layer``), class_models, fourier
+(class models in pixel space vs lucid's decorrelated Fourier space, each checked
+by the net and under random crops/flips), units, patches, filters, tsne,
+inversion, deepdream, style. Figures land in
 ``WORKDIR/figures/<part>.png``, each part's numbers in
 ``WORKDIR/<part>/result.json`` (a rerun with the same config skips the parts
 that have one) and all of them in summary.json; every number is measured in the
 run (seconds per part included).
 
 ``config.classifier`` is any :func:`foolingjax.zoo.resolve` spec. A user's
-model (``package.module:function``) runs attribution, class_models and filters
-(with ``--config.filter_layer`` naming one of its conv layers); the other parts
-read layer activations and need a model with a ``.features`` method, as the zoo
-nets have.
+model (``package.module:function``) runs attribution, segmentation,
+class_models, fourier and filters (with ``--config.filter_layer`` naming one of
+its conv layers); the other parts read layer activations and need a model with
+a ``.features`` method, as the zoo nets have.
 """
 
 from __future__ import annotations
@@ -34,9 +39,11 @@ from foolingjax import visualize as vis
 from foolingjax.contract import ApplyFn, Classifier
 
 PARTS = ("attribution", "class_models", "units", "patches", "filters", "tsne",
-         "inversion", "deepdream", "style")
+         "inversion", "deepdream", "style", "attribution_plus", "segmentation",
+         "activations", "fourier")
 # Parts that read layer activations through the model's .features method.
-FEATURE_PARTS = ("units", "patches", "tsne", "inversion", "deepdream", "style")
+FEATURE_PARTS = ("units", "patches", "tsne", "inversion", "deepdream", "style",
+                 "attribution_plus", "activations")
 IMAGENET = "efficientnet_lite0_imagenet"
 
 
@@ -107,6 +114,17 @@ def validate(config) -> list[str]:
     within("num_examples", 1, 10, "the first test image of classes 0..n-1")
   if "attribution" in parts:
     positive("smoothgrad_samples", "occlusion_patch", "occlusion_stride")
+  if "attribution_plus" in parts:
+    positive("ig_steps")
+  if "segmentation" in parts:
+    checks.append((0.0 <= config.seg_background_quantile
+                   < config.seg_foreground_quantile <= 1.0,
+                   ("seg_background_quantile < seg_foreground_quantile must lie in "
+                    f"[0, 1], got {config.seg_background_quantile}, "
+                    f"{config.seg_foreground_quantile}")))
+  if "fourier" in parts:
+    positive("fourier_steps", "fourier_augmentations")
+    not_empty("fourier_targets")
   if "class_models" in parts or "units" in parts:
     positive("ascent_steps")
   if "class_models" in parts:
@@ -149,10 +167,12 @@ def check_classifier(config, parts, apply_fn, params, num_classes: int) -> None:
   runnable = [p for p in parts if p not in FEATURE_PARTS]
   checks = [(has_features(apply_fn) or not needing,
              _no_features_message(needing, apply_fn, runnable))]
-  if "class_models" in parts:
-    checks.append((all(0 <= t < num_classes for t in config.class_targets),
-                   (f"class_targets {tuple(config.class_targets)} must be classes of "
-                    f"the classifier, 0..{num_classes - 1}")))
+  for part, field in (("class_models", "class_targets"), ("fourier", "fourier_targets")):
+    if part in parts:
+      targets = tuple(getattr(config, field))
+      checks.append((all(0 <= t < num_classes for t in targets),
+                     (f"{field} {targets} must be classes of the classifier, "
+                      f"0..{num_classes - 1}")))
   if "filters" in parts:
     convs = sorted(name for name, layer in params.items()
                    if hasattr(layer, "get") and np.ndim(layer.get("kernel")) == 4)
@@ -450,16 +470,31 @@ def part_inversion(config, key, apply_fn, params, x, path):
                                learning_rate=config.inversion_lr,
                                tv_weight=config.tv_weight)
 
-  panels, titles, losses = [np.asarray(x)], ["original"], {}
+  panels, titles, errors, losses = [np.asarray(x)], ["original"], {}, {}
   for layer in layers:
-    recon, metrics = invert(params, x, x0, layer)
+    recon, _ = invert(params, x, x0, layer)
     panels.append(np.asarray(recon))
     titles.append(f"from {layer}")
-    losses[layer] = [float(v) for v in metrics["feature_loss"][-1]]
+    # The relative error ||phi(x) - phi0|| / ||phi0|| of the final image
+    # (measured afresh: the scan's metrics are taken before each step), and
+    # the loss Adam minimised, its square.
+    error = relative_feature_error(features, params, recon, x, layer)
+    errors[layer] = [float(v) for v in error]
+    losses[layer] = [float(v) ** 2 for v in error]
   grid = np.stack(panels, axis=1).reshape(-1, *x.shape[1:])
   images.save_grid(path, grid, titles=titles * x.shape[0], ncols=len(panels),
                    title=f"Feature inversion with TV (weight {config.tv_weight})")
-  return {"layers": layers, "relative_feature_loss": losses}
+  return {"layers": layers, "relative_feature_error": errors,
+          "feature_loss_squared_ratio": losses}
+
+
+def relative_feature_error(features, params, recon, originals, layer) -> np.ndarray:
+  """``||phi(recon) - phi(original)|| / ||phi(original)||`` per image, ``[B]``."""
+  phi = np.asarray(features(params, jnp.asarray(recon))[layer], np.float64)
+  target = np.asarray(features(params, jnp.asarray(originals))[layer], np.float64)
+  flat = lambda a: a.reshape(a.shape[0], -1)
+  return (np.linalg.norm(flat(phi - target), axis=1)
+          / np.maximum(np.linalg.norm(flat(target), axis=1), 1e-12))
 
 
 def part_deepdream(config, key, apply_fn, params, x, path):
@@ -525,6 +560,229 @@ def part_style(config, apply_fn, params, x, names, path):
   return {k: {"start": float(v[0, 0]), "end": float(v[-1, 0])} for k, v in metrics.items()}
 
 
+# --- parts beyond cs231n: deconvnet, IG, Grad-CAM, segmentation, activations,
+# Fourier class models -------------------------------------------------------
+
+def _overlay(image, heat):
+  # A heat map over the (greyed) image: what Grad-CAM papers show.
+  import matplotlib
+  grey = np.repeat(np.mean(np.asarray(image), axis=-1, keepdims=True), 3, axis=-1)
+  colour = matplotlib.colormaps["jet"](np.clip(np.asarray(heat), 0.0, 1.0))[..., :3]
+  return np.clip(0.5 * grey + 0.5 * colour, 0.0, 1.0)
+
+
+def part_attribution_plus(config, apply_fn, params, x, labels, names, classes, path):
+  features = features_of(apply_fn, "attribution_plus")
+  labels = jnp.asarray(labels)
+  x = jnp.asarray(x)
+  # The unit to project down per image: the channel of unit_layer with the
+  # strongest single activation (Zeiler & Fergus project strong activations).
+  acts = features(params, x)[config.unit_layer]
+  strongest = jnp.argmax(jnp.max(acts.reshape(acts.shape[0], -1, acts.shape[-1]),
+                                 axis=1), axis=-1) if acts.ndim == 4 else jnp.argmax(
+                                     acts, axis=-1)
+
+  @jax.jit
+  def explain(params, x, labels, units):
+    deconv = vis.deconvnet(apply_fn, params, x, labels)
+    ig = vis.integrated_gradients(apply_fn, params, x, labels, steps=config.ig_steps,
+                                  batch_size=config.ig_batch_size or None)
+    cam = vis.grad_cam(features, params, x, labels, layer=config.gradcam_layer)
+    unit = vis.unit_backprop(features, params, x, units, layer=config.unit_layer,
+                             rule="guided")
+    logits = apply_fn(params, x)
+    baseline = apply_fn(params, jnp.zeros_like(x))
+    return deconv, ig, cam, unit, logits, baseline
+
+  deconv, ig, cam, unit, logits, baseline = explain(params, x, labels, strongest)
+  n = x.shape[0]
+  picked = np.arange(n), np.asarray(labels)
+  # Completeness of IG: its attributions sum to logit(x) - logit(black).
+  ig_sum = np.asarray(jnp.sum(ig, axis=(1, 2, 3)))
+  logit_gap = np.asarray(logits)[picked] - np.asarray(baseline)[picked]
+  cam_max = np.maximum(np.asarray(jnp.max(cam, axis=(1, 2))), 1e-12)
+  columns = ["input", "deconvnet", "integrated grad.", f"Grad-CAM {config.gradcam_layer}",
+             f"guided {config.unit_layer}[unit]"]
+  panels = [np.asarray(x), _signed_image(deconv),
+            _normalise(vis.saliency_map(ig)),
+            np.stack([_overlay(x[i], cam[i] / cam_max[i]) for i in range(n)]),
+            _signed_image(unit)]
+  cmaps = [None, None, "hot", None, None]
+  plt = core.pyplot()
+  fig, axes = plt.subplots(n, len(columns), figsize=(1.7 * len(columns), 1.7 * n + 0.3),
+                           squeeze=False)
+  for i in range(n):
+    label = int(labels[i])
+    for j, (title, panel) in enumerate(zip(columns, panels)):
+      caption = title if i == 0 else None
+      if j == 0:
+        caption = f"{names[i]}\n{classes[label][:18]}"
+      elif j == 4:
+        caption = f"{config.unit_layer}[{int(strongest[i])}]"
+      _show(axes[i, j], panel[i], cmap=cmaps[j], title=caption)
+  fig.tight_layout()
+  _save(fig, path)
+  return {"explained_labels": [int(v) for v in labels],
+          "gradcam_layer": config.gradcam_layer, "ig_steps": config.ig_steps,
+          "ig_sum": [float(v) for v in ig_sum],
+          "logit_minus_black_logit": [float(v) for v in logit_gap],
+          "unit_layer": config.unit_layer,
+          "projected_units": [int(u) for u in strongest]}
+
+
+def part_segmentation(config, apply_fn, params, x, labels, names, path):
+  labels = jnp.asarray(labels)
+  x = jnp.asarray(x)
+
+  @jax.jit
+  def segment(params, x, labels):
+    sal = vis.saliency_map(vis.saliency(apply_fn, params, x, labels))
+    prob = vis.segment_from_saliency(
+        x, sal, foreground_quantile=config.seg_foreground_quantile,
+        background_quantile=config.seg_background_quantile,
+        num_iterations=config.seg_iterations, smoothness=config.seg_smoothness)
+    return sal, prob
+
+  sal, prob = segment(params, x, labels)
+  mask = np.asarray(prob) > 0.5
+  n = x.shape[0]
+  masked = np.where(mask[..., None], np.asarray(x), 0.15 * np.asarray(x))
+  columns = [("input", None), ("saliency", "hot"), ("P(foreground)", "gray"),
+             ("segment", None)]
+  panels = [np.asarray(x), _normalise(sal), np.asarray(prob), masked]
+  plt = core.pyplot()
+  fig, axes = plt.subplots(n, len(columns), figsize=(1.7 * len(columns), 1.7 * n + 0.3),
+                           squeeze=False)
+  for i in range(n):
+    for j, ((title, cmap), panel) in enumerate(zip(columns, panels)):
+      _show(axes[i, j], panel[i], cmap=cmap,
+            title=names[i] if j == 0 else (title if i == 0 else None))
+  fig.tight_layout()
+  _save(fig, path)
+  return {"foreground_fraction": [float(m.mean()) for m in mask],
+          "quantiles": [config.seg_background_quantile, config.seg_foreground_quantile]}
+
+
+def part_activations(config, apply_fn, params, x, names, path):
+  features = features_of(apply_fn, "activations")
+  x = jnp.asarray(x[:config.num_activation_images])
+  layer = config.activation_layer
+  grid = jax.jit(lambda params, x: vis.activation_grid(features, params, x,
+                                                        layer=layer))(params, x)
+  channels = int(features(params, x[:1])[layer].shape[-1])
+  images.save_grid(path, np.asarray(grid)[..., None],
+                   titles=[f"{names[i]}: {layer}" for i in range(x.shape[0])],
+                   ncols=x.shape[0], scale=3.0,
+                   title=f"Every channel of {layer} ({channels}), white = strongest")
+  return {"layer": layer, "channels": channels, "grid_shape": list(grid.shape[1:])}
+
+
+def augmented_agreement(key, apply_fn, params, x, targets, *, num: int,
+                        min_area: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
+  """How a class model fares under random crops (area ``min_area``-1) and flips.
+
+  Each image gets ``num`` square crops resized back to its size and flipped
+  left-right with probability 1/2. Returns per image the fraction whose top-1
+  is the target and the mean target probability, each ``[B]`` (jittable).
+  """
+  b, height, width, c = x.shape
+  k_area, k_pos, k_flip = jax.random.split(key, 3)
+  side = jnp.sqrt(jax.random.uniform(k_area, (b, num), minval=min_area, maxval=1.0))
+  offset = jax.random.uniform(k_pos, (b, num, 2)) * (1.0 - side[..., None])
+  flip = jax.random.bernoulli(k_flip, 0.5, (b, num))
+
+  def crop(image, side, offset, flip):
+    scale = jnp.array([1.0, 1.0]) / side
+    translation = -offset * jnp.array([height, width]) * scale
+    out = jax.image.scale_and_translate(image, (height, width, c), (0, 1), scale,
+                                        translation, method="linear")
+    return jnp.where(flip, out[:, ::-1], out)
+
+  crops = jax.vmap(jax.vmap(crop, in_axes=(None, 0, 0, 0)))(x, side, offset, flip)
+  probs = jax.nn.softmax(apply_fn(params, jnp.clip(crops.reshape(-1, height, width, c),
+                                                   0.0, 1.0)), axis=-1)
+  probs = probs.reshape(b, num, -1)
+  targets = jnp.asarray(targets)
+  top1 = jnp.argmax(probs, axis=-1) == targets[:, None]
+  target_prob = jnp.take_along_axis(probs, targets[:, None, None], axis=-1)[..., 0]
+  return jnp.mean(top1, axis=1), jnp.mean(target_prob, axis=1)
+
+
+def part_fourier(config, key, apply_fn, params, image_shape, classes, path):
+  targets = jnp.asarray(config.fourier_targets)
+  size = config.fourier_size or image_shape[0]
+  height, width, channels = size, size, image_shape[2]
+  k_init, k_pixel, k_fourier, k_aug = jax.random.split(key, 4)
+  x0 = _start_images(k_init, config, len(targets), (height, width, channels))
+  spectrum0 = vis.fourier_init(k_init, len(targets), height=height, width=width,
+                               channels=channels)
+  pixel_kwargs = dict(_ascent_kwargs(config), num_steps=config.fourier_steps)
+
+  @jax.jit
+  def pixel(params, k, x0):
+    objective = vis.class_objective(apply_fn, params, targets)
+    return vis.gradient_ascent(k, objective, x0, **pixel_kwargs)
+
+  @jax.jit
+  def fourier(params, k, spectrum0):
+    objective = vis.class_objective(apply_fn, params, targets)
+    return vis.fourier_ascent(
+        k, objective, spectrum0, height=height, width=width,
+        num_steps=config.fourier_steps, learning_rate=config.fourier_lr,
+        jitter=config.fourier_jitter,
+        scale_range=(1.0 - config.fourier_scale, 1.0 + config.fourier_scale),
+        max_angle=config.fourier_angle)
+
+  eval_size = config.fourier_eval_size or size
+
+  # One compiled check for both parameterisations (same shapes).
+  @jax.jit
+  def evaluate(params, x):
+    probs = jax.nn.softmax(apply_fn(params, x), axis=-1)
+    aug_top1, aug_prob = augmented_agreement(k_aug, apply_fn, params, x, targets,
+                                             num=config.fourier_augmentations)
+    big = jax.image.resize(x, (x.shape[0], eval_size, eval_size, channels), "linear")
+    big_top1 = jnp.argmax(apply_fn(params, jnp.clip(big, 0.0, 1.0)), axis=-1) == targets
+    return probs, aug_top1, aug_prob, big_top1
+
+  results, rows = {}, []
+  for name, run_ascent, start in (("pixel", pixel, x0), ("fourier", fourier, spectrum0)):
+    out = run_ascent(params, k_pixel if name == "pixel" else k_fourier, start)
+    x = jnp.clip(out[0], 0.0, 1.0)
+    probs, aug_top1, aug_prob, big_top1 = (np.asarray(v) for v in evaluate(params, x))
+    top1 = np.argmax(probs, axis=-1) == np.asarray(targets)
+    target_prob = probs[np.arange(len(targets)), np.asarray(targets)]
+    results[name] = {"top1": top1.tolist(), "target_probability": target_prob.tolist(),
+                     "augmented_top1": aug_top1.tolist(),
+                     "augmented_target_probability": aug_prob.tolist(),
+                     f"top1_at_{eval_size}": big_top1.tolist(),
+                     "top1_rate": float(top1.mean()),
+                     "augmented_top1_rate": float(aug_top1.mean()),
+                     f"top1_rate_at_{eval_size}": float(big_top1.mean())}
+    rows.append((name, np.asarray(x), target_prob, aug_top1))
+  names = [classes[int(t)][:14] for t in targets]
+  # Blocks of at most 10 classes: a pixel-space row, then the Fourier row.
+  ncols = min(len(targets), 10)
+  tiles, titles = [], []
+  for start in range(0, len(targets), ncols):
+    block = slice(start, start + ncols)
+    for name, x, probs, aug in rows:
+      pad = ncols - len(names[block])
+      tiles.append(np.concatenate([x[block], np.ones((pad, *x.shape[1:]), x.dtype)]))
+      titles += [f"{label}\n{p:.0%}, crops {a:.0%}" if name == "pixel" else
+                 f"{p:.0%}, crops {a:.0%}"
+                 for label, p, a in zip(names[block], probs[block], aug[block])]
+      titles += [""] * pad
+  images.save_grid(path, np.concatenate(tiles), titles=titles, ncols=ncols, scale=1.3,
+                   title=(f"Class models, {config.fourier_steps} steps at {size}x{size}: "
+                          "pixel space vs decorrelated Fourier space (row below); "
+                          "p(class), top-1 rate under random crops/flips"))
+  return {"targets": [int(t) for t in targets], "size": size,
+          "steps": config.fourier_steps,
+          "augmentations": config.fourier_augmentations, **results}
+
+
+@core.reported
 def run(config, workdir) -> dict:
   """Runs (or resumes) the experiment: ``figures/<part>.png`` per part, summary.json.
 
@@ -545,7 +803,10 @@ def run(config, workdir) -> dict:
   workdir, _ = core.prepare_workdir(workdir, config)
   figures = workdir / "figures"
   key = jax.random.key(config.seed)
-  keys = dict(zip(PARTS, jax.random.split(key, len(PARTS))))
+  # The first nine parts keep the keys they always had; later parts get
+  # their own stream, so adding a part never changes another's numbers.
+  keys = dict(zip(PARTS[:9], jax.random.split(key, 9)))
+  keys.update({part: jax.random.fold_in(key, core.stream_id(part)) for part in PARTS[9:]})
   image_shape = x.shape[1:]
 
   def figure(part):
@@ -568,6 +829,15 @@ def run(config, workdir) -> dict:
       "deepdream": lambda: part_deepdream(config, keys["deepdream"], apply_fn, params,
                                           x, figure("deepdream")),
       "style": lambda: part_style(config, apply_fn, params, x, names, figure("style")),
+      "attribution_plus": lambda: part_attribution_plus(
+          config, apply_fn, params, x, labels, names, classes,
+          figure("attribution_plus")),
+      "segmentation": lambda: part_segmentation(config, apply_fn, params, x, labels,
+                                                names, figure("segmentation")),
+      "activations": lambda: part_activations(config, apply_fn, params, x, names,
+                                              figure("activations")),
+      "fourier": lambda: part_fourier(config, keys["fourier"], apply_fn, params,
+                                      image_shape, classes, figure("fourier")),
   }
   results = core.run_parts(workdir, parts, runners)
   summary = {"classifier": config.classifier, "examples": names, "seconds": {}}

@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 
 from foolingjax.images import gaussian_blur
+from foolingjax.visualize import _args
 
 Params = Any
 Objective = Callable[[jax.Array], jax.Array]
@@ -33,13 +34,13 @@ def class_objective(apply_fn: Callable[[Params, jax.Array], jax.Array], params: 
   also rise by pushing the other classes down.
 
   Returns:
-    ``objective(x [B, H, W, C]) -> [B]``.
+    ``objective(x [B, H, W, C]) -> [B]``; it raises a ``ValueError`` (under
+    ``jit`` when the compiled function runs) for labels outside ``[0, K)``.
   """
-  labels = jnp.asarray(labels)
-
   def objective(x):
     logits = apply_fn(params, x)
-    return jnp.take_along_axis(logits, labels[:, None], axis=1)[:, 0]
+    checked = _args.class_labels(labels, logits.shape, who="class_objective")
+    return jnp.take_along_axis(logits, checked[:, None], axis=1)[:, 0]
   return objective
 
 
@@ -59,21 +60,28 @@ def unit_objective(features_fn: Callable[[Params, jax.Array], dict], params: Par
       ``None`` excites the whole channel (its spatial mean).
 
   Returns:
-    ``objective(x [B, H, W, C]) -> [B]``.
+    ``objective(x [B, H, W, C]) -> [B]``. Calling it raises one ``ValueError``
+    for an unknown layer (listing the known ones), a position outside the map,
+    or a unit outside the layer's channels (under ``jit`` when the compiled
+    function runs).
   """
-  units = jnp.asarray(units)
+  who = "unit_objective"
 
   def objective(x):
-    act = features_fn(params, x)[layer]
+    act = _args.layer(features_fn(params, x), layer, who=who)
     if act.ndim == 4:
       if position is None:
         act = jnp.mean(act, axis=(1, 2))
       else:
-        act = act[:, position[0], position[1], :]
+        row, col = _args.position(position, height=act.shape[1], width=act.shape[2],
+                                  who=who, layer=layer)
+        act = act[:, row, col, :]
     elif act.ndim != 2:
-      raise ValueError(f"Layer {layer!r} has shape {act.shape}; expected [B, H, W, C] "
-                       "or [B, N].")
-    return jnp.take_along_axis(act, units[:, None], axis=1)[:, 0]
+      raise ValueError(f"{who}: layer {layer!r} has shape {act.shape}; expected "
+                       "[B, H, W, C] or [B, N].")
+    checked = _args.units(units, batch=act.shape[0], count=act.shape[-1], who=who,
+                          what=f"the {act.shape[-1]} channels of layer {layer!r}")
+    return jnp.take_along_axis(act, checked[:, None], axis=1)[:, 0]
   return objective
 
 

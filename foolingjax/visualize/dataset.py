@@ -1,21 +1,27 @@
-"""What a unit responds to in real data: top patches and first-layer filters.
+"""What a unit responds to in real data: top patches, first-layer filters and
+the activation view.
 
 Zeiler & Fergus 2013 and Yosinski et al. 2015 show, for each unit, the dataset
-images that excite it most, cropped to the unit's receptive field.
+images that excite it most, cropped to the unit's receptive field; Yosinski et
+al.'s deepvis tool shows every channel of a layer for one image
+(:func:`activation_grid`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import math
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import flax.struct
 import jax
 import jax.numpy as jnp
 
-from foolingjax import models
+from foolingjax import checks, models
+from foolingjax.visualize import _args
 
 Params = Any
+FeaturesFn = Callable[[Params, jax.Array], Mapping[str, jax.Array]]
 
 
 class ReceptiveField(NamedTuple):
@@ -107,7 +113,12 @@ def max_activating_patches(features_fn: Callable[[Params, jax.Array], dict],
   Returns:
     :class:`TopPatches`.
   """
+  who = "max_activating_patches"
+  shape = _args.layer(jax.eval_shape(features_fn, params, images[:1]), layer,
+                      who=who).shape
   units = jnp.asarray(units)
+  _args.units(units, batch=units.shape[0], count=shape[-1], who=who,
+              what=f"the {shape[-1]} channels of layer {layer!r}")
 
   def unit_acts(image):
     act = features_fn(params, image[None])[layer][0]
@@ -155,3 +166,62 @@ def filter_grid(kernel: jax.Array) -> jax.Array:
   filters = jnp.moveaxis(kernel, -1, 0)
   scale = jnp.max(jnp.abs(filters), axis=(1, 2, 3), keepdims=True)
   return 0.5 + filters / (2.0 * jnp.maximum(scale, 1e-12))
+
+
+def tile_channels(maps: jax.Array, *, ncols: int | None = None, pad: int = 1,
+                  pad_value: float = 1.0) -> jax.Array:
+  """Tiles ``K`` maps ``[B, h, w, K]`` into one grid per image.
+
+  Args:
+    maps: ``[B, h, w, K]``.
+    ncols: tiles per row (default ``ceil(sqrt(K))``).
+    pad: pixels between tiles.
+    pad_value: value of the separating lines and of the empty tiles.
+
+  Returns:
+    ``[B, rows * (h + pad) - pad, ncols * (w + pad) - pad]``, tile ``k`` at
+    row ``k // ncols``, column ``k % ncols``.
+  """
+  b, h, w, k = maps.shape
+  ncols = ncols or math.ceil(math.sqrt(k))
+  rows = -(-k // ncols)
+  tiles = jnp.moveaxis(maps, -1, 1)  # [B, K, h, w]
+  tiles = jnp.pad(tiles, ((0, 0), (0, rows * ncols - k), (0, pad), (0, pad)),
+                  constant_values=pad_value)
+  grid = tiles.reshape(b, rows, ncols, h + pad, w + pad)
+  grid = jnp.transpose(grid, (0, 1, 3, 2, 4)).reshape(b, rows * (h + pad),
+                                                      ncols * (w + pad))
+  return grid[:, :rows * (h + pad) - pad, :ncols * (w + pad) - pad]
+
+
+def activation_grid(features_fn: FeaturesFn, params: Params, x: jax.Array, *,
+                    layer: str, ncols: int | None = None, pad: int = 1,
+                    per_channel: bool = True) -> jax.Array:
+  """Every channel's activation map of ``layer``, tiled (Yosinski et al.'s deepvis view).
+
+  Each map is scaled to [0, 1]: by its own min and max (``per_channel``; a
+  constant map is 0) or by the layer's, so tiles compare across channels.
+
+  Args:
+    features_fn: ``features(params, x) -> {layer: [B, h, w, K]}``.
+    params: its parameters.
+    x: float32 ``[B, H, W, C]`` in [0, 1].
+    layer: a conv layer of the feature dict.
+    ncols: tiles per row (default ``ceil(sqrt(K))``).
+    pad: pixels of white between tiles.
+    per_channel: normalise each channel alone (else the whole layer at once).
+
+  Returns:
+    ``[B, rows * (h + pad) - pad, ncols * (w + pad) - pad]`` in [0, 1].
+  """
+  who = "activation_grid"
+  x = checks.images(x, who=who)
+  act = _args.layer(features_fn(params, x), layer, who=who)
+  if act.ndim != 4:
+    raise ValueError(f"{who}: layer {layer!r} has shape {act.shape}; the view needs a "
+                     "conv layer [B, h, w, K].")
+  axes = (1, 2) if per_channel else (1, 2, 3)
+  lo = jnp.min(act, axis=axes, keepdims=True)
+  hi = jnp.max(act, axis=axes, keepdims=True)
+  scaled = jnp.where(hi > lo, (act - lo) / jnp.where(hi > lo, hi - lo, 1.0), 0.0)
+  return tile_channels(scaled, ncols=ncols, pad=pad)

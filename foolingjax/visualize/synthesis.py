@@ -21,7 +21,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from foolingjax.visualize import ascent
+from foolingjax import checks
+from foolingjax.visualize import _args, ascent
 
 Params = Any
 FeaturesFn = Callable[[Params, jax.Array], Mapping[str, jax.Array]]
@@ -44,6 +45,12 @@ def gram_matrix(features: jax.Array) -> jax.Array:
 def total_variation(x: jax.Array, *, beta: float = 2.0) -> jax.Array:
   """Mahendran & Vedaldi's ``sum_ij ((dx_ij)^2 + (dy_ij)^2)^(beta / 2)``.
 
+  Forward differences over every pixel, the image extended by replicating its
+  last row and column (so the differences leaving the image are 0): every
+  pixel, the bottom-right corner included, is in some difference and gets a
+  gradient. For ``beta = 2`` this is the sum of all squared horizontal and
+  vertical neighbour differences.
+
   Args:
     x: ``[B, H, W, C]``.
     beta: 2 penalises squared differences (smooth images), 1 gives the
@@ -52,8 +59,9 @@ def total_variation(x: jax.Array, *, beta: float = 2.0) -> jax.Array:
   Returns:
     ``[B]``, summed over pixels and channels.
   """
-  dy = x[:, 1:, :-1, :] - x[:, :-1, :-1, :]
-  dx = x[:, :-1, 1:, :] - x[:, :-1, :-1, :]
+  padded = jnp.pad(x, ((0, 0), (0, 1), (0, 1), (0, 0)), mode="edge")
+  dy = padded[:, 1:, :-1, :] - x
+  dx = padded[:, :-1, 1:, :] - x
   sq = jnp.square(dx) + jnp.square(dy)
   if beta == 2.0:
     return jnp.sum(sq, axis=(1, 2, 3))
@@ -90,7 +98,9 @@ def invert_features(features_fn: FeaturesFn, params: Params, target: jax.Array,
 
   Minimises ``||phi(x) - target||^2 / ||target||^2 + tv_weight * TV(x)`` per
   image by projected Adam (Mahendran & Vedaldi's normalised loss, so one
-  ``tv_weight`` suits every layer).
+  ``tv_weight`` suits every layer). The loss is a squared ratio; the relative
+  error ``||phi(x) - target|| / ||target||`` is its square root and is
+  reported as ``metrics["relative_error"]``.
 
   Args:
     features_fn: feature extractor.
@@ -105,17 +115,22 @@ def invert_features(features_fn: FeaturesFn, params: Params, target: jax.Array,
     tv_beta: its exponent.
 
   Returns:
-    ``(images [B, H, W, C], metrics)``: ``metrics["feature_loss"]`` and
-    ``metrics["tv"]``, each ``[num_steps, B]``.
+    ``(images [B, H, W, C], metrics)``, each metric ``[num_steps, B]`` and
+    measured before the step: ``"feature_loss"`` (the squared ratio above),
+    ``"relative_error"`` (its square root, ``||phi(x) - target|| /
+    ||target||``) and ``"tv"``.
   """
+  x0 = checks.images(x0, who="invert_features")
   axes = tuple(range(1, target.ndim))
   target_norm = jnp.maximum(jnp.sum(jnp.square(target), axis=axes), 1e-12)
 
   def loss(x):
-    phi = features_fn(params, x)[layer]
+    phi = _args.layer(features_fn(params, x), layer, who="invert_features")
     feature_loss = jnp.sum(jnp.square(phi - target), axis=axes) / target_norm
     tv = total_variation(x, beta=tv_beta)
-    return feature_loss + tv_weight * tv, {"feature_loss": feature_loss, "tv": tv}
+    return feature_loss + tv_weight * tv, {
+        "feature_loss": feature_loss, "relative_error": jnp.sqrt(feature_loss),
+        "tv": tv}
 
   return _projected_adam(loss, x0, num_steps=num_steps, learning_rate=learning_rate)
 
@@ -124,6 +139,35 @@ def _resize(x: jax.Array, hw: tuple[int, int]) -> jax.Array:
   if tuple(x.shape[1:3]) == tuple(hw):
     return x
   return jax.image.resize(x, (x.shape[0], *hw, x.shape[3]), method="linear")
+
+
+def dream_objective(features_fn: FeaturesFn, params: Params, *, layer: str,
+                    channels: Sequence[int] | None = None,
+                    input_size: tuple[int, int] | None = None) -> ascent.Objective:
+  """DeepDream's objective ``mean(activation^2) / 2`` of ``layer``, per image.
+
+  Usable with :func:`foolingjax.visualize.gradient_ascent` or
+  :func:`foolingjax.visualize.fourier_ascent` (start from
+  ``image_to_spectrum(image)`` to dream on a photo in Fourier space).
+
+  Args:
+    features_fn: feature extractor.
+    params: its parameters.
+    layer: layer to amplify.
+    channels: amplify only these channels (``None``: all).
+    input_size: resize the images to this ``(H, W)`` before the network.
+
+  Returns:
+    ``objective(x [B, H, W, C]) -> [B]``.
+  """
+  def objective(x):
+    if input_size is not None:
+      x = _resize(x, input_size)
+    act = _args.layer(features_fn(params, x), layer, who="deep_dream")
+    if channels is not None:
+      act = act[..., jnp.asarray(channels)]
+    return 0.5 * jnp.mean(jnp.square(act).reshape(act.shape[0], -1), axis=1)
+  return objective
 
 
 def deep_dream(key: jax.Array, features_fn: FeaturesFn, params: Params, image: jax.Array,
@@ -159,17 +203,12 @@ def deep_dream(key: jax.Array, features_fn: FeaturesFn, params: Params, image: j
   Returns:
     ``[B, H, W, C]`` dreamed images in [0, 1].
   """
+  image = checks.images(image, who="deep_dream")
   height, width = image.shape[1:3]
   shapes = [(max(1, round(height / octave_scale ** o)), max(1, round(width / octave_scale ** o)))
             for o in range(num_octaves)][::-1]
-
-  def objective(x):
-    if input_size is not None:
-      x = _resize(x, input_size)
-    act = features_fn(params, x)[layer]
-    if channels is not None:
-      act = act[..., jnp.asarray(channels)]
-    return 0.5 * jnp.mean(jnp.square(act).reshape(act.shape[0], -1), axis=1)
+  objective = dream_objective(features_fn, params, layer=layer, channels=channels,
+                              input_size=input_size)
 
   detail = jnp.zeros((image.shape[0], *shapes[0], image.shape[3]), image.dtype)
   dreamed = image
@@ -223,9 +262,16 @@ def style_transfer(features_fn: FeaturesFn, params: Params, content: jax.Array,
     style_weights = [float(style_weights)] * len(style_layers)
   if len(style_weights) != len(style_layers):
     raise ValueError(f"{len(style_weights)} style weights for {len(style_layers)} layers.")
+  who = "style_transfer"
+  content = checks.images(content, who=who, pixels=True)
+  style = checks.images(style, who=who)
+  x0 = checks.images(x0, who=who)
 
   def features(x):
-    return features_fn(params, _resize(x, input_size) if input_size else x)
+    feats = features_fn(params, _resize(x, input_size) if input_size else x)
+    for name in (content_layer, *style_layers):
+      _args.layer(feats, name, who=who)
+    return feats
 
   content_target = features(content)[content_layer]
   style_features = features(style)

@@ -9,7 +9,10 @@ Presets:
   ``imagenet``: EfficientNet-Lite0 (pretrained, offline) on the shipped photos
     (scikit-image's chelsea, coffee, astronaut, rocket; matplotlib's
     grace_hopper) at a reduced resolution; attribution, class models, filters,
-    inversion, DeepDream and style transfer.
+    inversion, DeepDream, style transfer, and the newer attribution_plus,
+    segmentation, activations and fourier parts.
+  ``imagenet_fourier``: only the fourier part on EfficientNet-Lite0, 20
+    named classes, pixel vs Fourier class models (the README measurement).
   ``smoke``: every MNIST part with tiny budgets on an untrained LeNet
     (``init:lenet``; seconds; used by the tests).
 ``config.classifier`` is any classifier spec of ``foolingjax.zoo.resolve``: a
@@ -24,6 +27,9 @@ a dotted path ``package.module:function`` to a function returning
 import ml_collections
 
 
+PRESETS = ("mnist", "imagenet", "imagenet_fourier", "smoke")
+
+
 def get_config(preset: str = "mnist"):
   config = ml_collections.ConfigDict()
   config.preset = preset
@@ -31,7 +37,7 @@ def get_config(preset: str = "mnist"):
   config.classifier = "lenet_mnist"  # any zoo.resolve spec, see the docstring
   config.dataset = "mnist"
   config.parts = ("attribution,class_models,units,patches,filters,tsne,inversion,"
-                  "deepdream,style")
+                  "deepdream,style,attribution_plus,segmentation,activations,fourier")
   config.num_examples = 10  # first test image of each class
   config.eval_batch_size = 256
   # attribution
@@ -87,6 +93,28 @@ def get_config(preset: str = "mnist"):
   config.style_tv_weight = 0.003
   config.style_steps = 300
   config.style_lr = 0.02
+  # attribution_plus: deconvnet, integrated gradients, Grad-CAM, unit guided BP
+  config.ig_steps = 32
+  config.ig_batch_size = 8  # path points per vectorised pass
+  config.gradcam_layer = "conv2"
+  # segmentation from the saliency map (Simonyan et al. 2014, section 3.1)
+  config.seg_foreground_quantile = 0.95
+  config.seg_background_quantile = 0.30
+  config.seg_iterations = 4
+  config.seg_smoothness = 1.0
+  # activation view
+  config.activation_layer = "conv1"
+  config.num_activation_images = 2
+  # Fourier-space class models vs pixel space (fourier part)
+  config.fourier_targets = tuple(range(10))
+  config.fourier_size = 0  # 0: the examples' size
+  config.fourier_steps = 200
+  config.fourier_lr = 0.05
+  config.fourier_jitter = 2.0
+  config.fourier_scale = 0.05  # zoom in 1 +- this
+  config.fourier_angle = 5.0  # degrees
+  config.fourier_augmentations = 8  # random crops/flips per image for the check
+  config.fourier_eval_size = 0  # 0: the optimisation size
   # ImageNet photos
   config.photos = ""
   config.image_size = 224
@@ -118,9 +146,14 @@ def get_config(preset: str = "mnist"):
     config.octaves = 2
     config.dream_steps = 2
     config.style_steps = 3
-  elif preset == "imagenet":
+    config.ig_steps = 4
+    config.ig_batch_size = 0
+    config.seg_iterations = 2
+    config.fourier_targets = (0, 1)
+    config.fourier_steps = 3
+    config.fourier_augmentations = 2
+  elif preset in ("imagenet", "imagenet_fourier"):
     config.classifier = "efficientnet_lite0_imagenet"
-    config.parts = "attribution,class_models,filters,inversion,deepdream,style"
     config.photos = "chelsea,coffee,astronaut,rocket,grace_hopper"
     config.image_size = 160
     config.eval_batch_size = 16
@@ -154,6 +187,28 @@ def get_config(preset: str = "mnist"):
     config.style_steps = 40
     config.style_lr = 0.03
     config.style_tv_weight = 1e-5
+    config.ig_steps = 16
+    config.ig_batch_size = 4
+    config.gradcam_layer = "head"
+    config.unit_layer = "blocks_8"
+    config.activation_layer = "blocks_2"
+    # 20 named classes: goldfish, ostrich, flamingo, king penguin, bee, monarch,
+    # zebra, giant panda, balloon, basketball, castle, fire engine, golf ball,
+    # teddy, bell pepper, mushroom, strawberry, banana, pizza, volcano.
+    config.fourier_targets = (1, 9, 130, 145, 309, 323, 340, 388, 417, 430, 483,
+                              555, 574, 850, 945, 947, 949, 954, 963, 980)
+    config.fourier_size = 128
+    config.fourier_steps = 60
+    config.fourier_jitter = 8.0
+    config.fourier_scale = 0.1
+    config.fourier_angle = 10.0
+    config.fourier_eval_size = 224
+    config.parts = ("attribution,class_models,filters,inversion,deepdream,style,"
+                    "attribution_plus,segmentation,activations,fourier")
+    if preset == "imagenet_fourier":
+      config.parts = "fourier"
+      config.fourier_steps = 96
   else:
-    raise ValueError(f"Unknown preset {preset!r}; use mnist, imagenet or smoke.")
+    raise ValueError(f"Unknown preset {preset!r}; use mnist, imagenet, "
+                     "imagenet_fourier or smoke.")
   return config
