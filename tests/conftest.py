@@ -36,3 +36,15 @@ def _isolated_cache(tmp_path_factory):
 
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def fool_smoke_run(tmp_path_factory):
+  """One finished fool smoke run (4 generations), shared by the tests that only read it."""
+  from experiments.nguyen2015 import fool
+  from experiments.nguyen2015.configs import fool as fool_config
+  workdir = tmp_path_factory.mktemp("fool_smoke")
+  config = fool_config.get_config("smoke")
+  config.generations = 4
+  fool.run(config, workdir)
+  return workdir

@@ -6,8 +6,6 @@ import subprocess
 import pytest
 
 from experiments import report
-from experiments.nguyen2015 import fool
-from experiments.nguyen2015.configs import fool as fool_config
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
@@ -23,12 +21,8 @@ def _browse(page):
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-  workdir = tmp_path_factory.mktemp("fool")
-  config = fool_config.get_config("smoke")
-  config.generations = 4
-  fool.run(config, workdir)
-  return workdir
+def run_dir(fool_smoke_run):
+  return fool_smoke_run
 
 
 def test_every_run_writes_a_self_contained_page(run_dir):

@@ -6,8 +6,6 @@ import numpy as np
 import pytest
 
 from experiments import tensorboard
-from experiments.nguyen2015 import fool
-from experiments.nguyen2015.configs import fool as fool_config
 
 
 def _read(path):
@@ -31,13 +29,11 @@ def test_scalars_round_trip(tmp_path):
   assert _read(path) == {(1, "a"): 2.0}
 
 
-def test_fool_writes_its_metrics_as_scalars(tmp_path):
-  config = fool_config.get_config("smoke")
-  config.generations = 2
-  fool.run(config, tmp_path)
-  [path] = (tmp_path / "tensorboard").glob("events.out.tfevents.*")
+def test_fool_writes_its_metrics_as_scalars(fool_smoke_run):
+  [path] = (fool_smoke_run / "tensorboard").glob("events.out.tfevents.*")
   scalars = _read(path)
-  records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+  records = [json.loads(line)
+             for line in (fool_smoke_run / "metrics.jsonl").read_text().splitlines()]
   for r in records:
     assert scalars[(r["generation"], "median")] == pytest.approx(r["median"], rel=1e-6)
     assert scalars[(r["generation"], "cells_9999")] == r["cells_9999"]
