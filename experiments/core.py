@@ -187,7 +187,11 @@ def run_parts(workdir: pathlib.Path, parts: Sequence[str],
     path = workdir / part / "result.json"
     if path.exists():
       log(f"[{part}] done earlier; reading {path}.")
-      results[part] = json.loads(path.read_text())
+      try:
+        results[part] = json.loads(path.read_text())
+      except json.JSONDecodeError as e:
+        raise ValueError(f"{path} is not valid JSON ({e}). Fix: delete it to run the "
+                         f"{part!r} part again (its checkpoints are kept).") from e
       continue
     t0 = time.perf_counter()
     result = jsonable(runners[part]())
