@@ -51,7 +51,18 @@ def _run(args, cwd=REPO, timeout=900):
                         capture_output=True, text=True, timeout=timeout)
 
 
-@pytest.mark.parametrize("module", sorted(ENTRYPOINTS))
+# Their run() is smoke-tested in process by their own test files and their README
+# commands are checked by tests/test_readme.py; through a subprocess they add two
+# minutes to the default suite, so they run with `pytest -m slow`.
+SLOW_ON_THE_COMMAND_LINE = {
+    "experiments.attacks_defences.defend", "experiments.nguyen2015.followups",
+    "experiments.nguyen2015.variants", "experiments.szegedy2013.properties",
+    "experiments.szegedy2013.lipschitz"}
+
+
+@pytest.mark.parametrize("module", [
+    pytest.param(m, marks=pytest.mark.slow) if m in SLOW_ON_THE_COMMAND_LINE else m
+    for m in sorted(ENTRYPOINTS)])
 def test_entrypoint_runs_from_the_command_line(module, tmp_path):
   config_file, preset, overrides = ENTRYPOINTS[module]
   workdir = tmp_path / "run"
