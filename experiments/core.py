@@ -205,6 +205,63 @@ def run_parts(workdir: pathlib.Path, parts: Sequence[str],
 
 
 # --------------------------------------------------------------------------
+# Progress
+
+
+def duration(seconds: float) -> str:
+  """``42s``, ``3m05s``, ``2h07m``."""
+  seconds = int(round(max(seconds, 0)))
+  if seconds < 60:
+    return f"{seconds}s"
+  if seconds < 3600:
+    return f"{seconds // 60}m{seconds % 60:02d}s"
+  return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
+class Progress:
+  """A one-line progress bar with rate and time left, drawn only on a terminal.
+
+  ``update(done)`` redraws ``desc [#####     ] done/total  40 %  1.5 unit/s
+  ~2m10s left`` in place on ``stream`` (default stderr) when it is a terminal;
+  elsewhere (logs, CI, tests) it draws nothing, and the experiments' one line
+  per block stays the record. ``done`` counts from where a resumed run started,
+  so the rate is this invocation's.
+  """
+
+  def __init__(self, total: int, desc: str, *, unit: str = "it", start: int = 0,
+               stream=None, width: int = 28):
+    import sys
+    import time
+    self.total, self.desc, self.unit, self.width = max(int(total), 1), desc, unit, width
+    self.start, self.t0, self._time = int(start), time.perf_counter(), time.perf_counter
+    self.stream = stream if stream is not None else sys.stderr
+    self.enabled = bool(getattr(self.stream, "isatty", lambda: False)())
+
+  def line(self, done: int) -> str:
+    elapsed = self._time() - self.t0
+    rate = (done - self.start) / elapsed if elapsed > 0 else 0.0
+    left = (self.total - done) / rate if rate > 0 else float("nan")
+    filled = int(self.width * min(done / self.total, 1.0))
+    eta = f"~{duration(left)} left" if math.isfinite(left) else "time left unknown"
+    return (f"{self.desc} [{'#' * filled}{' ' * (self.width - filled)}] {done}/{self.total} "
+            f"{100 * done / self.total:3.0f} %  {rate:.2f} {self.unit}/s  {eta}")
+
+  def update(self, done: int) -> None:
+    if self.enabled:
+      self.stream.write("\r" + self.line(done) + "\x1b[K")
+      self.stream.flush()
+
+  def clear(self) -> None:
+    """Erases the bar's line, so a log line printed next starts clean (then ``update``)."""
+    if self.enabled:
+      self.stream.write("\r\x1b[K")
+      self.stream.flush()
+
+  def close(self) -> None:
+    self.clear()
+
+
+# --------------------------------------------------------------------------
 # Randomness
 
 

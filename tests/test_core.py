@@ -108,3 +108,36 @@ def test_check_lists_every_failure_at_once():
 def test_no_workdir_is_one_clear_error():
   with pytest.raises(ValueError, match="--workdir"):
     core.prepare_workdir(None, _config(0))
+
+
+class _Terminal:
+  def __init__(self):
+    self.text = ""
+
+  def isatty(self):
+    return True
+
+  def write(self, s):
+    self.text += s
+
+  def flush(self):
+    pass
+
+
+def test_progress_bar_draws_only_on_a_terminal():
+  import io
+  term = _Terminal()
+  bar = core.Progress(10, "[attack] net", unit="images", stream=term)
+  bar._time = iter([1.0, 2.0]).__next__           # 1 s elapsed at the first update
+  bar.t0 = 0.0
+  bar.update(4)
+  assert term.text.startswith("\r[attack] net [" + "#" * 11)
+  assert "4/10  40 %  4.00 images/s  ~2s left" in term.text
+  bar.close()
+  assert term.text.endswith("\r\x1b[K")
+  quiet = io.StringIO()                               # not a terminal: nothing drawn
+  bar = core.Progress(10, "x", stream=quiet)
+  bar.update(5)
+  bar.close()
+  assert quiet.getvalue() == ""
+  assert core.duration(3725) == "1h02m" and core.duration(65) == "1m05s"

@@ -282,6 +282,8 @@ def adversarial_set(name: str, classifier, x: np.ndarray, y: np.ndarray, targets
       tol=cfg.tol, chunk_size=cfg.chunk_size or None))
   chunk = cfg.chunk_images
   t0 = time.perf_counter()
+  bar = core.Progress(n, f"[attack] {display(name)}", unit="images",
+                      start=int(state["done"]))
   while int(state["done"]) < n:
     start = int(state["done"])
     idx = index[start:start + chunk]
@@ -293,9 +295,12 @@ def adversarial_set(name: str, classifier, x: np.ndarray, y: np.ndarray, targets
       state[key][real] = np.asarray(getattr(info, key))[: len(idx)]
     state["done"] = np.array(start + len(idx))
     checkpoint.save(path, state, fingerprint=fingerprint)
+    bar.clear()
     log(f"[attack] {display(name)}: {int(state['done'])}/{n} images, "
         f"{int(state['success'][: int(state['done'])].sum())} succeeded "
         f"({time.perf_counter() - t0:.0f} s)")
+    bar.update(int(state["done"]))
+  bar.close()
   return state
 
 
