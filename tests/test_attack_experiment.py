@@ -16,7 +16,8 @@ def test_smoke_run_writes_checked_files(tmp_path):
   net = "fc10_wd1e-4_mnist"  # the bundled trained net: a fall in accuracy means something
   curves = json.loads((tmp_path / "curves.json").read_text())
   assert list(curves) == [net]
-  assert set(curves[net]) == {"fgsm_linf", "pgd_linf", "fgsm_l2", "pgd_l2"}
+  assert set(curves[net]) == set(core.names(config.attacks))
+  assert {"apgd_linf", "square_linf", "deepfool_l2"} <= set(curves[net])
   linf = curves[net]["pgd_linf"]
   assert [p["eps"] for p in linf] == list(config.eps_linf)
   accuracies = [p["accuracy"] for p in linf]
@@ -26,15 +27,18 @@ def test_smoke_run_writes_checked_files(tmp_path):
   assert accuracies[0] >= 0.85
   # Trained linear nets fall apart at ε = 0.1 and 0.3 L∞ (Goodfellow et al.).
   assert accuracies[1] < accuracies[0] - 0.3 and accuracies[-1] <= 0.05
-  for attack_norm in ("fgsm_linf", "pgd_linf", "fgsm_l2", "pgd_l2"):
+  for attack_norm in curves[net]:
     points = [p["accuracy"] for p in curves[net][attack_norm]]
     assert points == sorted(points, reverse=True), attack_norm
+  # DeepFool (minimum norm, run once) breaks most images within L2 1.0 of FC10.
+  assert curves[net]["deepfool_l2"][1]["accuracy"] < accuracies[0] - 0.3
   # PGD is at least as strong as FGSM at every ε.
   for norm in ("linf", "l2"):
     for fgsm, pgd in zip(curves[net][f"fgsm_{norm}"], curves[net][f"pgd_{norm}"]):
       assert pgd["accuracy"] <= fgsm["accuracy"]
   lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
-  assert len(lines) == 2 * len(config.eps_linf) + 2 * len(config.eps_l2)
+  assert len(lines) == sum(len(config[f"eps_{name.split('_')[1]}"])
+                           for name in core.names(config.attacks))
   assert json.loads(lines[0])["classifier"] == net
 
   lbfgs = json.loads((tmp_path / "lbfgs.json").read_text())

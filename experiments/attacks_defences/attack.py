@@ -1,4 +1,8 @@
-"""FGSM / PGD accuracy-vs-ε curves and a grid of L-BFGS adversarial examples.
+"""Accuracy-vs-ε curves for every attack, and a grid of L-BFGS adversarial examples.
+
+``config.attacks`` picks from FGSM, PGD, APGD and Square at each ε, and
+DeepFool, C&W and FMN, minimum-norm attacks run once whose accuracy at ε counts
+the images with no adversarial found within ε.
 
   python -m experiments.attacks_defences.attack --config=experiments/attacks_defences/configs/attack.py:mnist \
       --workdir=runs/attack_mnist
@@ -23,18 +27,50 @@ from experiments import core
 from foolingjax import attacks, contract, data, images, zoo
 from foolingjax.attacks import metrics
 
-ATTACKS = (("fgsm", "linf"), ("pgd", "linf"), ("fgsm", "l2"), ("pgd", "l2"))
+# Attacks at a given ε (one run per ε) and minimum-norm attacks (one run; the
+# accuracy at ε counts the images whose smallest adversarial found is farther).
+EPS_ATTACKS = ("fgsm_linf", "pgd_linf", "fgsm_l2", "pgd_l2", "apgd_linf", "apgd_l2",
+               "square_linf", "square_l2")
+MIN_NORM_ATTACKS = ("deepfool_l2", "deepfool_linf", "cw_l2", "fmn_l2", "fmn_linf")
+KNOWN_ATTACKS = EPS_ATTACKS + MIN_NORM_ATTACKS
+ATTACKS = tuple(tuple(a.split("_")) for a in EPS_ATTACKS[:4])   # the first four
 
 
 def make_attack_fn(apply_fn, *, attack: str, norm: str, steps: int, step_factor: float,
-                   random_start: bool):
+                   random_start: bool, apgd_steps: int = 100, square_queries: int = 1000):
   """``attack(key, params, x, labels, eps) -> adv``, jitted once; ε is traced."""
   def run(key, params, x, labels, eps):
     if attack == "fgsm":
       return attacks.fgsm(apply_fn, params, x, labels, eps=eps, norm=norm)
+    if attack == "apgd":
+      return attacks.apgd(key, apply_fn, params, x, labels, eps=eps, norm=norm,
+                          steps=apgd_steps)[0]
+    if attack == "square":
+      return attacks.square(key, apply_fn, params, x, labels, eps=eps, norm=norm,
+                            queries=square_queries)[0]
     return attacks.pgd(key, apply_fn, params, x, labels, eps=eps,
                        step_size=step_factor * eps / steps, steps=steps, norm=norm,
                        random_start=random_start)
+  return jax.jit(run)
+
+
+def make_min_norm_fn(apply_fn, *, attack: str, norm: str, config):
+  """``attack(params, x, labels) -> (adv, fooled [B], distance [B])`` in ``norm``, jitted."""
+  def run(params, x, labels):
+    if attack == "deepfool":
+      adv, info = attacks.deepfool(apply_fn, params, x, labels, norm=norm,
+                                   max_iter=config.deepfool_max_iter)
+    elif attack == "cw":
+      adv, info = attacks.carlini_wagner_l2(
+          apply_fn, params, x, labels, binary_search_steps=config.cw_search_steps,
+          steps=config.cw_steps)
+    else:
+      adv, info = attacks.fmn(apply_fn, params, x, labels, norm=norm, steps=config.fmn_steps)
+    fooled = jnp.argmax(apply_fn(params, adv), -1) != labels
+    delta = (adv - x).reshape(x.shape[0], -1)
+    distance = (jnp.max(jnp.abs(delta), -1) if norm == "linf"
+                else jnp.sqrt(jnp.sum(jnp.square(delta), -1)))
+    return adv, fooled, distance
   return jax.jit(run)
 
 
@@ -48,51 +84,80 @@ def _check_config(config) -> None:
       (config.num_images >= 1 and config.batch_size >= 1 and config.lbfgs_num_images >= 1,
        "num_images, batch_size and lbfgs_num_images must be >= 1"),
       (len(core.names(config.classifiers)) >= 1, "classifiers names no classifier"),
+      (bool(core.names(config.attacks))
+       and set(core.names(config.attacks)) <= set(KNOWN_ATTACKS),
+       f"attacks {config.attacks!r} must be a comma-separated subset of "
+       f"{', '.join(KNOWN_ATTACKS)}"),
   ], what="attack")
   core.check_classifiers(*core.names(config.classifiers), config.lbfgs_classifier)
 
 
 def accuracy_curves(key, classifier, x, y, config, *, log) -> dict[str, list[dict]]:
-  """Accuracy of ``classifier`` under each attack for each ε, over ``x``."""
+  """Accuracy of ``classifier`` under each of ``config.attacks`` for each ε, over ``x``."""
   apply_fn, params = classifier
   predict = jax.jit(lambda p, x: jnp.argmax(apply_fn(p, x), -1))
   curves = {}
-  for attack, norm in ATTACKS:
-    attack_fn = make_attack_fn(apply_fn, attack=attack, norm=norm,
-                               steps=config.pgd_steps,
-                               step_factor=config.pgd_step_factor,
-                               random_start=config.pgd_random_start)
+  for name in core.names(config.attacks):
+    attack, norm = name.split("_")
     points = []
-    for eps in config[f"eps_{norm}"]:
-      correct = 0
+    if name in MIN_NORM_ATTACKS:
+      attack_fn = make_min_norm_fn(apply_fn, attack=attack, norm=norm, config=config)
+      robust_at = {float(eps): 0 for eps in config[f"eps_{norm}"]}
       for start in range(0, len(x), config.batch_size):
         xb = jnp.asarray(x[start:start + config.batch_size])
         yb = jnp.asarray(y[start:start + config.batch_size])
-        k_batch = jax.random.fold_in(key, start)
-        adv = attack_fn(k_batch, params, xb, yb, jnp.float32(eps))
-        correct += int(jnp.sum(predict(params, adv) == yb))
-      points.append({"eps": float(eps), "accuracy": correct / len(x)})
-      log(f"  {attack}-{norm} eps={eps:g}: accuracy {points[-1]['accuracy']:.4f}")
-    curves[f"{attack}_{norm}"] = points
+        _, fooled, distance = attack_fn(params, xb, yb)
+        correct = np.asarray(predict(params, xb) == yb)
+        fooled, distance = np.asarray(fooled), np.asarray(distance)
+        for eps in robust_at:   # correct, and no adversarial found within eps
+          robust_at[eps] += int(np.sum(correct & ~(fooled & (distance <= eps + 1e-6))))
+      points = [{"eps": eps, "accuracy": count / len(x)} for eps, count in robust_at.items()]
+    else:
+      attack_fn = make_attack_fn(apply_fn, attack=attack, norm=norm,
+                                 steps=config.pgd_steps,
+                                 step_factor=config.pgd_step_factor,
+                                 random_start=config.pgd_random_start,
+                                 apgd_steps=config.apgd_steps,
+                                 square_queries=config.square_queries)
+      for eps in config[f"eps_{norm}"]:
+        correct = 0
+        for start in range(0, len(x), config.batch_size):
+          xb = jnp.asarray(x[start:start + config.batch_size])
+          yb = jnp.asarray(y[start:start + config.batch_size])
+          k_batch = jax.random.fold_in(key, start)
+          if eps == 0:   # the clean accuracy; attacks need eps > 0
+            adv = xb
+          else:
+            adv = attack_fn(k_batch, params, xb, yb, jnp.float32(eps))
+          correct += int(jnp.sum(predict(params, adv) == yb))
+        points.append({"eps": float(eps), "accuracy": correct / len(x)})
+    for point in points:
+      log(f"  {name} eps={point['eps']:g}: accuracy {point['accuracy']:.4f}")
+    curves[name] = points
   return curves
 
 
 def plot_curves(path, curves: dict) -> None:
   plt = core.pyplot()
-  fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+  fig, axes = plt.subplots(1, 2, figsize=(12, 4.6))
+  styles = {"fgsm": "--", "pgd": "-", "apgd": "-", "square": ":", "deepfool": "-.",
+            "cw": "-.", "fmn": (0, (3, 1, 1, 1))}
   for ax, norm, unit in ((axes[0], "linf", "L∞ ε (pixels in [0, 1])"),
                          (axes[1], "l2", "L2 ε")):
     for name, by_attack in curves.items():
-      for attack in ("fgsm", "pgd"):
-        points = by_attack[f"{attack}_{norm}"]
+      for attack_norm, points in by_attack.items():
+        attack, attack_norm_name = attack_norm.split("_")
+        if attack_norm_name != norm:
+          continue
         ax.plot([p["eps"] for p in points], [p["accuracy"] for p in points],
-                marker="o", ms=3, linestyle="-" if attack == "pgd" else "--",
+                marker="o", ms=3, linestyle=styles.get(attack, "-"),
                 label=f"{name} {attack.upper()}")
     ax.set_xlabel(unit)
     ax.set_ylabel("test accuracy")
     ax.set_ylim(-0.02, 1.02)
     ax.grid(alpha=0.3)
-  axes[1].legend(fontsize=7)
+    if ax.get_legend_handles_labels()[0]:
+      ax.legend(fontsize=6, ncol=2)
   fig.tight_layout()
   core.save_figure(fig, path)
 

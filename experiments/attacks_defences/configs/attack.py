@@ -35,6 +35,15 @@ def get_config(preset: str = "mnist"):
   config.pgd_steps = 20
   config.pgd_step_factor = 2.5  # step = factor * eps / steps (Madry et al.)
   config.pgd_random_start = True
+  # Which curves: FGSM, PGD, APGD, Square at each ε; DeepFool, C&W, FMN once each.
+  config.attacks = ("fgsm_linf,pgd_linf,fgsm_l2,pgd_l2,apgd_linf,apgd_l2,square_linf,"
+                    "deepfool_l2,cw_l2,fmn_linf,fmn_l2")
+  config.apgd_steps = 100
+  config.square_queries = 1000
+  config.deepfool_max_iter = 50
+  config.cw_search_steps = 5
+  config.cw_steps = 100
+  config.fmn_steps = 100
   config.lbfgs_classifier = "lenet_mnist"
   config.lbfgs_num_images = 10
   config.lbfgs_c_search_steps = 8
@@ -62,6 +71,9 @@ def get_config(preset: str = "mnist"):
     config.lbfgs_num_images = 3
     config.lbfgs_c_search_steps = 2
     config.lbfgs_max_iters = 10
+    config.attacks = "fgsm_linf,pgd_linf,fgsm_l2,pgd_l2,apgd_linf,square_linf,deepfool_l2"
+    config.apgd_steps = 5
+    config.square_queries = 20
   else:
     raise ValueError(f"Unknown preset {preset!r}; known: mnist, lenet, fc, smoke.")
   return config
