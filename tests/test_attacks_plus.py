@@ -82,7 +82,8 @@ def test_deepfool_step_is_the_closed_form_boundary_distance(key):
     params, x, y = linear_problem(jax.random.fold_in(key, num_classes), num_classes, 6)
     adv, info = jit(lambda p, x, y, norm=norm: attacks.deepfool(
         linear_apply, p, x, y, overshoot=overshoot, norm=norm))(params, x, y)
-    expected = (1 + overshoot) * boundary_distance(params, x, y, dual_ord)
+    # The original's step: the distance plus 1e-4, times (1 + overshoot).
+    expected = (1 + overshoot) * (boundary_distance(params, x, y, dual_ord) + 1e-4)
     dist = (metrics.l2_distortion if norm == "l2" else metrics.linf_distortion)(x, adv)
     assert float(adv.min()) > 0.0 and float(adv.max()) < 1.0  # box inactive
     assert np.all(np.asarray(info.success))

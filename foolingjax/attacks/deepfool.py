@@ -6,11 +6,12 @@ linearised boundary:
 
   k* = argmin_k |f_k| / ||w_k||_q
 
-(``q`` the dual norm: 2 for L2, 1 for L∞), with the step ``r = (|f| + 1e-4) w /
-||w||_2^2`` for L2 and ``r = (|f| + 1e-4) sign(w) / ||w||_1`` for L∞. The steps accumulate in
-``r_tot`` and the iterate is ``clip(x + (1 + overshoot) r_tot, 0, 1)`` (the
-original's overshoot, clipped to the box at every step so the gradients are
-taken where the image really is). On an affine classifier with the box
+(``q`` the dual norm: 2 for L2, 1 for L∞), with the step ``r = (d + 1e-4) w /
+||w||_2`` for L2 and ``r = (d + 1e-4) sign(w)`` for L∞, ``d = |f| / ||w||_q``
+(the original's L2 step, LTS4/DeepFool ``deepfool.py``). The steps accumulate
+in ``r_tot`` and the iterate is ``x + (1 + overshoot) r_tot`` as in the
+original, here also clipped to [0, 1] at every step so the gradients are taken
+where the image really is (the original has no box). On an affine classifier with the box
 inactive one step lands ``(1 + overshoot)`` times the exact distance to the
 nearest decision boundary away.
 
@@ -101,12 +102,14 @@ def deepfool(apply_fn, params, x: jax.Array, labels: jax.Array, *,
       w_flat = jnp.reshape(w, (w.shape[0], -1))
       w_norm = jnp.maximum(jax.vmap(lambda v: _common.norm_of(v, dual))(w_flat),
                            _common.TINY)
-      best = jnp.argmin(jnp.abs(f) / w_norm)
-      size, direction = jnp.abs(f[best]) + 1e-4, w[best]
+      distances = jnp.abs(f) / w_norm
+      best = jnp.argmin(distances)
+      # The original's step: (distance + 1e-4) along the unit direction.
+      size, direction = distances[best] + 1e-4, w[best]
       if norm == "l2":
-        r = size / jnp.square(w_norm[best]) * direction
+        r = size * direction / w_norm[best]
       else:
-        r = size / w_norm[best] * jnp.sign(direction)
+        r = size * jnp.sign(direction)
       r_tot = r_tot + r
       x_new = jnp.clip(xi + (1.0 + overshoot) * r_tot, 0.0, 1.0)
       fooled = jnp.argmax(logits_of(x_new)) != label
