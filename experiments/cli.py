@@ -17,7 +17,6 @@ from __future__ import annotations
 import importlib
 import inspect
 import pathlib
-import re
 import sys
 
 HERE = pathlib.Path(__file__).resolve().parent
@@ -50,19 +49,8 @@ USAGE = ("usage: foolingjax list\n"
 
 
 def presets(name: str) -> list[str]:
-  """The presets of an experiment's config file: its ``get_config`` names them."""
-  module = importlib.import_module(_config_module(name))
-  known = getattr(module, "PRESETS", None)
-  if known is not None:
-    return list(known)
-  # Every config file raises one error listing its presets for an unknown one.
-  try:
-    module.get_config("\0")
-  except ValueError as e:
-    text = str(e).split(";", 1)[-1]
-    return [p for p in re.findall(r"[A-Za-z0-9_]+", text)
-            if p not in ("known", "use", "one", "of", "or", "and")]
-  return []
+  """The presets of an experiment's config file (its ``PRESETS``)."""
+  return list(importlib.import_module(_config_module(name)).PRESETS)
 
 
 def _config_module(name: str) -> str:

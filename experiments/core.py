@@ -32,6 +32,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from foolingjax import checkpoint, zoo
+from foolingjax.evolution import driver
 
 # Defined once here, not in each entrypoint: absl refuses a flag defined twice,
 # and the tests import several experiments into one process.
@@ -208,14 +209,7 @@ def run_parts(workdir: pathlib.Path, parts: Sequence[str],
 # Progress
 
 
-def duration(seconds: float) -> str:
-  """``42s``, ``3m05s``, ``2h07m``."""
-  seconds = int(round(max(seconds, 0)))
-  if seconds < 60:
-    return f"{seconds}s"
-  if seconds < 3600:
-    return f"{seconds // 60}m{seconds % 60:02d}s"
-  return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+duration = driver.format_duration   # ``42s``, ``3m05s``, ``2h07m``
 
 
 class Progress:

@@ -174,20 +174,23 @@ def progressive_ablation(key: jax.Array, image: jax.Array, motifs: Motifs, *,
   """
   if not isinstance(steps, int) or steps < 1:
     raise ValueError(f"steps must be a Python int >= 1; got {steps!r}.")
-  priority = jnp.where(motifs.repeat, jax.random.uniform(key, motifs.repeat.shape), jnp.inf)
-  rank = jnp.argsort(jnp.argsort(priority))
   total = motifs.num_repeats
   removed = jnp.round(jnp.arange(steps + 1) / steps * total).astype(jnp.int32)
-  masks = motifs.repeat[None, :] & (rank[None, :] < removed[:, None])
+  masks = _removal_masks(key, motifs, removed)
   images = jax.vmap(remove_components, in_axes=(None, None, 0))(image, motifs, masks)
   return images, removed
 
 
-def removed_area(motifs: Motifs, removed: jax.Array, key: jax.Array) -> jax.Array:
-  """Pixels removed at each step of :func:`progressive_ablation` (same key): int32 ``[S]``."""
+def _removal_masks(key: jax.Array, motifs: Motifs, removed: jax.Array) -> jax.Array:
+  """Bool ``[S, M]``: the ``removed[s]`` repeats first in ``key``'s random order."""
   priority = jnp.where(motifs.repeat, jax.random.uniform(key, motifs.repeat.shape), jnp.inf)
   rank = jnp.argsort(jnp.argsort(priority))
-  masks = motifs.repeat[None, :] & (rank[None, :] < removed[:, None])
+  return motifs.repeat[None, :] & (rank[None, :] < removed[:, None])
+
+
+def removed_area(motifs: Motifs, removed: jax.Array, key: jax.Array) -> jax.Array:
+  """Pixels removed at each step of :func:`progressive_ablation` (same key): int32 ``[S]``."""
+  masks = _removal_masks(key, motifs, removed)
   return jnp.sum(jnp.where(masks, motifs.area[None, :], 0), axis=1).astype(jnp.int32)
 
 

@@ -86,15 +86,7 @@ def shard_batch(tree: Any, mesh: Mesh) -> Any:
   """
   for leaf in jax.tree_util.tree_leaves(tree):
     check_divisible(leaf.shape[0], mesh, what="The batch axis")
-  sharding = batch_sharding(mesh)
-  if sharding.is_fully_addressable:
-    return jax.device_put(tree, sharding)
-
-  def put(leaf):
-    host = np.asarray(jax.device_get(leaf))
-    return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
-
-  return jax.tree_util.tree_map(put, tree)
+  return _put(tree, batch_sharding(mesh))
 
 
 def replicate(tree: Any, mesh: Mesh) -> Any:
@@ -103,7 +95,12 @@ def replicate(tree: Any, mesh: Mesh) -> Any:
   On a mesh spanning several processes each process must pass the same
   values; every leaf (PRNG keys too) is assembled from this process's copy.
   """
-  sharding = replicated(mesh)
+  return _put(tree, replicated(mesh))
+
+
+def _put(tree: Any, sharding: NamedSharding) -> Any:
+  """``device_put``, or, on a mesh spanning processes, each leaf assembled from
+  this process's copy (PRNG keys through their key data)."""
   if sharding.is_fully_addressable:
     return jax.device_put(tree, sharding)
 

@@ -1,6 +1,5 @@
 """Every notebook runs end to end (at toy sizes) and is committed without outputs."""
 
-import os
 
 import nbformat
 import pytest

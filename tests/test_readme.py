@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import pathlib
 import re
 import shlex
 
@@ -89,7 +90,7 @@ def test_readme_command_is_valid(command):
   values = dict(f[2:].split("=", 1) for f in flags if "=" in f)
   assert "workdir" in values, f"no --workdir in {command}"
   path, _, preset = values["config"].partition(":")
-  config_file = (REPO / path) if not path.startswith("/") else __import__("pathlib").Path(path)
+  config_file = pathlib.Path(path) if path.startswith("/") else REPO / path
   assert config_file.is_file(), f"no config file {path}"
   spec = importlib.util.spec_from_file_location("readme_config", config_file)
   config_module = importlib.util.module_from_spec(spec)

@@ -110,7 +110,7 @@ def stronger(fooled_new, score_new, fooled_old, score_old) -> jax.Array:
 def random_start(key, x: jax.Array, eps, norm: str) -> jax.Array:
   """Uniform point of the L∞ ball, or of the L2 ball, clipped to the box."""
   if norm == "linf":
-    delta = jax.random.uniform(key, x.shape, minval=-1.0, maxval=1.0) * eps
+    delta = jax.random.uniform(key, x.shape, minval=-eps, maxval=eps)
   else:
     k_dir, k_rad = jax.random.split(key)
     direction = jax.random.normal(k_dir, x.shape)

@@ -184,17 +184,7 @@ def pgd(key: jax.Array | None, apply_fn, params, x: jax.Array, labels: jax.Array
 
   def attack(eps, step_size):
     def start(k, xi):
-      if not random_start:
-        return xi
-      if norm == "linf":
-        delta = jax.random.uniform(k, xi.shape, minval=-eps, maxval=eps)
-      else:
-        k_dir, k_rad = jax.random.split(k)
-        direction = jax.random.normal(k_dir, xi.shape)
-        direction = direction / jnp.maximum(_l2_norm(direction), _TINY)
-        radius = eps * jax.random.uniform(k_rad) ** (1.0 / xi.size)
-        delta = radius * direction
-      return jnp.clip(xi + delta, 0.0, 1.0)
+      return _common.random_start(k, xi, eps, norm) if random_start else xi
 
     def run(k, xi, label):
       def step(carry, _):

@@ -309,7 +309,7 @@ class Evolver:
             f" | cells >= 99.99%: {int(np.sum(cells))}/{best.size} | median "
             f"{np.median(best):.5f}{runs} | "
             f"{n * self.population * (self.runs or 1) / seconds:,.0f} evals/s | "
-            f"{_duration(elapsed)} elapsed, ~{_duration(left)} left")
+            f"{format_duration(elapsed)} elapsed, ~{format_duration(left)} left")
       if gen % checkpoint_every == 0 or gen == generations:
         self._checkpoint(directory, archive, keep, on_checkpoint, fingerprint)
     return archive, history
@@ -325,8 +325,9 @@ class Evolver:
       on_checkpoint(archive)
 
 
-def _duration(seconds: float) -> str:
-  seconds = int(round(seconds))
+def format_duration(seconds: float) -> str:
+  """``42s``, ``3m05s``, ``2h07m``."""
+  seconds = int(round(max(seconds, 0)))
   if seconds < 60:
     return f"{seconds}s"
   if seconds < 3600:

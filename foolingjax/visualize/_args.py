@@ -65,7 +65,3 @@ def class_labels(labels, logits_shape, *, who: str) -> jax.Array:
   return checks.labels(labels, batch=logits_shape[0], num_classes=logits_shape[-1],
                        who=who)
 
-
-def num_classes(apply_fn, params, x) -> int:
-  return int(jax.eval_shape(apply_fn, params, jax.ShapeDtypeStruct(
-      x.shape, jnp.float32)).shape[-1])

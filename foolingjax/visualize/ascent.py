@@ -18,7 +18,9 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
+from foolingjax import checks
 from foolingjax.images import gaussian_blur
 from foolingjax.visualize import _args
 
@@ -37,9 +39,17 @@ def class_objective(apply_fn: Callable[[Params, jax.Array], jax.Array], params: 
     ``objective(x [B, H, W, C]) -> [B]``; it raises a ``ValueError`` (under
     ``jit`` when the compiled function runs) for labels outside ``[0, K)``.
   """
+  k = getattr(apply_fn, "num_classes", None)
+  if k is not None:
+    # Checked once here, not in every ascent step (a traced label's check is a
+    # host callback; inside the loop it would run at every step).
+    batch = int(np.shape(labels)[0]) if np.ndim(labels) == 1 else 0
+    labels = checks.labels(labels, batch=batch, num_classes=int(k), who="class_objective")
+
   def objective(x):
     logits = apply_fn(params, x)
-    checked = _args.class_labels(labels, logits.shape, who="class_objective")
+    checked = (labels if k is not None else
+               _args.class_labels(labels, logits.shape, who="class_objective"))
     return jnp.take_along_axis(logits, checked[:, None], axis=1)[:, 0]
   return objective
 
