@@ -236,6 +236,39 @@ def test_vector_eps_equals_separate_calls(key):
     chex.assert_trees_all_close(got, separate(eps, eps / 4), atol=1e-6)
 
 
+def test_square_and_auto_attack_vector_eps_equal_separate_calls_in_one_compile(key):
+  params, x, y = linear_problem(key, 5, 6)
+  d_inf = np.sort(boundary_distance(params, x, y, 1))
+  # Radii between the distances, so each radius breaks a different set.
+  epss = jnp.array([0.5 * (d_inf[1] + d_inf[2]), 0.5 * (d_inf[3] + d_inf[4])])
+  traces = []
+
+  def run(eps):
+    traces.append(np.shape(eps))
+    # Square breaks two points at the larger radius only; FMN's one run then
+    # serves both radii, each with its own survivors (and breaks two at each).
+    return (attacks.square(key, linear_apply, params, x, y, eps=eps, queries=30),
+            attacks.auto_attack(key, linear_apply, params, x, y, eps=eps,
+                                attacks=("square", "fmn", "apgd-t", "apgd-ce"),
+                                steps=5, target_classes=2, fmn_steps=3,
+                                square_queries=10))
+  compiled = jit(run)
+  together = compiled(epss)
+  compiled(0.5 * epss)  # other radii of the same shape: no second compile
+  assert traces == [(2,)]
+  chex.assert_shape(together[0][0], (2, 6, *SHAPE))
+  chex.assert_shape(together[0][1].queries, (2, 6))
+  chex.assert_shape(together[1].accuracy_after, (2, 4))
+  chex.assert_shape(together[1].robust_accuracy, (2,))
+  broken_by = np.asarray(together[1].broken_by)
+  assert not np.array_equal(broken_by[0], broken_by[1])  # the radius matters
+  assert {1, 2} <= set(broken_by.ravel().tolist())  # Square and FMN both count
+  separate = jit(run)
+  for i, eps in enumerate(epss):
+    got = jax.tree.map(lambda leaf, i=i: leaf[i], together)
+    chex.assert_trees_all_close(got, separate(eps), atol=1e-6)
+
+
 # --- FMN and AutoAttack ---------------------------------------------------------
 
 def test_fmn_finds_the_closed_form_minimum_l2(key):

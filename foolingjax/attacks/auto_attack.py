@@ -16,6 +16,12 @@ and every attack's per-image ``lax.while_loop`` starts finished for a masked
 image, so a batch that is already broken costs (almost) nothing. The result
 is the per-image worst case: the first adversarial point found, or the clean
 image where none was.
+
+``eps`` may be a vector ``[E]``: the whole ensemble runs once per radius in one
+compiled call (each radius with its own survivors, the same keys for every
+radius, so each slice equals a separate call). FMN does not depend on the
+radius, so it runs once, on every image that survives at some radius, and its
+distances are compared with each radius.
 """
 
 from __future__ import annotations
@@ -24,7 +30,6 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from foolingjax import checks
 from foolingjax.attacks import _common
 from foolingjax.attacks.apgd import apgd_core, with_restarts
 from foolingjax.attacks.fmn import fmn_core
@@ -35,7 +40,8 @@ ATTACKS = ("apgd-ce", "apgd-t", "fmn", "square")
 
 @struct.dataclass
 class AutoAttackResult:
-  """The worst case per image. Leaves are ``[B, ...]`` unless said otherwise.
+  """The worst case per image. Leaves are ``[B, ...]`` unless said otherwise;
+  for a vector ``eps`` every leaf gains a leading ``[E]`` axis.
 
   Attributes:
     adv: ``[B, H, W, C]``: the adversarial image, or the clean one where the
@@ -94,7 +100,8 @@ def auto_attack(key: jax.Array, apply_fn, params, x: jax.Array, labels: jax.Arra
     params: its parameters.
     x: float32 ``[B, H, W, C]`` in [0, 1].
     labels: int ``[B]`` true labels.
-    eps: radius of the threat model (scalar).
+    eps: radius of the threat model, a scalar or a vector ``[E]`` (one
+      compiled call; the result's leaves gain a leading ``[E]`` axis).
     norm: ``"linf"`` or ``"l2"``.
     attacks: a sub-sequence of ``("apgd-ce", "apgd-t", "fmn", "square")``.
     steps: APGD iterations per run.
@@ -109,8 +116,7 @@ def auto_attack(key: jax.Array, apply_fn, params, x: jax.Array, labels: jax.Arra
   """
   who = "auto_attack"
   x, labels, k = _common.validate(who, apply_fn, params, x, labels)
-  checks.norm(norm, who=who)
-  checks.nonnegative(eps, name="eps", who=who, upper=1.0 if norm == "linf" else None)
+  eps, vector = _common.check_eps(eps, who=who, norm=norm)
   attacks = tuple(attacks)
   unknown = [a for a in attacks if a not in ATTACKS]
   if unknown or len(set(attacks)) != len(attacks):
@@ -125,49 +131,78 @@ def auto_attack(key: jax.Array, apply_fn, params, x: jax.Array, labels: jax.Arra
   batch = x.shape[0]
   logits = apply_fn(params, x)
   clean_correct = jnp.argmax(logits, axis=-1) == labels
-  robust = clean_correct
-  adv = x
-  broken_by = jnp.where(clean_correct, -1, 0)
-  accuracy_after = []
   keys = jax.random.split(key, len(attacks))
 
-  def flat_norms(delta):
-    return jax.vmap(lambda d: _common.norm_of(d, norm))(delta)
+  def per_eps(fn, *args):
+    """``fn(eps, *args)``, vmapped over the radii (and ``args``' leading axis)."""
+    return jax.vmap(fn)(eps, *args) if vector else fn(eps, *args)
 
-  for index, (name, k_attack) in enumerate(zip(attacks, keys)):
-    per_image = jax.random.split(k_attack, batch)
-    if name == "apgd-ce":
-      run = with_restarts(apgd_core(apply_fn, params, norm=norm, steps=steps,
-                                    loss="ce"), restarts)
-      new, fooled, _ = jax.vmap(run, in_axes=(0, 0, 0, 0, 0, None))(
-          per_image, x, labels, labels, robust, eps)
-    elif name == "apgd-t":
-      new, fooled = _apgd_targeted(
-          apply_fn, params, per_image, x, labels, logits, robust, eps, norm=norm,
-          steps=steps, target_classes=target_classes)
-    elif name == "fmn":
+  def check(eps, new, robust, fooled):
+    """Trust only what the classifier says at a point inside the ball."""
+    inside = jax.vmap(lambda d: _common.norm_of(d, norm))(new - x) <= eps * (1.0 + 1e-6)
+    wrong = jnp.argmax(apply_fn(params, new), axis=-1) != labels
+    return robust & fooled & inside & wrong
+
+  # Per radius: [B] for a scalar eps, [E, B] for a vector.
+  lead = (eps.shape[0],) if vector else ()
+  robust = jnp.broadcast_to(clean_correct, (*lead, batch))
+  adv = jnp.broadcast_to(x, (*lead, *x.shape))
+  broken_by = jnp.where(robust, -1, 0)
+  accuracy_after = []
+
+  def stage(name, per_image, robust):
+    """One attack of the ensemble at every radius: ``(new, broken)``, each
+    ``[B, ...]`` (``[E, B, ...]``); ``broken`` is checked by :func:`check`."""
+    if name == "fmn":  # minimum-norm: one run serves every radius
       run = fmn_core(apply_fn, params, norm=norm, steps=fmn_steps, alpha_init=1.0,
                      alpha_final=0.01, gamma_init=0.05, gamma_final=0.001,
                      targeted=False)
-      new, found, distance = jax.vmap(run)(x, labels, robust)
-      fooled = found & (distance <= eps)
+      alive = jnp.any(robust, axis=0) if vector else robust
+      found_adv, found, distance = jax.vmap(run)(x, labels, alive)
+
+      def attack(eps, robust):
+        return found_adv, found & (distance <= eps) & robust
+    elif name == "apgd-ce":
+      run = with_restarts(apgd_core(apply_fn, params, norm=norm, steps=steps,
+                                    loss="ce"), restarts)
+
+      def attack(eps, robust):
+        new, fooled, _ = jax.vmap(run, in_axes=(0, 0, 0, 0, 0, None))(
+            per_image, x, labels, labels, robust, eps)
+        return new, fooled
+    elif name == "apgd-t":
+      def attack(eps, robust):
+        return _apgd_targeted(apply_fn, params, per_image, x, labels, logits, robust,
+                              eps, norm=norm, steps=steps,
+                              target_classes=target_classes)
     else:
       run = square_core(apply_fn, params, norm=norm, queries=square_queries,
                         p_init=square_p_init, targeted=False, image_shape=x.shape[1:])
-      new, fooled, _, _ = jax.vmap(run, in_axes=(0, 0, 0, 0, None))(
-          per_image, x, labels, robust, eps)
-    # Trust only what the classifier says at a point inside the ball.
-    inside = flat_norms(new - x) <= eps * (1.0 + 1e-6)
-    wrong = jnp.argmax(apply_fn(params, new), axis=-1) != labels
-    broken = robust & fooled & inside & wrong
-    adv = jnp.where(broken[:, None, None, None], new, adv)
+
+      def attack(eps, robust):
+        new, fooled, _, _ = jax.vmap(run, in_axes=(0, 0, 0, 0, None))(
+            per_image, x, labels, robust, eps)
+        return new, fooled
+
+    def attack_and_check(eps, robust):
+      new, fooled = attack(eps, robust)
+      return new, check(eps, new, robust, fooled)
+    return per_eps(attack_and_check, robust)
+
+  for index, (name, k_attack) in enumerate(zip(attacks, keys)):
+    new, broken = stage(name, jax.random.split(k_attack, batch), robust)
+    adv = jnp.where(broken[..., None, None, None], new, adv)
     broken_by = jnp.where(broken, index + 1, broken_by)
     robust = robust & ~broken
-    accuracy_after.append(jnp.mean(robust.astype(jnp.float32)))
+    accuracy_after.append(jnp.mean(robust.astype(jnp.float32), axis=-1))
 
   return AutoAttackResult(
-      adv=adv, robust=robust, clean_correct=clean_correct, broken_by=broken_by,
-      robust_accuracy=jnp.mean(robust.astype(jnp.float32)),
-      clean_accuracy=jnp.mean(clean_correct.astype(jnp.float32)),
-      accuracy_after=jnp.stack(accuracy_after) if accuracy_after else jnp.zeros((0,)),
+      adv=adv, robust=robust,
+      clean_correct=jnp.broadcast_to(clean_correct, robust.shape),
+      broken_by=broken_by,
+      robust_accuracy=jnp.mean(robust.astype(jnp.float32), axis=-1),
+      clean_accuracy=jnp.broadcast_to(
+          jnp.mean(clean_correct.astype(jnp.float32)), lead),
+      accuracy_after=(jnp.stack(accuracy_after, axis=-1) if accuracy_after
+                      else jnp.zeros((*lead, 0))),
       attacks=attacks)

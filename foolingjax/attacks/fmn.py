@@ -129,7 +129,11 @@ def fmn(apply_fn, params, x: jax.Array, labels: jax.Array, *, norm: str = "l2",
 
   Returns:
     ``(adv, info)``: ``[B, H, W, C]`` in [0, 1] (the clean image where no
-    adversarial point was found) and an :class:`FmnInfo`.
+    adversarial point was found) and an :class:`FmnInfo`. A minimum-norm
+    attack needs no ``eps``: one run gives the robust accuracy at every
+    radius, ``mean(~(info.success[None] & (info.distance[None] <=
+    eps[:, None])), -1)`` for ``eps [E]`` (an image misclassified when clean
+    has distance 0).
   """
   who = "fmn"
   x, labels, _ = _common.validate(who, apply_fn, params, x, labels,

@@ -32,7 +32,7 @@ _HALVINGS = np.array([10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000])
 
 @struct.dataclass
 class SquareInfo:
-  """What :func:`square` found; each leaf has shape ``[B]``.
+  """What :func:`square` found; each leaf has shape ``[B]`` (``[E, B]`` for vector eps).
 
   Attributes:
     success: the returned image fools the classifier.
@@ -219,7 +219,9 @@ def square(key: jax.Array, apply_fn, params, x: jax.Array, labels: jax.Array, *,
     params: its parameters.
     x: float32 ``[B, H, W, C]`` in [0, 1].
     labels: int ``[B]`` true labels, or targets when ``targeted``.
-    eps: radius of the L∞ or L2 ball.
+    eps: radius of the L∞ or L2 ball, a scalar or a vector ``[E]`` (one
+      compiled call; the results gain a leading ``[E]`` axis; the same key
+      for every radius, so each slice equals a separate call).
     norm: ``"linf"`` or ``"l2"``.
     queries: forward-pass budget per image (Python int >= 1), the start
       included.
@@ -227,19 +229,23 @@ def square(key: jax.Array, apply_fn, params, x: jax.Array, labels: jax.Array, *,
     targeted: reach ``labels`` instead of leaving them.
 
   Returns:
-    ``(adv, info)``: ``[B, H, W, C]`` in the ball and the box (the best point
-    found; the first fooling one where the attack succeeded) and a
-    :class:`SquareInfo`.
+    ``(adv, info)``: ``[B, H, W, C]`` (``[E, B, H, W, C]`` for vector eps) in
+    the ball and the box (the best point found; the first fooling one where
+    the attack succeeded) and a :class:`SquareInfo`.
   """
   who = "square"
   x, labels, _ = _common.validate(who, apply_fn, params, x, labels,
                                   name="targets" if targeted else "labels")
-  checks.norm(norm, who=who)
-  checks.nonnegative(eps, name="eps", who=who, upper=1.0 if norm == "linf" else None)
+  eps, vector = _common.check_eps(eps, who=who, norm=norm)
   queries = _common.check_int(queries, name="queries", who=who)
   checks.nonnegative(p_init, name="p_init", who=who, upper=1.0, strict=True)
   run = square_core(apply_fn, params, norm=norm, queries=queries, p_init=p_init,
                     targeted=targeted, image_shape=x.shape[1:])
-  adv, fooled, margin, spent = jax.vmap(run, in_axes=(0, 0, 0, 0, None))(
-      jax.random.split(key, x.shape[0]), x, labels, jnp.ones((x.shape[0],), bool), eps)
-  return adv, SquareInfo(success=fooled, queries=spent, margin=margin)
+  keys = jax.random.split(key, x.shape[0])
+  active = jnp.ones((x.shape[0],), bool)
+
+  def attack(eps):
+    adv, fooled, margin, spent = jax.vmap(run, in_axes=(0, 0, 0, 0, None))(
+        keys, x, labels, active, eps)
+    return adv, SquareInfo(success=fooled, queries=spent, margin=margin)
+  return _common.map_eps(attack, eps, vector)

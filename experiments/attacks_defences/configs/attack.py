@@ -7,6 +7,9 @@ Presets:
   mnist: FGSM / PGD curves (L∞ and L2) for LeNet and the FC nets, L-BFGS grid
     on LeNet. Zoo presets not trained yet are trained once and cached.
   lenet: the same for LeNet alone.
+  lenet_quick: LeNet at a budget a 2-core CPU runs in a few minutes: the first
+    100 test images, ε in {0.1, 0.2, 0.3} (L∞) and {1, 2, 3} (L2), every
+    attack but C&W and APGD-L2, Square with 300 queries, a one-image L-BFGS grid.
   fc: the same for the FC nets alone, L-BFGS grid on FC100-100-10.
   smoke: the bundled trained FC10(1e-4), a few images: seconds, for the tests.
 Classifiers are any ``foolingjax.zoo.resolve`` spec: zoo presets
@@ -19,7 +22,7 @@ import ml_collections
 FC_NETS = "fc10_wd1e-4_mnist,fc100_100_10_mnist,fc200_200_10_mnist"
 
 
-PRESETS = ("mnist", "lenet", "fc", "smoke")
+PRESETS = ("mnist", "lenet", "lenet_quick", "fc", "smoke")
 
 
 def get_config(preset: str = "mnist"):
@@ -57,6 +60,18 @@ def get_config(preset: str = "mnist"):
     pass
   elif preset == "lenet":
     config.classifiers = "lenet_mnist"
+  elif preset == "lenet_quick":
+    config.classifiers = "lenet_mnist"
+    config.num_images = 100
+    config.batch_size = 100
+    config.eps_linf = (0.0, 0.1, 0.2, 0.3)
+    config.eps_l2 = (0.0, 1.0, 2.0, 3.0)
+    config.attacks = ("fgsm_linf,pgd_linf,fgsm_l2,pgd_l2,apgd_linf,square_linf,"
+                      "deepfool_l2,fmn_linf,fmn_l2")
+    config.square_queries = 300
+    config.lbfgs_num_images = 1
+    config.lbfgs_c_search_steps = 1
+    config.lbfgs_max_iters = 10
   elif preset == "fc":
     config.classifiers = FC_NETS
     config.lbfgs_classifier = "fc100_100_10_mnist"
@@ -75,5 +90,5 @@ def get_config(preset: str = "mnist"):
     config.apgd_steps = 5
     config.square_queries = 20
   else:
-    raise ValueError(f"Unknown preset {preset!r}; known: mnist, lenet, fc, smoke.")
+    raise ValueError(f"Unknown preset {preset!r}; known: {', '.join(PRESETS)}.")
   return config
