@@ -32,7 +32,26 @@ from foolingjax.contract import ApplyFn, Classifier
 
 
 def default_config() -> ml_collections.ConfigDict:
-  """Training hyperparameters shared by all zoo models (presets override)."""
+  """Training hyperparameters shared by all zoo models (presets override).
+
+  Optional keys a preset may add (absent here so that adding them left every
+  existing preset's config hash, and so its cached and bundled weights, as
+  they were):
+
+  * ``layer_weight_decay``: per-layer λ, ``"fc1:1e-5,fc2:1e-5,out:1e-6"`` (the
+    names of the params' top-level layers); a layer not named takes
+    ``weight_decay``.
+  * ``weight_decay_per_unit``: if True, each layer's penalty is
+    ``λ/k · Σ w²`` with ``k`` its number of output units (Szegedy et al.'s
+    form), not ``λ · Σ w²``.
+  * ``frozen``: comma-separated layers left untouched by the classification
+    phase (AE400-10's encoder "was not fine-tuned" in Szegedy et al.).
+  * ``ae_loss``: ``"mse"`` (default) or ``"sparse"``: the pre-training loss of
+    an autoencoder, see :func:`sparse_reconstruction_loss` with
+    ``ae_sparsity_target`` (ρ), ``ae_sparsity_weight`` (β) and
+    ``ae_weight_decay`` (λ·Σ w² over its kernels); ``ae_learning_rate`` its
+    learning rate (default ``learning_rate``).
+  """
   c = ml_collections.ConfigDict()
   c.model = "lenet"
   c.dataset = "mnist"
@@ -61,6 +80,74 @@ def l2_penalty(params) -> jax.Array:
              if getattr(path[-1], "key", None) == "kernel")
 
 
+def _kernels(params) -> list[tuple[str, jax.Array]]:
+  """``(layer name, kernel)`` of every kernel: the name is the key above ``kernel``."""
+  return [(str(getattr(path[-2], "key", path[-2])) if len(path) > 1 else "", w)
+          for path, w in jax.tree_util.tree_leaves_with_path(params)
+          if getattr(path[-1], "key", None) == "kernel"]
+
+
+def parse_layer_values(text: str, name: str = "layer_weight_decay") -> dict[str, float]:
+  """``"fc1:1e-5,out:1e-6"`` -> ``{"fc1": 1e-5, "out": 1e-6}``."""
+  values = {}
+  for item in filter(None, (t.strip() for t in (text or "").split(","))):
+    layer, sep, value = item.partition(":")
+    try:
+      number = float(value)
+    except ValueError:
+      number = -1.0
+    if not sep or not layer or not number >= 0:
+      raise ValueError(f"config.{name} takes 'layer:λ' pairs with λ >= 0, e.g. "
+                       f"'fc1:1e-5,out:1e-6'; got {item!r} in {text!r}.")
+    values[layer.strip()] = number
+  return values
+
+
+def make_penalty(config, params) -> Callable[[Any], jax.Array] | None:
+  """The weight-decay term of ``config`` as ``penalty(params) -> scalar``, or None.
+
+  ``λ · Σ w²`` over every kernel with ``config.weight_decay``; per layer with
+  ``config.layer_weight_decay``; ``λ/k · Σ w²`` (``k`` the layer's output
+  units) with ``config.weight_decay_per_unit``.
+
+  Raises:
+    ValueError: ``layer_weight_decay`` names a layer ``params`` does not have.
+  """
+  per_layer = parse_layer_values(config.get("layer_weight_decay", ""))
+  layers = {name for name, _ in _kernels(params)}
+  unknown = sorted(set(per_layer) - layers)
+  if unknown:
+    raise ValueError(f"config.layer_weight_decay names {', '.join(unknown)}, which "
+                     f"{config.model} does not have. Fix: name its layers: "
+                     f"{', '.join(sorted(layers))}.")
+  per_unit = bool(config.get("weight_decay_per_unit", False))
+  default = float(config.weight_decay)
+  if not per_layer and not per_unit:
+    return (lambda p: default * l2_penalty(p)) if default else None
+  if not default and not any(per_layer.values()):
+    return None
+
+  def penalty(p):
+    total = jnp.zeros(())
+    for name, w in _kernels(p):
+      lam = per_layer.get(name, default)
+      if lam:
+        total = total + (lam / w.shape[-1] if per_unit else lam) * jnp.sum(jnp.square(w))
+    return total
+
+  return penalty
+
+
+def frozen_layers(config, params) -> tuple[str, ...]:
+  """The top-level layers ``config.frozen`` names, checked against ``params``."""
+  names = tuple(filter(None, (t.strip() for t in config.get("frozen", "").split(","))))
+  unknown = sorted(set(names) - set(params))
+  if unknown:
+    raise ValueError(f"config.frozen names {', '.join(unknown)}, which {config.model} "
+                     f"does not have. Fix: name its layers: {', '.join(sorted(params))}.")
+  return names
+
+
 def make_optimizer(config, steps_total: int) -> optax.GradientTransformation:
   if config.schedule == "cosine":
     lr = optax.cosine_decay_schedule(config.learning_rate, max(steps_total, 1))
@@ -73,6 +160,15 @@ def make_optimizer(config, steps_total: int) -> optax.GradientTransformation:
   if config.optimizer == "sgd":
     return optax.sgd(lr, momentum=config.momentum)
   raise ValueError(f"Unknown optimizer {config.optimizer!r}; use 'adam' or 'sgd'.")
+
+
+def _freeze(tx: optax.GradientTransformation, params, frozen: tuple[str, ...]):
+  """``tx`` on every top-level layer but ``frozen``, whose updates are zero."""
+  if not frozen:
+    return tx
+  labels = {name: jax.tree.map(lambda _: "frozen" if name in frozen else "train", sub)
+            for name, sub in params.items()}
+  return optax.multi_transform({"train": tx, "frozen": optax.set_to_zero()}, labels)
 
 
 # ``loss_fn(apply_fn, params, x, y, key) -> scalar``: ``x`` float32
@@ -110,11 +206,41 @@ def reconstruction_loss(apply_fn: ApplyFn, params, x: jax.Array, y: jax.Array,
   return jnp.mean(jnp.square(out - x))
 
 
-def make_train_step(loss_fn: Loss, *, weight_decay: float = 0.0):
+def sparse_reconstruction_loss(target: float = 0.1, weight: float = 3.0) -> Loss:
+  """A sparse autoencoder's pre-training loss (a :data:`Loss`).
+
+  ``½ · mean over images of Σ_pixels (x̂ − x)² + β · Σ_j KL(ρ ‖ ρ̂_j)`` with
+  ``ρ̂_j`` unit j's mean code activation over the batch: the sparse
+  autoencoder of Ng's UFLDL notes (their MNIST exercise: ρ = 0.1, β = 3).
+
+  Args:
+    target: ρ, the mean activation each code unit is pulled towards, in (0, 1).
+    weight: β, the weight of the sparsity term.
+  """
+  if not 0.0 < target < 1.0 or not weight >= 0.0:
+    raise ValueError(f"sparse_reconstruction_loss needs 0 < target < 1 and weight >= 0; "
+                     f"got target={target}, weight={weight}.")
+
+  def loss(apply_fn: ApplyFn, params, x, y, key=None):
+    del y, key
+    code = dataclasses.replace(apply_fn, method="encode")(params, x)
+    out = dataclasses.replace(apply_fn, method="reconstruct")(params, x)
+    error = 0.5 * jnp.mean(jnp.sum(jnp.square(out - x).reshape((x.shape[0], -1)), -1))
+    rho_hat = jnp.clip(jnp.mean(code, 0), 1e-6, 1 - 1e-6)
+    kl = (target * jnp.log(target / rho_hat)
+          + (1 - target) * jnp.log((1 - target) / (1 - rho_hat)))
+    return error + weight * jnp.sum(kl)
+
+  return loss
+
+
+def make_train_step(loss_fn: Loss, *, weight_decay: float = 0.0,
+                    penalty: Callable[[Any], jax.Array] | None = None):
   """``step(state, loss_key, images_u8 [B, ...], y) -> (state, loss)``.
 
   The loss sees ``fold_in(loss_key, state.step)``, so a resumed run draws the
-  same keys. ``weight_decay`` adds ``λ·Σ w²`` over kernels to the loss.
+  same keys. ``weight_decay`` adds ``λ·Σ w²`` over kernels to the loss;
+  ``penalty(params)`` (see :func:`make_penalty`) adds any other weight decay.
 
   The epoch loop over batches stays in Python on purpose: on XLA:CPU a
   convolution's backward pass inside ``lax.scan`` runs 4-9x slower than the
@@ -130,6 +256,8 @@ def make_train_step(loss_fn: Loss, *, weight_decay: float = 0.0):
       loss = loss_fn(state.apply_fn, params, x, y, key)
       if weight_decay:
         loss = loss + weight_decay * l2_penalty(params)
+      if penalty is not None:
+        loss = loss + penalty(params)
       return loss
 
     loss, grads = jax.value_and_grad(objective)(state.params)
@@ -250,16 +378,29 @@ def fit(config: ml_collections.ConfigDict, train: tuple[np.ndarray, np.ndarray],
                    "key": checkpoint.digest(key) if key is not None else None}
   phases = []
   if config.ae_pretrain_epochs:
+    ae_loss = config.get("ae_loss", "mse")
+    if ae_loss == "mse":
+      pre_loss = reconstruction_loss
+    elif ae_loss == "sparse":
+      pre_loss = sparse_reconstruction_loss(config.get("ae_sparsity_target", 0.1),
+                                            config.get("ae_sparsity_weight", 3.0))
+    else:
+      raise ValueError(f"Unknown config.ae_loss {ae_loss!r}; use 'mse' or 'sparse'.")
     phases.append(("pretrain", config.ae_pretrain_epochs,
-                   make_train_step(reconstruction_loss), k_pre, k_pre_loss))
+                   make_train_step(pre_loss, weight_decay=config.get("ae_weight_decay", 0.0)),
+                   k_pre, k_pre_loss, ()))
   phases.append(("train", config.epochs,
-                 make_train_step(loss_fn, weight_decay=config.weight_decay),
-                 k_train, k_train_loss))
+                 make_train_step(loss_fn, penalty=make_penalty(config, params)),
+                 k_train, k_train_loss, frozen_layers(config, params)))
 
   history: dict[str, list] = {"phase": [], "epoch": [], "train_loss": [],
                               "train_accuracy": [], "test_accuracy": [], "seconds": []}
-  for phase, epochs, step_fn, order_key, loss_key in phases:
-    tx = make_optimizer(config, epochs * steps_per_epoch)
+  for phase, epochs, step_fn, order_key, loss_key, frozen in phases:
+    phase_config = config
+    if phase == "pretrain" and "ae_learning_rate" in config:
+      phase_config = config.copy_and_resolve_references()
+      phase_config.learning_rate = config.ae_learning_rate
+    tx = _freeze(make_optimizer(phase_config, epochs * steps_per_epoch), params, frozen)
     # step as an int32 array from the start, the dtype apply_gradients leaves it
     # in, so a checkpoint restores into a fresh state without a dtype mismatch.
     state = TrainState.create(apply_fn=apply_fn, params=params, tx=tx).replace(

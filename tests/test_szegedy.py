@@ -148,6 +148,8 @@ def smoke_run(tmp_path_factory):
 
 
 def _pct(cell: str) -> float:
+  """``"54.5%"`` or ``"54.5% (paper 2.0%)"`` (the paper's number beside ours) -> 0.545."""
+  cell = cell.split(" (paper ")[0]
   assert cell.endswith("%"), cell
   return float(cell[:-1]) / 100
 
@@ -325,7 +327,11 @@ def test_bad_configs_fail_clearly(tmp_path):
   assert not (tmp_path / "b").exists()
   for field, value, match in (("num_attack_images", 0, "num_attack_images"),
                                ("num_attack_images", 10001, "at most 10000"),
-                               ("noise_rms", "0.1,big", "noise_rms")):
+                               ("noise_rms", "0.1,big", "noise_rms"),
+                               ("noise_stddev", "0.1,-1", "noise_stddev"),
+                               ("attack_split", "validation", "attack_split"),
+                               ("target_rule", "least_likely", "target_rule"),
+                               ("magnify", "paper,double", "magnify")):
     config = szegedy_config.get_config("smoke")
     config.parts = "tables"
     config[field] = value
@@ -341,7 +347,7 @@ def test_bad_configs_fail_clearly(tmp_path):
     szegedy_config.get_config("table9")
 
 
-@pytest.mark.parametrize("preset", ["all", "units", "tables", "cross_training", "sigmoid", "smoke"])
+@pytest.mark.parametrize("preset", list(szegedy_config.PRESETS))
 def test_every_preset_names_zoo_nets(preset):
   config = szegedy_config.get_config(preset)
   layers = core.names(config.units.layers)
@@ -351,6 +357,108 @@ def test_every_preset_names_zoo_nets(preset):
     assert zoo.parse_spec(name)[0] == "preset"  # raises for an unknown net
     assert szegedy_experiment.display(name) != name  # every table net has a paper name
   assert core.parse_parts(config.parts, szegedy_config.PARTS)
+  for factor in core.names(config.study):  # the study's variants name zoo nets too
+    for name in core.names(szegedy_config.study_variant(config, factor).table1):
+      assert zoo.parse_spec(name)[0] == "preset"
+
+
+def test_paper_preset_is_the_papers_protocol():
+  config = szegedy_config.get_config("paper")
+  assert (config.attack_split, config.cross_training_split) == ("train", "test")
+  assert set(core.names(config.magnify)) == {"paper", "rms_after_clip"}
+  assert config.noise_stddev == "0.1,0.3"
+  for name in core.names(config.table1) + core.names(config.cross_training):
+    preset = zoo.preset_config(name)
+    assert preset.optimizer == "sgd" and preset.weight_decay_per_unit
+    assert szegedy_experiment.paper_name(name) in (
+        set(szegedy_experiment.PAPER_TABLE1) | {"FC100-100-10 (P1)", "FC123-456-10 (P1)",
+                                                "FC100-100-10' (P2)"})
+  hidden = zoo.preset_config("fc100_100_10_paper_mnist")
+  assert hidden.model.endswith("_sigmoid") and hidden.layer_weight_decay == (
+      "fc1:1e-5,fc2:1e-5,out:1e-6")
+  ae = zoo.preset_config("ae400_10_paper_mnist")
+  assert ae.ae_loss == "sparse" and ae.frozen == "encoder,decoder"
+
+
+def test_each_study_variant_changes_one_factor():
+  base = szegedy_config.get_config("study")
+  ours = szegedy_config.study_variant(base, "ours")
+  differ = lambda a, b: {k for k in a.to_dict() if a.to_dict()[k] != b.to_dict()[k]}
+  assert differ(ours, base) == {"study", "preset"}
+  for factor, changed in (("train_images", {"attack_split"}), ("sigmoid", {"table1"}),
+                          ("sgd", {"table1"}), ("sparse_ae", {"table1"}),
+                          ("short_search", {"attack"}), ("next_target", {"target_rule"}),
+                          ("paper", {"table1", "attack_split"})):
+    variant = szegedy_config.study_variant(base, factor)
+    assert differ(variant, ours) - {"preset"} == changed, factor
+    if changed == {"table1"}:  # the swapped nets are the factor's only change
+      swapped = [(a, b) for a, b in zip(core.names(ours.table1), core.names(variant.table1))
+                 if a != b]
+      assert swapped and all(szegedy_experiment.paper_name(a) ==
+                             szegedy_experiment.paper_name(b) for a, b in swapped)
+  with pytest.raises(ValueError, match="Unknown study factor"):
+    szegedy_config.study_variant(base, "dropout")
+
+
+def test_paper_numbers_stand_beside_ours():
+  rows = [{"row": "adversarial for FC10(1e-4)", "kind": "adversarial",
+           "source": "fc10_wd1e-4_paper_mnist", "distortion": 0.06, "images": 9,
+           "errors": {"fc10_wd1e-4_paper_mnist": 1.0, "fc100_100_10_sgd_mnist": 0.25}},
+          {"row": "noise", "kind": "noise_stddev", "source": "0.3", "distortion": 0.3,
+           "images": 9, "errors": {"fc10_wd1e-4_paper_mnist": 0.5,
+                                   "fc100_100_10_sgd_mnist": 0.125}}]
+  table = szegedy_experiment.cross_markdown(
+      "T", rows, ["fc10_wd1e-4_paper_mnist", "fc100_100_10_sgd_mnist"],
+      szegedy_experiment.PAPER_TABLE2)
+  (parsed,) = core.parse_markdown_tables(table).values()
+  first, noise = parsed["adversarial for FC10(1e-4)"], parsed["noise"]
+  assert first["FC10(1e-4) paper"] == "100.0%"  # the paper gives no diagonal cell
+  assert first["FC100-100-10 SGD"] == "25.0% (paper 2.0%)"
+  assert noise["FC10(1e-4) paper"] == "50.0% (paper 15.6%)"
+  assert noise["FC100-100-10 SGD"] == "12.5% (paper 5.0%)"
+
+
+def test_paper_noise_and_magnification(key, mnist_test):
+  x = jnp.asarray(data.to_float(mnist_test[0][:64]))
+  noisy = perturbations.gaussian_noise(key, x, 0.3)
+  assert float(jnp.std(noisy - x)) == pytest.approx(0.3, rel=0.02)
+  assert float(noisy.min()) < 0 and float(noisy.max()) > 1  # unclipped, as the paper's
+  clipped = perturbations.gaussian_noise(key, x, 0.3, clip=True)
+  np.testing.assert_array_equal(clipped, jnp.clip(noisy, 0, 1))  # the same draw
+  r = 0.05 * jax.random.normal(key, x.shape)
+  magnified = perturbations.magnify(x, r, 0.1)
+  rms = jnp.sqrt(jnp.mean(jnp.square(magnified - x), axis=(1, 2, 3)))
+  np.testing.assert_allclose(rms, 0.1, rtol=1e-5)
+  # Direction kept per image: magnified - x is a positive multiple of r.
+  ratio = (magnified - x).reshape(64, -1) / r.reshape(64, -1)
+  # (x + s r) - x loses a few bits where x is near 1: a relative 2e-3 at most.
+  np.testing.assert_allclose(ratio, ratio[:, :1] * np.ones_like(ratio), rtol=2e-3)
+  assert bool(jnp.all(ratio > 0))
+  np.testing.assert_array_equal(perturbations.next_targets(jnp.arange(10), 10),
+                                (np.arange(10) + 1) % 10)
+
+
+def test_study_compares_its_variants(tmp_path):
+  config = szegedy_config.get_config("smoke")
+  config.parts = "tables"
+  config.study = "ours,next_target"
+  config.num_attack_images = 5
+  config.noise_stddev = "0.3"
+  config.attack.c_search_steps = 2
+  config.attack.max_iters = 10
+  numbers = szegedy_experiment.run(config, tmp_path / "study", log=lambda s: None)
+  assert set(numbers) == {"ours", "next_target"}
+  for factor in numbers:
+    summary = json.loads((tmp_path / "study" / factor / "summary.json").read_text())
+    (row,) = [r for r in summary["table2"] if r["kind"] == "adversarial"
+              and r["source"] == "fc10_wd1e-4_mnist"]
+    assert numbers[factor]["cells"]["FC10(1e-4) -> FC100-100-10"] == row["errors"][
+        "fc100_100_10_mnist"]
+  tables = core.parse_markdown_tables((tmp_path / "study" / "study.md").read_text())
+  (table,) = tables.values()
+  assert table["**the paper**"]["FC100-100-10 → FC10(1e-4)"] == "28.9%"
+  assert set(table) == {"**the paper**"} | {
+      f"{f}: {szegedy_config.STUDY_FACTORS[f]}" for f in numbers}
 
 
 USER_MODEL = "tests.user_models:tiny_mnist_classifier"

@@ -1,3 +1,4 @@
+import dataclasses
 import json
 
 import chex
@@ -185,3 +186,56 @@ def test_loss_sees_fresh_keys_and_resumes_bit_identically(small_mnist, tmp_path)
                           key=jax.random.key(10), log=None)
   assert not np.array_equal(other.params["out"]["kernel"], full.params["out"]["kernel"])
   chex.assert_tree_all_finite(init.params)
+
+
+def test_per_layer_weight_decay_is_the_papers_formula(key):
+  _, params = models.init("fc100_100_10", key)
+  config = _small_config(model="fc100_100_10", layer_weight_decay="fc1:1e-5,out:1e-6",
+                         weight_decay=2e-4, weight_decay_per_unit=True)
+  penalty = training.make_penalty(config, params)
+  sq = lambda w: float(jnp.sum(jnp.square(w)))
+  expected = (1e-5 / 100 * sq(params["fc1"]["kernel"]) + 2e-4 / 100 * sq(params["fc2"]["kernel"])
+              + 1e-6 / 10 * sq(params["out"]["kernel"]))  # λ/k, k = the layer's units
+  assert float(penalty(params)) == pytest.approx(expected, rel=1e-5)
+  # Without the optional keys: λ·Σw² over every kernel, as before.
+  plain = training.make_penalty(_small_config(model="fc100_100_10", weight_decay=2e-4), params)
+  assert float(plain(params)) == pytest.approx(2e-4 * float(training.l2_penalty(params)),
+                                               rel=1e-6)
+  assert training.make_penalty(_small_config(model="fc100_100_10"), params) is None
+  with pytest.raises(ValueError, match="fc9.*fc1, fc2, out"):
+    training.make_penalty(_small_config(model="fc100_100_10", layer_weight_decay="fc9:1"),
+                          params)
+  with pytest.raises(ValueError, match="layer:λ"):
+    training.make_penalty(_small_config(model="fc100_100_10", layer_weight_decay="fc1=1"),
+                          params)
+
+
+def test_frozen_encoder_and_sparse_pretraining(small_mnist):
+  train, _ = small_mnist
+  config = _small_config(model="ae400_10", ae_pretrain_epochs=1, epochs=1, ae_loss="sparse",
+                         frozen="encoder,decoder", optimizer="sgd", learning_rate=0.05,
+                         ae_learning_rate=0.01)
+  pre_only = config.copy_and_resolve_references()
+  pre_only.epochs = 0  # the pre-trained autoencoder, before the classification phase
+  (_, pretrained), _ = training.fit(pre_only, train, log=None)
+  (_, params), hist = training.fit(config, train, log=None)
+  assert hist["phase"] == ["pretrain", "train"]
+  chex.assert_trees_all_equal(params["encoder"], pretrained["encoder"])  # not fine-tuned
+  chex.assert_trees_all_equal(params["decoder"], pretrained["decoder"])
+  assert not np.allclose(params["classifier"]["kernel"], pretrained["classifier"]["kernel"])
+  with pytest.raises(ValueError, match="coder.*classifier, decoder, encoder"):
+    training.fit(_small_config(model="ae400_10", frozen="coder"), train, log=None)
+
+
+def test_sparse_reconstruction_loss_known_answer():
+  apply_fn, params = models.init("ae400_10", jax.random.key(0))
+  x = jnp.full((2, 28, 28, 1), 0.5)
+  loss = training.sparse_reconstruction_loss(target=0.1, weight=3.0)
+  enc = dataclasses.replace(apply_fn, method="encode")(params, x)
+  rec = dataclasses.replace(apply_fn, method="reconstruct")(params, x)
+  rho = jnp.mean(enc, 0)
+  kl = jnp.sum(0.1 * jnp.log(0.1 / rho) + 0.9 * jnp.log(0.9 / (1 - rho)))
+  expected = 0.5 * jnp.sum(jnp.square(rec - x)) / 2 + 3.0 * kl
+  assert float(loss(apply_fn, params, x, None)) == pytest.approx(float(expected), rel=1e-5)
+  with pytest.raises(ValueError, match="0 < target < 1"):
+    training.sparse_reconstruction_loss(target=1.5)

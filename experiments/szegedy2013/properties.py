@@ -68,6 +68,54 @@ def display(name: str) -> str:
   return zoo.display_name(name)
 
 
+# The paper's numbers (arXiv 1312.6199): Table 1 as (training error, test
+# error, av. min. distortion); the cells of Tables 2 and 4 found in the copies
+# of the paper we could read (../shared/PAPERS.md and a third-party summary
+# that quotes Table 2's FC10(1e-4), FC100-100-10 and AE400-10 columns); the
+# others are left out, never guessed.
+PAPER_TABLE1 = {
+    "FC10(1e-4)": (0.067, 0.074, 0.062), "FC10(1e-2)": (0.10, 0.094, 0.1),
+    "FC10(1)": (0.212, 0.20, 0.14), "FC100-100-10": (0.0, 0.0164, 0.058),
+    "FC200-200-10": (0.0, 0.0154, 0.065), "AE400-10": (0.0057, 0.019, 0.086),
+}
+PAPER_TABLE2 = {  # (row: examples for / noise kind, column net) -> error
+    ("FC10(1e-4)", "FC10(1e-2)"): 0.117, ("FC10(1e-4)", "FC100-100-10"): 0.02,
+    ("FC10(1e-4)", "AE400-10"): 0.027,
+    ("FC10(1e-2)", "FC10(1e-4)"): 0.871, ("FC10(1e-2)", "FC100-100-10"): 0.359,
+    ("FC10(1e-2)", "AE400-10"): 0.098,
+    ("FC10(1)", "FC10(1e-4)"): 0.719, ("FC10(1)", "FC100-100-10"): 0.481,
+    ("FC10(1)", "AE400-10"): 0.344,
+    ("FC100-100-10", "FC10(1e-4)"): 0.289, ("FC100-100-10", "AE400-10"): 0.02,
+    ("FC200-200-10", "FC10(1e-4)"): 0.382, ("FC200-200-10", "FC100-100-10"): 0.203,
+    ("FC200-200-10", "AE400-10"): 0.027,
+    ("stddev 0.1", "FC10(1e-4)"): 0.05, ("stddev 0.1", "FC100-100-10"): 0.0,
+    ("stddev 0.1", "AE400-10"): 0.008,
+    ("stddev 0.3", "FC10(1e-4)"): 0.156, ("stddev 0.3", "FC100-100-10"): 0.05,
+    ("stddev 0.3", "AE400-10"): 0.031,
+}
+PAPER_TABLE4 = {
+    ("FC100-100-10 (P1)", "FC123-456-10 (P1)"): 0.262,
+    ("FC100-100-10 (P1)", "FC100-100-10' (P2)"): 0.059,
+    ("magnified FC100-100-10 (P1)", "FC123-456-10 (P1)"): 0.98,
+    ("magnified FC100-100-10 (P1)", "FC100-100-10' (P2)"): 0.43,
+}
+PAPER_TABLE4_NOTE = ("The paper gives Gaussian noise of stddev 0.1 2.6-2.8 % error on these "
+                     "nets (Table 4).")
+
+
+def paper_name(name: str) -> str:
+  """The paper's name of a net: our variants' suffixes (paper, SGD, sigmoid) dropped."""
+  label = display(name)
+  for suffix in (" paper", " SGD", " sigmoid"):
+    label = label.replace(suffix, "")
+  return label
+
+
+def with_paper(value: str, paper) -> str:
+  """``"46.1%"`` -> ``"46.1% (paper 2%)"`` where the paper gives the cell."""
+  return value if paper is None else f"{value} (paper {core.pct(paper)})"
+
+
 def file_stem(name: str) -> str:
   """``name`` as a file name: ``pkg.mod:fn`` -> ``pkg.mod_fn``; presets unchanged."""
   return re.sub(r"[^\w.@-]", "_", name)
@@ -84,12 +132,14 @@ def split_layer(item: str) -> tuple[str, str]:
   return name, layer
 
 
-def _floats(text: str, name: str) -> list[float]:
+def _floats(text: str, name: str, *, empty_ok: bool = False) -> list[float]:
+  if empty_ok and not str(text).strip():
+    return []
   try:
     values = [float(v) for v in core.names(text)]
   except ValueError:
     values = []
-  if not values or any(v <= 0 for v in values):
+  if not values or any(not v > 0 for v in values):
     raise ValueError(f"config.{name} must be comma-separated positive numbers; got {text!r}.")
   return values
 
@@ -340,17 +390,28 @@ class Attacked:
 
 _at_distortion = jax.jit(perturbations.gaussian_at_distortion)
 _scale = jax.jit(perturbations.scale_to_distortion)
+_noise = jax.jit(perturbations.gaussian_noise, static_argnames="clip")
+_magnify = jax.jit(perturbations.magnify, static_argnames="clip")
+MAGNIFY_KINDS = ("rms_after_clip", "paper")
+SPLITS = ("test", "train")
 
 
 def cross_rows(key, sets: dict[str, Attacked], predicts: dict, x, y, *, noise_rms,
-               magnify_rms=None) -> tuple[list[dict], int]:
+               magnify_rms=None, noise_stddev=(), magnify=("rms_after_clip",)
+               ) -> tuple[list[dict], int]:
   """Rows of a cross-model table: ``{"row", "distortion", "images", "errors": {net: rate}}``.
 
   Every row is made from the same images: those of ``x`` that every net
   classifies correctly, so each error is caused by the perturbation. Rows: each
   net's adversarial examples, Gaussian noise at the same per-image distortion,
-  optionally the adversarial perturbations magnified to ``magnify_rms``, and
-  Gaussian noise at each of ``noise_rms``.
+  optionally the adversarial perturbations magnified to ``magnify_rms`` (each
+  of ``magnify``: "rms_after_clip", clipped with the RMS met after clipping;
+  "paper", ``x + rms · r / RMS(r)`` unclipped), Gaussian noise at each RMS
+  of ``noise_rms`` (after clipping), and Gaussian noise of each stddev of
+  ``noise_stddev`` added unclipped (the paper's rows) and clipped.
+
+  Each row also carries ``kind`` and ``source`` (the net or noise level it
+  comes from), which the markdown uses to set the paper's cells beside ours.
 
   Returns:
     ``(rows, number of images every net classifies correctly)``.
@@ -359,35 +420,76 @@ def cross_rows(key, sets: dict[str, Attacked], predicts: dict, x, y, *, noise_rm
   sets = {n: s.within(common) for n, s in sets.items()}
   errors = lambda xs, ys: {m: _error(p, xs, ys) for m, p in predicts.items()}
   mean = lambda d: float(np.mean(d)) if len(d) else float("nan")
+  rms_of = lambda clean, out: np.asarray(attacks.metrics.rms_distortion(clean, out))
   rows = []
   for name, s in sets.items():
     rows.append({"row": f"adversarial for {display(name)}", "distortion": s.mean_distortion,
-                 "errors": errors(s.adv, s.labels), "images": len(s.labels)})
+                 "errors": errors(s.adv, s.labels), "images": len(s.labels),
+                 "kind": "adversarial", "source": name})
   for i, (name, s) in enumerate(sets.items()):
     noisy, dist = (_at_distortion(core.rng(key, i), s.clean, s.rms) if len(s.labels)
                    else (s.clean, np.zeros(0)))
     rows.append({"row": f"Gaussian noise at the distortion of {display(name)}",
                  "distortion": mean(dist), "errors": errors(np.asarray(noisy), s.labels),
-                 "images": len(s.labels)})
+                 "images": len(s.labels), "kind": "noise_at_distortion", "source": name})
   if magnify_rms is not None:
-    for name, s in sets.items():
-      magnified, dist = (_scale(s.clean, s.adv - s.clean, magnify_rms) if len(s.labels)
-                         else (s.clean, np.zeros(0)))
-      rows.append({"row": f"adversarial for {display(name)}, magnified to RMS {magnify_rms:g}",
-                   "distortion": mean(dist), "errors": errors(np.asarray(magnified), s.labels),
-                   "images": len(s.labels)})
+    for kind in magnify:
+      for name, s in sets.items():
+        if not len(s.labels):
+          magnified, dist = s.clean, np.zeros(0)
+        elif kind == "paper":
+          magnified = _magnify(s.clean, s.adv - s.clean, magnify_rms)
+          dist = rms_of(s.clean, magnified)
+        else:
+          magnified, dist = _scale(s.clean, s.adv - s.clean, magnify_rms)
+        label = (f"adversarial for {display(name)}, magnified to stddev {magnify_rms:g} "
+                 "(paper: x + 0.1 r/RMS(r), unclipped)" if kind == "paper" else
+                 f"adversarial for {display(name)}, magnified to RMS {magnify_rms:g}")
+        rows.append({"row": label, "distortion": mean(dist),
+                     "errors": errors(np.asarray(magnified), s.labels),
+                     "images": len(s.labels), "kind": f"magnified_{kind}", "source": name})
   for j, rms in enumerate(noise_rms):
     noisy, dist = _at_distortion(core.rng(key, 1000 + j), x[common], rms)
     rows.append({"row": f"Gaussian noise, RMS {rms:g}", "distortion": mean(dist),
-                 "errors": errors(np.asarray(noisy), y[common]), "images": len(common)})
+                 "errors": errors(np.asarray(noisy), y[common]), "images": len(common),
+                 "kind": "noise_rms", "source": f"{rms:g}"})
+  for j, stddev in enumerate(noise_stddev):
+    # The same draw for the unclipped and the clipped row: clipping is the only difference.
+    noise_key = core.rng(key, 2000 + j)
+    for clip in (False, True):
+      noisy = _noise(noise_key, x[common], stddev, clip=clip)
+      label = (f"Gaussian noise, stddev {stddev:g}, clipped to [0, 1]" if clip
+               else f"Gaussian noise, stddev {stddev:g} (paper: unclipped)")
+      rows.append({"row": label, "distortion": mean(rms_of(x[common], noisy)),
+                   "errors": errors(np.asarray(noisy), y[common]), "images": len(common),
+                   "kind": "noise_stddev_clipped" if clip else "noise_stddev",
+                   "source": f"{stddev:g}"})
   return rows, len(common)
 
 
-def cross_markdown(title: str, rows: list[dict], nets: list[str]) -> str:
+def _paper_cell(paper: dict, row: dict, net: str):
+  """The paper's number for a cell of ours, or None."""
+  kind, source = row.get("kind"), row.get("source")
+  column = paper_name(net)
+  if kind == "adversarial":
+    return paper.get((paper_name(source), column))
+  if kind == "magnified_paper":
+    return paper.get((f"magnified {paper_name(source)}", column))
+  if kind == "noise_stddev":
+    return paper.get((f"stddev {source}", column))
+  return None
+
+
+def cross_markdown(title: str, rows: list[dict], nets: list[str], paper: dict | None = None,
+                   note: str = "") -> str:
+  """A cross table; with ``paper``, the paper's number beside each cell it gives."""
+  paper = paper or {}
   header = ["examples"] + [display(n) for n in nets] + ["av. distortion", "images"]
-  body = [[r["row"]] + [core.pct(r["errors"][n]) for n in nets]
+  body = [[r["row"]] + [with_paper(core.pct(r["errors"][n]), _paper_cell(paper, r, n))
+                        for n in nets]
           + [core.number(r["distortion"]), str(r["images"])] for r in rows]
-  return f"### {title}\n\n" + core.markdown_table(header, body) + "\n"
+  return (f"### {title}\n\n" + core.markdown_table(header, body) + "\n"
+          + (f"\n{note}\n" if note else ""))
 
 
 def _plot_examples(path, sets: dict[str, Attacked], per_net: int = 4):
@@ -406,22 +508,26 @@ def _plot_examples(path, sets: dict[str, Attacked], per_net: int = 4):
 # Tables 1-4
 
 
-def _attack_inputs(config, test):
-  """The first ``num_attack_images`` test images and one wrong target label each.
+def _attack_inputs(config, images):
+  """The first ``num_attack_images`` of ``images`` and one wrong target label each.
 
-  The targets are drawn once from the seed, so every net (of Table 1 and of
-  Table 3) is attacked towards the same label on the same image.
+  With ``config.target_rule`` "random" the targets are drawn once from the
+  seed, so every net (of Table 1 and of Table 3) is attacked towards the same
+  label on the same image; with "next" the target is ``(label + 1) mod 10``.
   """
   n = config.num_attack_images
-  x = data.to_float(test[0][:n])
-  y = np.asarray(test[1][:n])
-  key = core.rng(config.seed, TARGETS_STREAM)
-  targets = np.asarray(perturbations.random_targets(key, jnp.asarray(y), NUM_CLASSES))
+  x = data.to_float(images[0][:n])
+  y = np.asarray(images[1][:n])
+  if config.target_rule == "next":
+    targets = np.asarray(perturbations.next_targets(jnp.asarray(y), NUM_CLASSES))
+  else:
+    key = core.rng(config.seed, TARGETS_STREAM)
+    targets = np.asarray(perturbations.random_targets(key, jnp.asarray(y), NUM_CLASSES))
   return x, y, targets
 
 
-def _attack_all(nets, classifiers, predicts, config, test, workdir, *, log):
-  x, y, targets = _attack_inputs(config, test)
+def _attack_all(nets, classifiers, predicts, config, images, workdir, *, log):
+  x, y, targets = _attack_inputs(config, images)
   sets = {}
   for name in nets:
     state = adversarial_set(name, classifiers[name], x, y, targets, config,
@@ -445,27 +551,34 @@ def _training_error(name: str, classifier: Classifier) -> dict:
           "train_error": 1.0 - training.accuracy(classifier, *own)}
 
 
-def _study(nets, classifiers, config, key, test, workdir, *, log, noise_rms,
+def _study(nets, classifiers, config, key, test, images, workdir, *, log, noise_rms,
            magnify_rms=None):
-  """One table per net (errors, distortion) and the cross table of ``nets``."""
+  """One table per net (errors, distortion) and the cross table of ``nets``.
+
+  ``images`` (uint8 images and labels) are those attacked: the first
+  ``config.num_attack_images`` of them.
+  """
   per_net = {}
   for name in nets:
     per_net[name] = _training_error(name, classifiers[name])
     per_net[name]["test_error"] = 1.0 - training.accuracy(classifiers[name], *test)
   # One jitted predictor per net, shared by the attack's selection and the cross table.
   predicts = {n: _predict_fn(classifiers[n]) for n in nets}
-  x, y, sets = _attack_all(nets, classifiers, predicts, config, test, workdir, log=log)
+  x, y, sets = _attack_all(nets, classifiers, predicts, config, images, workdir, log=log)
   for name, s in sets.items():
     per_net[name].update(distortion=s.mean_distortion, attacked=s.attacked,
                          succeeded=len(s.labels))
   rows, common = cross_rows(key, sets, predicts, x, y, noise_rms=noise_rms,
-                            magnify_rms=magnify_rms)
+                            magnify_rms=magnify_rms,
+                            noise_stddev=_floats(config.noise_stddev, "noise_stddev",
+                                                 empty_ok=True),
+                            magnify=core.names(config.magnify))
   return per_net, sets, rows, common
 
 
-def _cross_title(config, common: int) -> str:
+def _cross_title(config, common: int, split: str) -> str:
   return (f"error rate of each net (columns) on the examples of each row, made from "
-          f"the {common} of the first {config.num_attack_images} test images that "
+          f"the {common} of the first {config.num_attack_images} {split} images that "
           "every net classifies correctly")
 
 
@@ -473,11 +586,11 @@ def _count(v) -> str:
   return core.MISSING if v is None else str(v)
 
 
-def run_tables(config, key, test, workdir, classifiers, *, log) -> dict:
+def run_tables(config, key, test, images, workdir, classifiers, *, log) -> dict:
   nets = core.names(config.table1)
   table1, sets, rows, common = _study(
-      nets, classifiers, config, key, test, workdir, log=log,
-      noise_rms=_floats(config.noise_rms, "noise_rms"))
+      nets, classifiers, config, key, test, images, workdir, log=log,
+      noise_rms=_floats(config.noise_rms, "noise_rms", empty_ok=True))
   _plot_examples(workdir / "adversarial_examples.png", sets)
   return {"table1": table1, "table2": rows, "table2_images": common}
 
@@ -489,21 +602,29 @@ def tables_markdown(config, numbers: dict) -> str:
   body = []
   for n in nets:
     r = table1[n]
+    paper = PAPER_TABLE1.get(paper_name(n))
     body.append([display(n), core.pct(r["train_error"]), core.pct(r["test_error"]),
-                 core.number(r["distortion"]), f"{r['succeeded']}/{r['attacked']}"])
-  title = _cross_title(config, numbers["table2_images"])
+                 core.number(r["distortion"]), f"{r['succeeded']}/{r['attacked']}",
+                 core.MISSING if paper is None else
+                 f"{core.pct(paper[0], 2)} / {core.pct(paper[1], 2)} / {paper[2]:g}"])
+  title = _cross_title(config, numbers["table2_images"], config.attack_split)
   return ("### Table 1: training error, test error and average minimum distortion\n\n"
+          + f"(attacked: the first {config.num_attack_images} {config.attack_split} images "
+          "each net classifies correctly; the paper: the training set)\n\n"
           + core.markdown_table(["net", "training error", "test error",
-                                 "av. min. distortion", "attacks succeeded"], body)
+                                 "av. min. distortion", "attacks succeeded",
+                                 "paper: training / test error / distortion"], body)
           + "\n\n"
           + cross_markdown(f"Table 2: cross-model generalisation: {title}",
-                           numbers["table2"], nets))
+                           numbers["table2"], nets, PAPER_TABLE2))
 
 
-def run_cross_training(config, key, test, workdir, classifiers, *, log) -> dict:
+def run_cross_training(config, key, test, images, workdir, classifiers, *, log) -> dict:
   nets = core.names(config.cross_training)
+  noise_config = config.copy_and_resolve_references()
+  noise_config.noise_stddev = f"{config.magnify_rms:g}" if config.noise_stddev else ""
   table3, _, rows, common = _study(
-      nets, classifiers, config, key, test, workdir, log=log,
+      nets, classifiers, noise_config, key, test, images, workdir, log=log,
       noise_rms=[config.magnify_rms], magnify_rms=config.magnify_rms)
   return {"table3": table3, "table4": rows, "table4_images": common}
 
@@ -518,13 +639,13 @@ def cross_training_markdown(config, numbers: dict) -> str:
     body.append([display(n), r["trained_on"], _count(r["train_images"]),
                  core.pct(r["train_error"]), core.pct(r["test_error"]),
                  core.number(r["distortion"])])
-  title = _cross_title(config, numbers["table4_images"])
+  title = _cross_title(config, numbers["table4_images"], config.cross_training_split)
   return ("### Table 3: nets trained on disjoint halves of the MNIST training set\n\n"
           + core.markdown_table(["net", "trained on", "training images",
                                  "training error", "test error", "av. min. distortion"],
                                 body) + "\n\n"
           + cross_markdown(f"Table 4: cross-training-set generalisation: {title}",
-                           numbers["table4"], nets))
+                           numbers["table4"], nets, PAPER_TABLE4, PAPER_TABLE4_NOTE))
 
 
 # --------------------------------------------------------------------------
@@ -537,9 +658,26 @@ def _specs(config, part: str) -> list[str]:
   return core.names(config.table1 if part == "tables" else config.cross_training)
 
 
-def validate(config, num_test: int) -> list[str]:
+def validate(config, num_test: int, num_train: int = 60000) -> list[str]:
   """Checks every setting, loading nothing; returns the parts to run."""
   parts = core.parse_parts(config.parts, PARTS)
+  if config.study:
+    for factor in core.names(config.study):
+      if factor not in szegedy_config.STUDY_FACTORS:
+        raise ValueError(f"config.study names {factor!r}; known factors: "
+                         f"{', '.join(szegedy_config.STUDY_FACTORS)}.")
+    if parts != ["tables"]:
+      raise ValueError("The study runs the tables part once per factor. Fix: "
+                       "config.parts = 'tables' (or config.study = '' for no study).")
+  for field, choices in (("attack_split", SPLITS), ("cross_training_split", SPLITS),
+                         ("target_rule", ("random", "next"))):
+    if config[field] not in choices:
+      raise ValueError(f"config.{field} must be one of {', '.join(choices)}; got "
+                       f"{config[field]!r}.")
+  magnify = core.names(config.magnify)
+  if not magnify or set(magnify) - set(MAGNIFY_KINDS):
+    raise ValueError(f"config.magnify takes comma-separated kinds of "
+                     f"{', '.join(MAGNIFY_KINDS)}; got {config.magnify!r}.")
 
   def positive_int(value, name, most=None):
     if not isinstance(value, int) or value < 1 or (most is not None and value > most):
@@ -565,13 +703,17 @@ def validate(config, num_test: int) -> list[str]:
         raise ValueError(f"The {part} part cannot take {name!r}: this experiment is on "
                          "MNIST. Fix: name a 10-class MNIST classifier.")
   if {"tables", "cross_training"} & set(parts):
-    positive_int(config.num_attack_images, "num_attack_images", num_test)
+    sizes = {"test": num_test, "train": num_train}
+    used = ([config.attack_split] if "tables" in parts else []) + (
+        [config.cross_training_split] if "cross_training" in parts else [])
+    positive_int(config.num_attack_images, "num_attack_images", min(sizes[u] for u in used))
     for name in ("c_search_steps", "max_iters", "chunk_images"):
       positive_int(config.attack[name], f"attack.{name}")
     if not (isinstance(config.attack.chunk_size, int) and config.attack.chunk_size >= 0):
       raise ValueError(f"config.attack.chunk_size must be an int >= 0 (0: one vmap); got "
                        f"{config.attack.chunk_size!r}.")
-    _floats(config.noise_rms, "noise_rms")
+    _floats(config.noise_rms, "noise_rms", empty_ok=True)
+    _floats(config.noise_stddev, "noise_stddev", empty_ok=True)
     _floats(config.magnify_rms, "magnify_rms")
   return parts
 
@@ -610,6 +752,84 @@ def load_classifiers(config, parts, *, log=print) -> dict[str, Classifier]:
   return classifiers
 
 
+# The cells the study compares: Table 2's (row net, column net) and Table 1's
+# distortions, by the paper's names.
+STUDY_CELLS = (("FC10(1e-4)", "FC100-100-10"), ("FC10(1e-4)", "AE400-10"),
+               ("FC100-100-10", "FC10(1e-4)"), ("FC200-200-10", "FC10(1e-4)"),
+               ("FC200-200-10", "FC100-100-10"))
+STUDY_DISTORTIONS = ("FC10(1e-4)", "FC100-100-10", "FC200-200-10", "AE400-10")
+
+
+def _study_numbers(summary: dict) -> dict:
+  """The study's cells of one variant's summary, keyed by the paper's names."""
+  by_paper = {paper_name(n): n for n in summary["table1"]}
+  cells = {}
+  for row in summary["table2"]:
+    if row.get("kind") == "adversarial":
+      for column, net in by_paper.items():
+        cells[(paper_name(row["source"]), column)] = row["errors"][net]
+    if row.get("kind") == "noise_stddev":
+      for column, net in by_paper.items():
+        cells[(f"stddev {row['source']}", column)] = row["errors"][net]
+  distortions = {paper_name(n): r["distortion"] for n, r in summary["table1"].items()}
+  return {"cells": cells, "distortions": distortions, "images": summary["table2_images"]}
+
+
+def study_markdown(config, summaries: dict) -> str:
+  """One row per factor: the cells of Table 2 the paper reverses, and Table 1's distortions."""
+  cells = STUDY_CELLS + (("stddev 0.3", "FC10(1e-4)"), ("stddev 0.3", "FC100-100-10"))
+  fmt = lambda cell: f"{cell[0]} → {cell[1]}" if not cell[0].startswith("stddev") else (
+      f"noise {cell[0]} → {cell[1]}")
+  header = (["factor changed (one at a time)", "images"] + [fmt(c) for c in cells]
+            + [f"distortion {n}" for n in STUDY_DISTORTIONS])
+  paper_row = (["**the paper**", "train set"]
+               + [core.pct(PAPER_TABLE2[c]) if c in PAPER_TABLE2 else core.MISSING
+                  for c in cells]
+               + [f"{PAPER_TABLE1[n][2]:g}" for n in STUDY_DISTORTIONS])
+  rows = [paper_row]
+  for factor, summary in summaries.items():
+    numbers = _study_numbers(summary)
+    rows.append([f"{factor}: {szegedy_config.STUDY_FACTORS[factor]}", str(numbers["images"])]
+                + [core.pct(numbers["cells"][c]) if c in numbers["cells"] else core.MISSING
+                   for c in cells]
+                + [core.number(numbers["distortions"].get(n), 3) for n in STUDY_DISTORTIONS])
+  return ("### Single-factor study: which of the paper's choices moves the cross-model "
+          "cells\n\nEach row is the `tables` preset on the first "
+          f"{config.num_attack_images} images with one factor changed (the last row: all "
+          "of the paper's stated choices together). Cells: error of the column net on "
+          "the row net's adversarial examples, on the images every net of that variant "
+          "classifies correctly.\n\n" + core.markdown_table(header, rows) + "\n")
+
+
+def run_study(config, workdir, *, log=print) -> dict:
+  """Runs each factor of ``config.study`` as a variant in ``workdir/<factor>``.
+
+  Each variant is a full run of its own (checkpointed, resumable); a finished
+  one is read back. ``study.md`` and ``study.json`` compare them.
+  """
+  factors = core.names(config.study)
+  variants = {f: szegedy_config.study_variant(config, f) for f in factors}
+  test = data.load("mnist", "test")
+  for variant in variants.values():
+    validate(variant, len(test[1]))
+  workdir, resuming = core.prepare_workdir(workdir, config)
+  if resuming:
+    log(f"Resuming the study in {workdir}")
+  summaries = {}
+  for i, (factor, variant) in enumerate(variants.items()):
+    log(f"[study] {i + 1}/{len(variants)} {factor}: {szegedy_config.STUDY_FACTORS[factor]}")
+    summaries[factor] = run(variant, workdir / factor, log=log)
+  markdown = ("# Intriguing properties: single-factor study\n\n"
+              + study_markdown(config, summaries))
+  core.write_text(workdir / "study.md", markdown)
+  numbers = {f: {"cells": {f"{a} -> {b}": v for (a, b), v in n["cells"].items()},
+                 "distortions": n["distortions"], "images": n["images"]}
+             for f, n in ((f, _study_numbers(s)) for f, s in summaries.items())}
+  core.write_json(workdir / "study.json", numbers)
+  log(f"Wrote {workdir / 'study.md'}")
+  return numbers
+
+
 MARKDOWN = {"units": lambda config, r: units_markdown(config, r["units"]),
             "tables": tables_markdown, "cross_training": cross_training_markdown}
 
@@ -624,25 +844,38 @@ def run(config, workdir, *, log=print) -> dict:
   read back on a rerun; an unfinished one resumes from its saved adversarial
   examples.
   """
+  if config.study:
+    return run_study(config, workdir, log=log)
   test = data.load("mnist", "test")
   parts = validate(config, len(test[1]))
+  splits = {"test": test}
+  if "train" in ((config.attack_split if "tables" in parts else ""),
+                 (config.cross_training_split if "cross_training" in parts else "")):
+    splits["train"] = data.load("mnist", "train")
   classifiers = load_classifiers(config, parts, log=log)
   workdir, resuming = core.prepare_workdir(workdir, config)
   if resuming:
     log(f"Resuming in {workdir}")
-  args = lambda stream: (config, core.rng(config.seed, stream), test, workdir,
-                         classifiers)
+  args = lambda stream: (config, core.rng(config.seed, stream), test)
+  rest = (workdir, classifiers)
   runners = {
-      "units": lambda: {"units": run_units(*args(UNITS_STREAM), log=log)},
-      "tables": lambda: run_tables(*args(TABLE2_STREAM), log=log),
-      "cross_training": lambda: run_cross_training(*args(TABLE4_STREAM), log=log),
+      "units": lambda: {"units": run_units(*args(UNITS_STREAM), *rest, log=log)},
+      "tables": lambda: run_tables(*args(TABLE2_STREAM), splits[config.attack_split],
+                                   *rest, log=log),
+      "cross_training": lambda: run_cross_training(
+          *args(TABLE4_STREAM), splits[config.cross_training_split], *rest, log=log),
   }
   results = core.run_parts(workdir, parts, runners, log=log)
   summary = {key: value for part in parts for key, value in results[part].items()
              if key != "seconds"}
+  target = ("a random wrong label" if config.target_rule == "random"
+            else "the label (label + 1) mod 10")
   header = (f"# Intriguing properties of neural networks, on MNIST\n\npreset "
-            f"`{config.preset}`; L-BFGS on the first {config.num_attack_images} test images "
-            f"each net classifies correctly, towards a random wrong label.\n")
+            f"`{config.preset}`; L-BFGS on the first {config.num_attack_images} "
+            f"{config.attack_split} images (Tables 1-2) and "
+            f"{config.cross_training_split} images (Tables 3-4) each net classifies "
+            f"correctly, towards {target}. Where the paper gives a cell, its number "
+            "stands beside ours: (paper x %).\n")
   core.write_text(workdir / "results.md",
                   "\n".join([header] + [MARKDOWN[part](config, results[part])
                                         for part in parts]))

@@ -250,6 +250,8 @@ SPECS = (
               activation="sigmoid"),
     _mlp_spec("fc200_200_10_sigmoid", "FC200-200-10 sigmoid", (200, 200),
               activation="sigmoid"),
+    _mlp_spec("fc123_456_10_sigmoid", "FC123-456-10 sigmoid", (123, 456),
+              activation="sigmoid"),
     ArchSpec(
         name="ae400_10", display_name="AE400-10",
         factory=lambda k: AutoencoderClassifier(code_size=400, num_classes=k),

@@ -12,6 +12,16 @@ Presets:
   sigmoid  Tables 1-2 for FC100-100-10 and FC200-200-10 with ReLU (ours) and
          sigmoid (the paper's) hidden units; the sigmoid nets are trained on
          first use.
+  paper  the paper's protocol as far as it states it: Tables 1-2 on the first
+         1,000 training images, Tables 3-4 on test images, nets trained as the
+         paper says (``*_paper_mnist`` zoo presets: sigmoid units, SGD, weight
+         decay λ/k per layer, a sparse autoencoder not fine-tuned), Gaussian
+         noise of a fixed stddev added unclipped (the paper's rows; clipped and
+         our RMS-after-clipping rows beside them), the paper's magnification.
+  study  the single-factor study: the ``tables`` preset on 500 images and that
+         preset with one factor of the paper's protocol changed at a time
+         (STUDY_FACTORS), each in its own subdirectory, and study.md comparing
+         the cells each factor moves.
   smoke  every part tiny (bundled weights, 12 attacked images, a short c
          search), for the tests: a few minutes on two CPU cores.
 
@@ -33,7 +43,64 @@ TABLE1 = ("fc10_wd1e-4_mnist,fc10_wd1e-2_mnist,fc10_wd1_mnist,fc100_100_10_mnist
 CROSS_TRAINING = "fc100_100_10_mnist_p1,fc123_456_10_mnist_p1,fc100_100_10_mnist_p2"
 
 
-PRESETS = ("all", *PARTS, "sigmoid", "smoke")
+# Szegedy et al.'s nets trained as the paper says (foolingjax.zoo), and the
+# single-factor variants of our nets.
+PAPER_TABLE1 = ("fc10_wd1e-4_paper_mnist,fc10_wd1e-2_paper_mnist,fc10_wd1_paper_mnist,"
+                "fc100_100_10_paper_mnist,fc200_200_10_paper_mnist,ae400_10_paper_mnist")
+PAPER_CROSS_TRAINING = ("fc100_100_10_paper_mnist_p1,fc123_456_10_paper_mnist_p1,"
+                        "fc100_100_10_paper_mnist_p2")
+
+# One factor of the paper's protocol each: (what it changes, its nets: ours ->
+# the variant's). The study runs the ``tables`` part once per factor.
+STUDY_FACTORS = {
+    "ours": "our protocol (the tables preset)",
+    "train_images": "attack training images, not test images",
+    "sigmoid": "sigmoid hidden units (FC100-100-10, FC200-200-10; Adam as ours)",
+    "sgd": "SGD + the paper's per-layer weight decay λ/k (FC10s and the ReLU FC nets)",
+    "sparse_ae": "AE400-10: a sparse autoencoder, encoder not fine-tuned, SGD",
+    "short_search": "under-optimised L-BFGS: 2 solves of the c search, 20 iterations each",
+    "next_target": "fixed targets (label + 1) mod 10, not random",
+    "paper": "all of the paper's stated choices at once: training images, sigmoid + SGD "
+             "+ weight decay, the sparse autoencoder",
+}
+_SWAPS = {
+    "sigmoid": {"fc100_100_10_mnist": "fc100_100_10_sigmoid_mnist",
+                "fc200_200_10_mnist": "fc200_200_10_sigmoid_mnist"},
+    "sgd": {"fc10_wd1e-4_mnist": "fc10_wd1e-4_paper_mnist",
+            "fc10_wd1e-2_mnist": "fc10_wd1e-2_paper_mnist",
+            "fc10_wd1_mnist": "fc10_wd1_paper_mnist",
+            "fc100_100_10_mnist": "fc100_100_10_sgd_mnist",
+            "fc200_200_10_mnist": "fc200_200_10_sgd_mnist"},
+    "sparse_ae": {"ae400_10_mnist": "ae400_10_paper_mnist"},
+}
+
+PRESETS = ("all", *PARTS, "sigmoid", "paper", "study", "smoke")
+
+
+def _swap(nets: str, swaps: dict) -> str:
+  return ",".join(swaps.get(n, n) for n in nets.split(","))
+
+
+def study_variant(base, factor: str):
+  """``base`` (a config) with one factor of the paper's protocol changed."""
+  if factor not in STUDY_FACTORS:
+    raise ValueError(f"Unknown study factor {factor!r}; known: {', '.join(STUDY_FACTORS)}.")
+  c = ml_collections.ConfigDict(base.to_dict())
+  c.study = ""
+  c.preset = f"{base.preset}/{factor}"
+  if factor in _SWAPS:
+    c.table1 = _swap(c.table1, _SWAPS[factor])
+  elif factor == "train_images":
+    c.attack_split = "train"
+  elif factor == "short_search":
+    c.attack.c_search_steps = 2
+    c.attack.max_iters = 20
+  elif factor == "next_target":
+    c.target_rule = "next"
+  elif factor == "paper":
+    c.table1 = PAPER_TABLE1
+    c.attack_split = "train"
+  return c
 
 
 def get_config(preset: str = "all"):
@@ -63,8 +130,24 @@ def get_config(preset: str = "all"):
       # 1 measured fastest on XLA:CPU, see foolingjax.attacks.lbfgs_attack.
       chunk_size=1,
   ))
-  c.noise_rms = "0.1,0.3"  # Table 2's Gaussian-noise rows (RMS distortion after clipping)
+  # Which images Tables 1-2 and Tables 3-4 attack: the first num_attack_images
+  # of the MNIST "test" or "train" split (the paper: training images for
+  # Tables 1-2, test images for Table 4).
+  c.attack_split = "test"
+  c.cross_training_split = "test"
+  c.target_rule = "random"  # random: a random wrong label per image; next: (label + 1) mod 10
+  c.noise_rms = "0.1,0.3"  # Gaussian-noise rows at an RMS distortion measured after clipping (ours)
+  # Gaussian-noise rows as the paper defines them: x + N(0, σ²) at each σ here,
+  # unclipped (the paper's), and clipped to [0, 1] beside it. Empty: none.
+  c.noise_stddev = ""
   c.magnify_rms = 0.1      # Table 4's magnified rows
+  # How a perturbation is magnified: rms_after_clip (ours: clipped, RMS met
+  # after clipping, foolingjax.attacks.perturbations.scale_to_distortion) and/or
+  # paper (x + 0.1 r / RMS(r), unclipped, perturbations.magnify).
+  c.magnify = "rms_after_clip"
+  # The single-factor study (preset study): factors of STUDY_FACTORS, each run
+  # as its own variant of this config in <workdir>/<factor>/. Empty: no study.
+  c.study = ""
 
   if preset == "all":
     pass
@@ -75,6 +158,19 @@ def get_config(preset: str = "all"):
     c.parts = "tables"
     c.table1 = ("fc100_100_10_mnist,fc100_100_10_sigmoid_mnist,fc200_200_10_mnist,"
                 "fc200_200_10_sigmoid_mnist")
+  elif preset == "paper":
+    c.parts = ",".join(PARTS)
+    c.units.layers = "fc100_100_10_paper_mnist:fc2,lenet_mnist:ip1"
+    c.table1 = PAPER_TABLE1
+    c.cross_training = PAPER_CROSS_TRAINING
+    c.attack_split = "train"
+    c.noise_stddev = "0.1,0.3"
+    c.magnify = "paper,rms_after_clip"
+  elif preset == "study":
+    c.parts = "tables"
+    c.num_attack_images = 500
+    c.noise_stddev = "0.1,0.3"
+    c.study = ",".join(STUDY_FACTORS)
   elif preset == "smoke":
     c.units.layers = "fc100_100_10_mnist:fc2"
     c.units.num_images = 500
@@ -89,6 +185,5 @@ def get_config(preset: str = "all"):
     c.attack.max_iters = 30
     c.attack.chunk_images = 5
   else:
-    raise ValueError(f"Unknown preset {preset!r}; known: all, {', '.join(PARTS)}, sigmoid, "
-                     "smoke.")
+    raise ValueError(f"Unknown preset {preset!r}; known: {', '.join(PRESETS)}.")
   return c
