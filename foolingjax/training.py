@@ -166,7 +166,7 @@ def _freeze(tx: optax.GradientTransformation, params, frozen: tuple[str, ...]):
   """``tx`` on every top-level layer but ``frozen``, whose updates are zero."""
   if not frozen:
     return tx
-  labels = {name: jax.tree.map(lambda _: "frozen" if name in frozen else "train", sub)
+  labels = {name: jax.tree.map(lambda _, tag="frozen" if name in frozen else "train": tag, sub)
             for name, sub in params.items()}
   return optax.multi_transform({"train": tx, "frozen": optax.set_to_zero()}, labels)
 
