@@ -101,6 +101,20 @@ def scalars_of(record: Mapping, *, prefix: str = "") -> dict[str, float]:
   return out
 
 
+def flatten(tree: Mapping, *, prefix: str = "") -> dict[str, float]:
+  """The finite numbers of nested mappings as ``{"a/b/c": value}`` (lists and text left out).
+
+  How an experiment's summary numbers become step-0 scalars.
+  """
+  out = {}
+  for key, value in tree.items():
+    if isinstance(value, Mapping):
+      out.update(flatten(value, prefix=f"{prefix}{key}/"))
+    else:
+      out.update(scalars_of({key: value}, prefix=prefix))
+  return out
+
+
 def write_scalars(directory: str | os.PathLike, steps: Iterable[tuple[int, Mapping[str, float]]],
                   *, name: str = "metrics") -> pathlib.Path:
   """Writes ``(step, {tag: value})`` pairs as one TensorBoard event file, atomically.

@@ -7,6 +7,7 @@ from PIL import Image
 from experiments import core
 from experiments.attacks_defences import attack
 from experiments.attacks_defences.configs import attack as attack_config
+from tests.test_tensorboard import read_scalars
 
 
 def test_smoke_run_writes_checked_files(tmp_path):
@@ -52,6 +53,14 @@ def test_smoke_run_writes_checked_files(tmp_path):
                                  record["l2"] / np.sqrt(784), rtol=1e-4)
   assert lbfgs["success_rate"] == np.mean([r["success"] for r in lbfgs["images"]])
   assert lbfgs["success_rate"] == 1.0  # L-BFGS flips a trained FC10 on every image
+
+  # TensorBoard: one tag per attack, step = the ε's index, values as in curves.json.
+  scalars = read_scalars(tmp_path / "tensorboard")
+  for attack_norm, points in curves[net].items():
+    for i, point in enumerate(points):
+      assert scalars[(i, f"accuracy/{net}/{attack_norm}")] == pytest.approx(point["accuracy"])
+      assert scalars[(i, f"eps/{net}/{attack_norm}")] == pytest.approx(point["eps"])
+  assert scalars[(0, "lbfgs/success_rate")] == lbfgs["success_rate"]
 
   for name in ("accuracy_vs_eps.png", "lbfgs_grid.png"):
     with Image.open(tmp_path / name) as png:

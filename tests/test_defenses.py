@@ -14,6 +14,7 @@ from experiments.attacks_defences import defend
 from experiments.attacks_defences.configs import defend as defend_config
 from foolingjax import defenses, models, training, zoo
 from foolingjax.attacks import losses
+from tests.test_tensorboard import read_scalars
 
 
 @pytest.fixture(scope="module")
@@ -319,6 +320,24 @@ def test_smoke_run_writes_checked_files(tmp_path):
     assert auc is None or 0 <= auc <= 1
     assert (auc is None) == (saved["detector"]["num_adversarial"][name] == 0)
   assert set(saved["masking"]["rows"]) >= {"FGSM, cross-entropy", "PGD, CW logit margin"}
+
+  # TensorBoard: training curves per defence and the evaluation, as in results.json.
+  scalars = read_scalars(tmp_path / "tensorboard")
+  for i, point in enumerate(saved["curves"]["pgd_trained"]["pgd"]):
+    assert scalars[(i, "robust/pgd_trained/pgd")] == pytest.approx(point["accuracy"])
+  history = saved["histories"]["pgd_trained"]
+  for i, loss in enumerate(history["train_loss"]):
+    assert scalars[(i, "pgd_trained/train/train_loss")] == pytest.approx(loss, rel=1e-6)
+  student = saved["histories"]["distilled"]["student"]
+  assert scalars[(len(student["epoch"]) - 1, "distilled/student/train/test_accuracy")] == \
+      pytest.approx(student["test_accuracy"][-1])
+  assert not any(tag.startswith("standard/") for _, tag in scalars)  # reused, not trained
+  row = saved["patch"]["rows"][0]
+  assert scalars[(row["side"], "patch/success_rate")] == pytest.approx(row["success_rate"])
+  assert scalars[(0, "lbfgs/distilled/robust_accuracy")] == pytest.approx(
+      saved["lbfgs"]["distilled"]["robust_accuracy"])
+  assert scalars[(0, "masking/rows/PGD, CW logit margin/standard")] == pytest.approx(
+      saved["masking"]["rows"]["PGD, CW logit margin"]["standard"])
 
   table = (tmp_path / "results.md").read_text()
   rows = [line for line in table.splitlines() if line.startswith("| ")]

@@ -12,6 +12,7 @@ from experiments.nguyen2015 import variants
 from experiments.nguyen2015.configs import fool as fool_configs
 from foolingjax import images
 from foolingjax.evolution import direct, driver, map_elites
+from tests.test_tensorboard import read_scalars
 
 # --------------------------------------------------------------------------
 # The score
@@ -240,6 +241,16 @@ def test_variants_experiment_reports_each_arm_beside_the_paper(tmp_path):
     assert (tmp_path / variants.arm_name(result["arm"]) / "elites.png").exists()
   text = (tmp_path / "results.md").read_text()
   assert "paper: every class >= 99.99 %" in text and "`direct:original:probability`" in text
+  # TensorBoard: per arm, one tag per seed and metric, step = the generation.
+  arm = tmp_path / "direct_original_probability"
+  scalars = read_scalars(arm / "tensorboard")
+  records = [json.loads(line) for line in (arm / "metrics.jsonl").read_text().splitlines()]
+  assert sorted({step for step, _ in scalars}) == [r["generation"] for r in records]
+  for r in records:
+    for seed in range(config.seeds):
+      assert scalars[(r["generation"], f"seed{seed}/median")] == pytest.approx(
+          r["median"][seed], rel=1e-6)
+      assert scalars[(r["generation"], f"seed{seed}/cells_9999")] == r["cells_9999"][seed]
   # A rerun reads the finished arms back.
   again = variants.run(config, tmp_path)
   assert json.dumps(again, sort_keys=True, default=str) == json.dumps(results, sort_keys=True,

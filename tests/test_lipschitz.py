@@ -226,6 +226,14 @@ def test_experiment_smoke_writes_a_table_that_parses(tmp_path):
   if m["num_successes"]:
     assert float(row["L-BFGS ratio max"]) == pytest.approx(
         max(r for r in m["lbfgs_ratio"] if r is not None), rel=1e-2)
+  # TensorBoard: the bound of every layer, step = its index in bounds.json.
+  from tests.test_tensorboard import read_scalars
+  scalars = read_scalars(tmp_path / "tensorboard")
+  for i, layer in enumerate(info["layers"]):
+    assert scalars[(i, "init:fc100_100_10/bound")] == pytest.approx(layer["bound"], rel=1e-6)
+  assert scalars[(len(info["layers"]) - 1, "init:fc100_100_10/log10_bound_so_far")] == \
+      pytest.approx(info["log10_bound"], rel=1e-5)
+  assert scalars[(0, "init:fc100_100_10/log10_bound")] == pytest.approx(info["log10_bound"])
 
 
 def test_experiment_refuses_a_users_model_without_layer_structure(tmp_path):

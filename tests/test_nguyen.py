@@ -12,6 +12,7 @@ from experiments.nguyen2015 import followups as nguyen_experiment
 from experiments.nguyen2015.configs import followups as nguyen_config
 from foolingjax import motifs as motifs_lib
 from foolingjax import transfer
+from tests.test_tensorboard import read_scalars
 
 
 def _bars_image(dark_on_bright=False):
@@ -199,6 +200,13 @@ def test_smoke_gradient(smoke_cppn_run):
     assert 0.0 <= result["evolved"][encoding]["median_confidence"] <= 1.0
   width, height = _png(workdir / "gradient" / "gradient_vs_evolved.png")
   assert width > height  # 3 rows of 10
+  # TensorBoard: the median confidence per ascent step, ending at result.json's.
+  scalars = read_scalars(workdir / "tensorboard")
+  steps = config.gradient.steps
+  assert {s for s, tag in scalars if tag == "gradient/median_confidence"} == set(
+      range(1, steps + 1))
+  assert scalars[(steps, "gradient/median_confidence")] == pytest.approx(
+      result["median_confidence"], rel=1e-4)
 
 
 def test_smoke_transfer(smoke_run):
@@ -214,6 +222,10 @@ def test_smoke_transfer(smoke_run):
       assert 0.0 <= row[share] <= 1.0
     assert row["both_above"] <= row["a_above"]
   _png(workdir / "transfer" / "transfer.png")
+  scalars = read_scalars(workdir / "tensorboard")
+  for row in result["rows"]:
+    tag = f"transfer/{row['source']} -> {row['target']}/{row['encoding']}/same_top1"
+    assert scalars[(0, tag)] == pytest.approx(row["same_top1"])
 
 
 def test_smoke_retrain(smoke_run):
@@ -235,6 +247,15 @@ def test_smoke_retrain(smoke_run):
   assert result["control"]["test_accuracy"] > 0.3   # 1 epoch on 640 digits (chance: 0.1)
   assert 0.0 <= result["control"]["median_confidence"] <= 1.0
   _png(workdir / "retrain" / "retrain.png")
+  # TensorBoard: one step per iteration, values as in metrics.jsonl; control at step 0.
+  scalars = read_scalars(workdir / "tensorboard")
+  for line in lines:
+    assert scalars[(line["iteration"], "retrain/test_accuracy")] == pytest.approx(
+        line["test_accuracy"])
+    assert scalars[(line["iteration"], "retrain/median_confidence")] == pytest.approx(
+        line["median_confidence"], rel=1e-6)
+  assert scalars[(0, "retrain/control/test_accuracy")] == pytest.approx(
+      result["control"]["test_accuracy"])
 
 
 @pytest.mark.slow
@@ -251,6 +272,10 @@ def test_smoke_ablation(smoke_cppn_run):
                              rtol=1e-6)
   _png(workdir / "ablation" / "ablation.png")
   if result["with_repeats"]:
+    scalars = read_scalars(workdir / "tensorboard")
+    for s, quartiles in enumerate(result["confidence_quartiles_per_step"]):
+      assert scalars[(s, "ablation/confidence_median")] == pytest.approx(quartiles[1],
+                                                                         rel=1e-5)
     _png(workdir / "ablation" / "ablation_examples.png")
 
 

@@ -458,6 +458,17 @@ def test_visualize_experiment_smoke_writes_pngs(tmp_path):
   np.testing.assert_allclose(np.square(errors),
                              saved["inversion"]["feature_loss_squared_ratio"]["conv1"])
   assert set(saved["fourier"]) >= {"pixel", "fourier"}
+  # TensorBoard: the ascent traces per step and summary.json's numbers at step 0.
+  from tests.test_tensorboard import read_scalars
+  scalars = read_scalars(tmp_path / "tensorboard")
+  last = config.ascent_steps - 1
+  for target, end in zip(saved["class_models"]["targets"], saved["class_models"]["logit_end"]):
+    assert scalars[(last, f"class_models/logit/{target}")] == pytest.approx(end, rel=1e-5)
+  assert scalars[(0, "tsne/neighbour_agreement")] == pytest.approx(
+      saved["tsne"]["neighbour_agreement"])
+  assert scalars[(config.tsne_iters - 1, "tsne/kl")] == pytest.approx(
+      saved["tsne"]["kl_final"], rel=1e-5)
+  assert scalars[(0, "style/style/end")] == pytest.approx(saved["style"]["style"]["end"])
 
 
 def test_visualize_experiment_runs_a_user_model_and_refuses_feature_parts(tmp_path):

@@ -10,6 +10,9 @@ the images with no adversarial found within ε.
 Writes to the work directory:
   config.json; curves.json ({classifier: {attack_norm: [{eps, accuracy}]}});
   metrics.jsonl (one line per classifier, attack and ε); accuracy_vs_eps.png;
+  tensorboard/ (scalars ``accuracy/<classifier>/<attack_norm>`` and
+  ``eps/<classifier>/<attack_norm>``, step = the ε's index in ``eps_linf`` or
+  ``eps_l2``; ``lbfgs/<field>`` at step 0);
   lbfgs.json (per-image labels, confidences, distortions and Szegedy's average
   minimum distortion); lbfgs_grid.png (rows: original, perturbation magnified,
   adversarial, each captioned with the predicted label and its confidence).
@@ -92,11 +95,17 @@ def _check_config(config) -> None:
   core.check_classifiers(*core.names(config.classifiers), config.lbfgs_classifier)
 
 
-def accuracy_curves(key, classifier, x, y, config, *, log) -> dict[str, list[dict]]:
+def accuracy_curves(key, classifier, x, y, config, *, log,
+                    desc: str = "[attack]") -> dict[str, list[dict]]:
   """Accuracy of ``classifier`` under each of ``config.attacks`` for each ε, over ``x``."""
   apply_fn, params = classifier
   predict = jax.jit(lambda p, x: jnp.argmax(apply_fn(p, x), -1))
   curves = {}
+  num_batches = -(-len(x) // config.batch_size)
+  bar = core.Progress(num_batches * sum(
+      1 if name in MIN_NORM_ATTACKS else len(config[f"eps_{name.split('_')[1]}"])
+      for name in core.names(config.attacks)), desc, unit="batches")
+  done = 0
   for name in core.names(config.attacks):
     attack, norm = name.split("_")
     points = []
@@ -111,6 +120,8 @@ def accuracy_curves(key, classifier, x, y, config, *, log) -> dict[str, list[dic
         fooled, distance = np.asarray(fooled), np.asarray(distance)
         for eps in robust_at:   # correct, and no adversarial found within eps
           robust_at[eps] += int(np.sum(correct & ~(fooled & (distance <= eps + 1e-6))))
+        done += 1
+        bar.update(done)
       points = [{"eps": eps, "accuracy": count / len(x)} for eps, count in robust_at.items()]
     else:
       attack_fn = make_attack_fn(apply_fn, attack=attack, norm=norm,
@@ -130,11 +141,34 @@ def accuracy_curves(key, classifier, x, y, config, *, log) -> dict[str, list[dic
           else:
             adv = attack_fn(k_batch, params, xb, yb, jnp.float32(eps))
           correct += int(jnp.sum(predict(params, adv) == yb))
+          done += 1
+          bar.update(done)
         points.append({"eps": float(eps), "accuracy": correct / len(x)})
+    bar.clear()
     for point in points:
       log(f"  {name} eps={point['eps']:g}: accuracy {point['accuracy']:.4f}")
+    bar.update(done)
     curves[name] = points
+  bar.close()
   return curves
+
+
+def tensorboard_records(curves: dict, lbfgs: dict | None = None) -> list[dict]:
+  """The curves as TensorBoard records: step = the ε's index, one tag per attack.
+
+  ``accuracy/<classifier>/<attack_norm>`` and ``eps/<classifier>/<attack_norm>``
+  (TensorBoard steps are integers, so the ε itself is a scalar beside the
+  accuracy); the L-BFGS summary as ``lbfgs/<field>`` at step 0.
+  """
+  records = [{"step": i, f"accuracy/{name}/{attack_norm}": point["accuracy"],
+              f"eps/{name}/{attack_norm}": point["eps"]}
+             for name, by_attack in curves.items()
+             for attack_norm, points in by_attack.items()
+             for i, point in enumerate(points)]
+  if lbfgs is not None:
+    records.append({"step": 0, **{f"lbfgs/{k}": v for k, v in lbfgs.items()
+                                  if k not in ("images", "classifier")}})
+  return records
 
 
 def plot_curves(path, curves: dict) -> None:
@@ -231,17 +265,19 @@ def run(config, workdir, *, log=print) -> dict:
     log(f"{name}:")
     classifier = zoo.resolve(name, log=log)
     curves[name] = accuracy_curves(jax.random.fold_in(k_curves, len(curves)),
-                                   classifier, x, y, config, log=log)
+                                   classifier, x, y, config, log=log, desc=f"[attack] {name}")
     for attack_norm, points in curves[name].items():
       for point in points:
         core.append_jsonl(workdir / "metrics.jsonl",
                             {"classifier": name, "attack": attack_norm, **point})
+    core.write_tensorboard(workdir, tensorboard_records(curves), step="step")
   core.write_json(workdir / "curves.json", curves)
   plot_curves(workdir / "accuracy_vs_eps.png", curves)
   n = config.lbfgs_num_images
   lbfgs = lbfgs_grid(zoo.resolve(config.lbfgs_classifier, log=log),
                      test_x[:n].astype(np.float32) / 255.0, test_y[:n].astype(np.int32),
                      config, workdir, log=log)
+  core.write_tensorboard(workdir, tensorboard_records(curves, lbfgs), step="step")
   return {"curves": curves, "lbfgs": lbfgs}
 
 

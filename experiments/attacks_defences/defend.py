@@ -20,12 +20,15 @@ then measures, on the first ``num_test`` test images:
   PGD examples (seen in training) and L-BFGS and UAP examples (unseen).
 
 Writes: config.json, results.json, results.md (the tables), robust_vs_eps.png,
-patch_success.png, patches.png, uap.png, detector_roc.png, models/*.msgpack.
+patch_success.png, patches.png, uap.png, detector_roc.png, models/*.msgpack, and
+TensorBoard scalars in tensorboard/ (:func:`training_records` and
+:func:`evaluation_records` name the tags).
 """
 
 from __future__ import annotations
 
 import functools
+import re
 import time
 
 import jax
@@ -33,7 +36,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from experiments import core
+from experiments import core, tensorboard
 from foolingjax import attacks, checkpoint, data, defenses, images, models, zoo
 from foolingjax.attacks import losses
 from foolingjax.contract import ApplyFn
@@ -93,6 +96,22 @@ def train_models(key, config, train, test, workdir, *, log) -> tuple[object, dic
   model_dir = workdir / "models"
   model_dir.mkdir(exist_ok=True)
   params, histories = {}, {}
+  # One bar over every epoch this call trains (a distilled net is two fits),
+  # advanced by the training loop's one line per epoch.
+  fits = {"standard": int(config.standard == "train"), "fgsm_trained": 1, "pgd_trained": 1,
+          "distilled": 2}
+  epochs = config.train.epochs + config.train.get("ae_pretrain_epochs", 0)
+  bar = core.Progress(epochs * sum(n for name, n in fits.items()
+                                   if not (model_dir / f"{name}.msgpack").exists()),
+                      "[defend] training", unit="epochs")
+  epochs_done = 0
+
+  def fit_log(line):
+    nonlocal epochs_done
+    bar.clear()
+    log(line)
+    epochs_done += bool(EPOCH_LINE.search(line))
+    bar.update(epochs_done)
 
   def cached(name, make):
     path = model_dir / f"{name}.msgpack"
@@ -120,33 +139,78 @@ def train_models(key, config, train, test, workdir, *, log) -> tuple[object, dic
   else:
     cached("standard", lambda: defenses.fit(
         keys["standard"], init, train, loss_fn=defenses.cross_entropy_loss(),
-        config=_train_config(config), test=test, log=log))
+        config=_train_config(config), test=test, log=fit_log))
   cached("fgsm_trained", lambda: defenses.fit(
-      keys["fgsm"], init, train, config=_train_config(config), test=test, log=log,
+      keys["fgsm"], init, train, config=_train_config(config), test=test, log=fit_log,
       loss_fn=defenses.make_adversarial_loss(
           adversary="fgsm", eps=config.fgsm_train_eps,
           alpha=config.fgsm_train_alpha)))
   cached("pgd_trained", lambda: defenses.fit(
-      keys["pgd"], init, train, config=_train_config(config), test=test, log=log,
+      keys["pgd"], init, train, config=_train_config(config), test=test, log=fit_log,
       loss_fn=defenses.make_adversarial_loss(
           adversary="pgd", eps=config.pgd_train_eps, alpha=0.0,
           steps=config.pgd_train_steps)))
 
   def distill():
     loss_t = defenses.temperature_loss(temperature=config.temperature)
-    log(f"  teacher at T = {config.temperature:g}")
+    fit_log(f"  teacher at T = {config.temperature:g}")
     teacher, h_teacher = defenses.fit(keys["teacher"], init, train, loss_fn=loss_t,
-                                      config=_train_config(config), test=test, log=log)
+                                      config=_train_config(config), test=test, log=fit_log)
     soft = np.asarray(jax.jit(lambda p, x: defenses.predict_proba(
         apply_fn, p, x, temperature=config.temperature,
         batch_size=config.eval_batch_size))(teacher, jnp.asarray(train[0])))
-    log(f"  student at T = {config.temperature:g} on the teacher's soft labels")
+    fit_log(f"  student at T = {config.temperature:g} on the teacher's soft labels")
     student, h_student = defenses.fit(keys["student"], init, (train[0], soft),
                                       loss_fn=loss_t, config=_train_config(config),
-                                      test=test, log=log)
+                                      test=test, log=fit_log)
     return student, {"teacher": h_teacher, "student": h_student}
   cached("distilled", distill)
+  bar.close()
   return apply_fn, params, histories
+
+
+# foolingjax.training.fit's one line per epoch: "[model/phase] epoch 3/5 loss ...".
+EPOCH_LINE = re.compile(r"\] epoch \d+/\d+ ")
+
+
+def training_records(histories: dict) -> list[dict]:
+  """Per-epoch training curves as TensorBoard records, step = the epoch's index.
+
+  Tags ``<model>/<phase>/<metric>`` (``distilled/teacher/...`` and
+  ``distilled/student/...`` for the two fits of distillation), as the zoo's
+  train experiment writes ``<phase>/<metric>``; a reused standard net has none.
+  """
+  records = []
+  for name, history in histories.items():
+    fits = ({f"{name}/{k}": h for k, h in history.items() if isinstance(h, dict)}
+            if "epoch" not in history else {name: history})
+    for prefix, h in fits.items():
+      for i in range(len(h.get("epoch", []))):
+        records.append({"step": i, **{f"{prefix}/{h['phase'][i]}/{k}": v[i]
+                                      for k, v in h.items()
+                                      if isinstance(v, list) and k not in ("phase", "epoch")}})
+  return records
+
+
+def evaluation_records(results: dict) -> list[dict]:
+  """The evaluation numbers as TensorBoard records.
+
+  ``robust/<model>/<attack>`` and ``eps/<model>/<attack>`` with step = the ε's
+  index in ``eps_linf``; ``patch/<metric>`` with step = the patch side in
+  pixels; the rest at step 0 under its path in results.json
+  (``lbfgs/<model>/robust_accuracy``, ``masking/rows/<attack>/<model>``,
+  ``uap/fooling_rate/<evaluated on>``, ``detector/auc/<attack>``, ...).
+  """
+  records = [{"step": i, f"robust/{name}/{attack}": point["accuracy"],
+              f"eps/{name}/{attack}": point["eps"]}
+             for name, by_attack in results["curves"].items()
+             for attack, points in by_attack.items() for i, point in enumerate(points)]
+  records += [{"step": row["side"], **{f"patch/{k}": v for k, v in row.items() if k != "side"}}
+              for row in results["patch"]["rows"]]
+  records.append({"step": 0, **tensorboard.flatten(
+      {k: results[k] for k in ("lbfgs", "masking", "uap", "detector", "seconds")
+       if results.get(k)})})
+  return records
 
 
 def make_gradient_attack(apply_fn, *, attack, steps, step_factor, loss_fn=None):
@@ -174,15 +238,23 @@ def robust_curves(key, apply_fn, params, x, y, config, *, log) -> dict:
                                  step_factor=config.pgd_step_factor)
          for a in ("fgsm", "pgd")}
   curves = {}
+  bar = core.Progress(len(params) * len(fns) * len(config.eps_linf), "[defend] curves",
+                      unit="ε")
+  done = 0
   for name, p in params.items():
     curves[name] = {}
     for attack, fn in fns.items():
-      curves[name][attack] = [
-          {"eps": float(eps), "accuracy": attacked_accuracy(
-              key, fn, predict, p, x, y, eps, config.eval_batch_size)}
-          for eps in config.eps_linf]
+      points = []
+      for eps in config.eps_linf:
+        points.append({"eps": float(eps), "accuracy": attacked_accuracy(
+            key, fn, predict, p, x, y, eps, config.eval_batch_size)})
+        done += 1
+        bar.update(done)
+      curves[name][attack] = points
+      bar.clear()
       log(f"  {name} {attack}: " + ", ".join(
-          f"{pt['eps']:g}:{pt['accuracy']:.3f}" for pt in curves[name][attack]))
+          f"{pt['eps']:g}:{pt['accuracy']:.3f}" for pt in points))
+  bar.close()
   return curves
 
 
@@ -461,6 +533,7 @@ def run(config, workdir, *, log=print) -> dict:
   t0 = time.perf_counter()
   apply_fn, params, histories = train_models(k_models, config, train, test, workdir, log=log)
   timings["models"] = time.perf_counter() - t0
+  core.write_tensorboard(workdir, training_records(histories), step="step", name="training")
   stages = {}
 
   def stage(name, fn):
@@ -503,6 +576,8 @@ def run(config, workdir, *, log=print) -> dict:
       "detector": stages["detector"], "histories": histories, "seconds": timings,
   }
   core.write_json(workdir / "results.json", results)
+  core.write_tensorboard(workdir, evaluation_records(core.jsonable(results)), step="step",
+                         name="evaluation")
   table = markdown(config, results)
   core.write_text(workdir / "results.md", table)
   log(table)

@@ -15,7 +15,11 @@ inversion, deepdream, style. Figures land in
 ``WORKDIR/figures/<part>.png``, each part's numbers in
 ``WORKDIR/<part>/result.json`` (a rerun with the same config skips the parts
 that have one) and all of them in summary.json; every number is measured in the
-run (seconds per part included).
+run (seconds per part included). TensorBoard scalars land in
+``WORKDIR/tensorboard``: the per-step traces of the optimisations
+(``class_models/logit/<class>``, ``units/activation/<unit>``, ``style/<loss>``,
+``tsne/kl``, step = the optimisation step) and summary.json's numbers at step 0
+(``<part>/<field>``, ``seconds/<part>``).
 
 ``config.classifier`` is any :func:`foolingjax.zoo.resolve` spec. A user's
 model (``package.module:function``) runs attribution, segmentation,
@@ -33,7 +37,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from experiments import core
+from experiments import core, tensorboard
 from foolingjax import data, images, models, zoo
 from foolingjax import visualize as vis
 from foolingjax.contract import ApplyFn, Classifier
@@ -334,7 +338,17 @@ def _start_images(key, config, n, shape):
   return jnp.clip(config.center + noise, 0.0, 1.0)
 
 
-def part_class_models(config, key, apply_fn, params, image_shape, classes, path):
+def _write_traces(scalars, traces: dict[str, np.ndarray]) -> None:
+  """``{tag: [steps]}`` -> ``scalars([{"step": s, tag: value}, ...])``, if asked for."""
+  if scalars is None:
+    return
+  steps = max(len(v) for v in traces.values())
+  scalars([{"step": s, **{tag: float(v[s]) for tag, v in traces.items() if s < len(v)}}
+           for s in range(steps)])
+
+
+def part_class_models(config, key, apply_fn, params, image_shape, classes, path, *,
+                      scalars=None):
   targets = jnp.asarray(config.class_targets)
   k_init, k_ascent = jax.random.split(key)
   x0 = _start_images(k_init, config, len(targets), image_shape)
@@ -345,6 +359,9 @@ def part_class_models(config, key, apply_fn, params, image_shape, classes, path)
     return vis.gradient_ascent(k, objective, x0, **_ascent_kwargs(config))
 
   x, trace = visualise(params, k_ascent, x0)
+  trace = np.asarray(trace)                                   # [steps, targets]
+  _write_traces(scalars, {f"class_models/logit/{int(t)}": trace[:, i]
+                          for i, t in enumerate(targets)})
   probs = jax.nn.softmax(apply_fn(params, x), axis=-1)
   target_probs = [float(probs[i, int(t)]) for i, t in enumerate(targets)]
   images.save_grid(path, np.asarray(x), labels=[classes[int(t)][:18] for t in targets],
@@ -355,7 +372,7 @@ def part_class_models(config, key, apply_fn, params, image_shape, classes, path)
           "logit_end": [float(v) for v in trace[-1]]}
 
 
-def part_units(config, key, apply_fn, params, image_shape, path):
+def part_units(config, key, apply_fn, params, image_shape, path, *, scalars=None):
   features = features_of(apply_fn, "units")
   units = jnp.asarray(config.unit_ids)
   k_init, k_ascent = jax.random.split(key)
@@ -367,6 +384,9 @@ def part_units(config, key, apply_fn, params, image_shape, path):
     return vis.gradient_ascent(k, objective, x0, **_ascent_kwargs(config))
 
   x, trace = visualise(params, k_ascent, x0)
+  trace = np.asarray(trace)                                   # [steps, units]
+  _write_traces(scalars, {f"units/activation/{int(u)}": trace[:, i]
+                          for i, u in enumerate(units)})
   images.save_grid(path, np.asarray(x),
                    titles=[f"{config.unit_layer}[{int(u)}]\n{float(v):.2f}"
                            for u, v in zip(units, trace[-1])],
@@ -418,7 +438,7 @@ def part_filters(config, apply_fn, params, path):
   return {"layer": layer, "shape": list(kernel.shape)}
 
 
-def part_tsne(config, key, apply_fn, params, path):
+def part_tsne(config, key, apply_fn, params, path, *, scalars=None):
   features = features_of(apply_fn, "tsne")
   x, y = _dataset_images(config)
   x, y = x[:config.tsne_points], y[:config.tsne_points]
@@ -433,6 +453,7 @@ def part_tsne(config, key, apply_fn, params, path):
     return result, feats
 
   result, feats = embed(params, key, jnp.asarray(x))
+  _write_traces(scalars, {"tsne/kl": np.asarray(result.kl)})
   agreement = float(vis.neighbour_agreement(result.embedding, jnp.asarray(y), k=5))
   pixel_agreement = float(vis.neighbour_agreement(
       jnp.asarray(x.reshape(len(x), -1)), jnp.asarray(y), k=5))
@@ -530,7 +551,7 @@ def stripes(size: int, channels: int) -> np.ndarray:
   return np.repeat(pattern[None, ..., None], channels, axis=-1)
 
 
-def part_style(config, apply_fn, params, x, names, path):
+def part_style(config, apply_fn, params, x, names, path, *, scalars=None):
   features = features_of(apply_fn, "style")
   if is_imagenet(config):
     index = {n: i for i, n in enumerate(names)}
@@ -554,6 +575,7 @@ def part_style(config, apply_fn, params, x, names, path):
                               learning_rate=config.style_lr)
 
   result, metrics = transfer(params, content, style)
+  _write_traces(scalars, {f"style/{k}": np.asarray(v)[:, 0] for k, v in metrics.items()})
   grid = np.concatenate([np.asarray(content), np.asarray(style), np.asarray(result)])
   images.save_grid(path, grid, titles=["content", f"style ({style_name})", "result"],
                    ncols=3, scale=2.2, title="Neural style transfer (content + Gram + TV)")
@@ -812,23 +834,29 @@ def run(config, workdir) -> dict:
   def figure(part):
     return figures / f"{part}.png"
 
+  def scalars(part):
+    return lambda records: core.write_tensorboard(workdir, records, step="step", name=part)
+
   runners = {
       "attribution": lambda: part_attribution(config, keys["attribution"], apply_fn,
                                               params, x, labels, names, classes,
                                               figure("attribution")),
       "class_models": lambda: part_class_models(config, keys["class_models"], apply_fn,
                                                 params, image_shape, classes,
-                                                figure("class_models")),
+                                                figure("class_models"),
+                                                scalars=scalars("class_models")),
       "units": lambda: part_units(config, keys["units"], apply_fn, params, image_shape,
-                                  figure("units")),
+                                  figure("units"), scalars=scalars("units")),
       "patches": lambda: part_patches(config, apply_fn, params, figure("patches")),
       "filters": lambda: part_filters(config, apply_fn, params, figure("filters")),
-      "tsne": lambda: part_tsne(config, keys["tsne"], apply_fn, params, figure("tsne")),
+      "tsne": lambda: part_tsne(config, keys["tsne"], apply_fn, params, figure("tsne"),
+                                scalars=scalars("tsne")),
       "inversion": lambda: part_inversion(config, keys["inversion"], apply_fn, params,
                                           x, figure("inversion")),
       "deepdream": lambda: part_deepdream(config, keys["deepdream"], apply_fn, params,
                                           x, figure("deepdream")),
-      "style": lambda: part_style(config, apply_fn, params, x, names, figure("style")),
+      "style": lambda: part_style(config, apply_fn, params, x, names, figure("style"),
+                                  scalars=scalars("style")),
       "attribution_plus": lambda: part_attribution_plus(
           config, apply_fn, params, x, labels, names, classes,
           figure("attribution_plus")),
@@ -846,6 +874,9 @@ def run(config, workdir) -> dict:
     summary["seconds"][part] = round(result.pop("seconds"), 2)
     summary[part] = result
   core.write_json(workdir / "summary.json", summary)
+  core.write_tensorboard(workdir, [{"step": 0, **tensorboard.flatten(core.jsonable(
+      {k: v for k, v in summary.items() if k not in ("classifier", "examples")}))}],
+      step="step", name="summary")
   return core.jsonable(summary)
 
 

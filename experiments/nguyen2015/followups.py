@@ -17,6 +17,13 @@ unfinished ones from their checkpoints):
 * ``ablation/``: repetition ablation on CPPN elites (``ablation.png``,
   ``ablation_examples.png``).
 
+TensorBoard scalars land in ``tensorboard/``, one event file per part:
+``gradient/median_confidence`` (and ``gradient/original/median_confidence``)
+per ascent step, ``transfer/<source> -> <target>/<encoding>/<statistic>`` at
+step 0, ``retrain/<metric>`` per iteration (``retrain/control/<metric>`` at step
+0) and ``ablation/confidence_median`` (and ``ablation/control_confidence_median``)
+per ablation step.
+
 MAP-Elites source runs shared by the parts live in ``evolve/``: one
 directory per (classifier, encoding) with the checkpointed archive stack of
 ``config.evolve.runs`` independent runs, evolved together under one ``vmap``
@@ -32,7 +39,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from experiments import core
+from experiments import core, tensorboard
 from experiments.nguyen2015.configs import followups as followups_config
 from foolingjax import data, evolution, images, motifs, training, transfer, zoo
 from foolingjax.attacks import fooling
@@ -262,6 +269,8 @@ def _gradient_original(config, clf, other, targets, out) -> dict:
   seconds = time.perf_counter() - t0
   confidence = np.asarray(metrics["final_confidence"])
   trace = np.asarray(metrics["confidence"])                             # [steps, B]
+  out_scalars = [{"step": s + 1, "gradient/original/median_confidence": float(v)}
+                 for s, v in enumerate(np.median(trace, axis=1))]
   reached = np.where((trace >= 0.99).any(0), np.argmax(trace >= 0.99, axis=0) + 1, -1)
   fooled = np.asarray(fooled)
   np.savez(out / "gradient_images_original.npz", images=fooled,
@@ -275,6 +284,7 @@ def _gradient_original(config, clf, other, targets, out) -> dict:
                            for k, p in zip(range(NUM_REAL), confidence[best_idx])],
                    ncols=NUM_REAL, title=f"The original's ascent ({g.original_steps} steps, "
                    "progress rule, decay toward the mean image): best per class")
+  core.write_tensorboard(out.parent, out_scalars, step="step", name="gradient_original")
   return {
       "steps": g.original_steps, "ascent_seconds": seconds,
       "median_confidence": float(np.median(confidence)),
@@ -306,6 +316,10 @@ def run_gradient(config, workdir, sources: Sources) -> dict:
   fooled, metrics = jax.jit(ascend)(key, clf.params, targets)
   confidence = np.asarray(metrics["final_confidence"])
   seconds = time.perf_counter() - t0
+  core.write_tensorboard(workdir, [
+      {"step": s + 1, "gradient/median_confidence": float(v)}
+      for s, v in enumerate(np.median(np.asarray(metrics["confidence"]), axis=1))],
+      step="step", name="gradient")
   fooled = np.asarray(fooled)
   out.mkdir(parents=True, exist_ok=True)
   np.savez(out / "gradient_images.npz", images=fooled, targets=np.asarray(targets),
@@ -368,7 +382,9 @@ def run_transfer(config, workdir, sources: Sources) -> dict:
   out = workdir / "transfer"
   out.mkdir(parents=True, exist_ok=True)
   rows, scatter = [], []
-  for name_a, name_b, encoding in transfer_pairs(config):
+  pairs = transfer_pairs(config)
+  bar = core.Progress(len(pairs), "[transfer]", unit="pairs")
+  for name_a, name_b, encoding in pairs:
     imgs, _, targets = sources.elites(name_a, encoding)
     clf_a = zoo.resolve(name_a)
     clf_b = zoo.resolve(name_b)
@@ -384,9 +400,16 @@ def run_transfer(config, workdir, sources: Sources) -> dict:
     rows.append(row)
     idx = np.arange(len(targets))
     scatter.append((row, np.asarray(probs_a)[idx, targets], np.asarray(probs_b)[idx, targets]))
+    bar.clear()
     print(f"[transfer] {row['source']} -> {row['target']} ({encoding}): same top-1 "
           f"{row['same_top1']:.0%}, both >= 99.99% {row['both_above']:.0%}, "
           f"B less confident {row['b_less_confident']:.0%}")
+    bar.update(len(rows))
+  bar.close()
+  core.write_tensorboard(workdir, [{"step": 0, **tensorboard.scalars_of(
+      {k: v for k, v in row.items() if k not in ("source", "target", "encoding")},
+      prefix=f"transfer/{row['source']} -> {row['target']}/{row['encoding']}/")}
+      for row in rows], step="step", name="transfer")
   _plot_transfer(out / "transfer.png", scatter)
   return {"rows": rows, "runs_per_source": config.evolve.runs,
           "generations": config.evolve.generations}
@@ -453,6 +476,8 @@ def run_retrain(config, workdir, sources: Sources) -> dict:
   encoding = make_encoding(config, r.encoding, train_x.shape[1:])
   evolvers = {}
   pool = []   # uint8 fooling images of the iterations so far
+  bar = core.Progress(r.iterations, "[retrain]", unit="iterations",
+                      start=sum(i in done for i in range(1, r.iterations + 1)))
   for i in range(1, r.iterations + 1):
     it = out / f"iter_{i:02d}"
     it.mkdir(exist_ok=True)
@@ -520,8 +545,13 @@ def run_retrain(config, workdir, sources: Sources) -> dict:
                      labels=targets[:NUM_REAL * min(r.runs, 2)],
                      confidences=fitness[:NUM_REAL * min(r.runs, 2)],
                      title=f"Elites evolved against DNN_{i}")
+    core.write_tensorboard(workdir, sorted(done.values(), key=lambda h: h["iteration"]),
+                           step="iteration", name="retrain", prefix="retrain/")
+    bar.clear()
     print(f"[retrain] iteration {i}: test accuracy {accuracy:.4f}, median best confidence "
           f"{record['median_confidence']:.5f}, >= 99.99%: {record['share_9999']:.0%}")
+    bar.update(i)
+  bar.close()
   history = [done[i] for i in range(1, r.iterations + 1)]
   control = None
   if r.control:
@@ -542,6 +572,10 @@ def run_retrain(config, workdir, sources: Sources) -> dict:
     control = {"test_accuracy": float(np.mean(np.argmax(control_logits, -1) == test_y)),
                "median_confidence": float(np.median(np.asarray(archives.fitness))),
                "share_9999": float(np.mean(np.asarray(archives.fitness) >= 0.9999))}
+  core.write_tensorboard(
+      workdir, history + ([{"iteration": 0, **{f"control/{k}": v for k, v in control.items()}}]
+                          if control else []),
+      step="iteration", name="retrain", prefix="retrain/")
   _plot_retrain(out / "retrain.png", history, control)
   return {"iterations": history, "control": control, "scale": {
       "train_size": r.train_size or len(train_y), "epochs": r.epochs,
@@ -635,6 +669,10 @@ def run_ablation(config, workdir, sources: Sources) -> dict:
   if len(repeated):
     last = np.asarray(ablate_top1(clf, res["images"][repeated, -1]))
     result["share_top1_lost"] = float(np.mean(last != targets[repeated]))
+  core.write_tensorboard(workdir, [
+      {"step": s, "ablation/confidence_median": float(np.median(conf[:, s])),
+       "ablation/control_confidence_median": float(np.median(control[:, s]))}
+      for s in range(a.steps + 1) if len(repeated)], step="step", name="ablation")
   _plot_ablation(out / "ablation.png", conf, a.steps)
   if len(repeated):
     show = repeated[np.argsort(-res["repeats"][repeated], kind="stable")[:a.examples]]

@@ -7,7 +7,9 @@ Every arm (``encoding:variant[+switch=value...]:fitness``) runs ``seeds``
 MAP-Elites runs under one vmap from the same key (so arms share their seeds'
 random streams where their genomes agree). Each arm is a part of the work
 directory (``<arm>/result.json``, ``<arm>/checkpoints``, ``<arm>/metrics.jsonl``,
-``<arm>/elites.png``: one row per seed): a rerun skips finished arms and
+``<arm>/elites.png``: one row per seed, ``<arm>/tensorboard/``: the metrics as
+TensorBoard scalars ``seed<r>/<metric>`` per generation, so ``tensorboard
+--logdir=<workdir>`` shows the arms as runs side by side): a rerun skips finished arms and
 resumes the unfinished one from its checkpoint. ``results.md`` sets the paper's
 claims beside each arm's numbers:
 
@@ -110,6 +112,25 @@ def first_generation(generations: np.ndarray, reached: np.ndarray) -> list[int |
   return [int(generations[np.argmax(col)]) if col.any() else None for col in reached.T]
 
 
+def tensorboard_records(history: list[dict]) -> list[dict]:
+  """Per-generation records of R runs -> ``{"generation", "seed<r>/<metric>"}``.
+
+  The per-run numbers (``cells_9999``, ``cells_99``, ``cells_frozen``,
+  ``mean``, ``median``, one per seed) become one tag per seed; per-cell lists
+  (``best``, ``log_odds``) are left out.
+  """
+  out = []
+  for h in history:
+    record = {"generation": h["generation"]}
+    for key, value in h.items():
+      if isinstance(value, list) and value and not isinstance(value[0], list):
+        record.update({f"seed{r}/{key}": v for r, v in enumerate(value)})
+      elif key != "generation" and not isinstance(value, list):
+        record[f"seed0/{key}"] = value
+    out.append(record)
+  return out
+
+
 def run_arm(config, arm: str, classifier, image_shape, num_classes, directory: pathlib.Path,
             labels) -> dict:
   encoding_name, variant, switches, fitness = parse_arm(arm)
@@ -117,13 +138,19 @@ def run_arm(config, arm: str, classifier, image_shape, num_classes, directory: p
   evolver = driver.Evolver(encoding=encoding, apply_fn=classifier.apply_fn,
                            num_cells=num_classes, population=config.population,
                            runs=config.seeds, fitness=fitness)
+  def write_tensorboard(archive=None):
+    del archive
+    core.write_tensorboard(directory, tensorboard_records(
+        core.read_jsonl(directory / "metrics.jsonl")), step="generation")
+
   archive, history = evolver.evolve(
       jax.random.key(config.seed), classifier.params, generations=config.generations,
       directory=directory / "checkpoints", checkpoint_every=config.checkpoint_every,
       log_every=config.log_every, metrics_path=directory / "metrics.jsonl",
-      log_prefix=f"[{arm}] ",
+      log_prefix=f"[{arm}] ", on_checkpoint=write_tensorboard,
       fingerprint=core.fingerprint("nguyen2015.variants", config, ignore=("arms",),
                                    arm=arm))
+  write_tensorboard()
   rendered = np.asarray(evolver.render(archive.genomes))          # [R, K, H, W, C]
   flat = rendered.reshape(-1, *rendered.shape[2:])
   logits = np.asarray(jax.jit(classifier.apply_fn)(classifier.params, flat))

@@ -12,7 +12,7 @@ logits) for ``r`` the minimal L-BFGS adversarial perturbation towards
   config.json; bounds.json (every layer's bound and power-iteration
   convergence, per classifier); measured.json (per-image ratios, L2
   distortions, attack success); results.md (a summary table and one table of
-  layer bounds per classifier).
+  layer bounds per classifier); tensorboard/ (see :func:`tensorboard_records`).
 
 Classifiers are :func:`foolingjax.zoo.resolve` specs (a preset must be trained
 or bundled already; this never trains one). The bounds need a layer
@@ -162,6 +162,34 @@ def measure(key, name, classifier, config, *, log) -> tuple[dict, dict]:
   return bounds, measured
 
 
+def tensorboard_records(results: dict) -> list[dict]:
+  """Per-layer bounds as TensorBoard records, step = the layer's index in bounds.json.
+
+  ``<classifier>/bound`` for every layer and ``<classifier>/log10_bound_so_far``
+  (the running sum of log10 bounds over the top-level layers, whose product is
+  the network's bound); the summary at step 0: ``<classifier>/log10_bound``,
+  ``<classifier>/lbfgs_ratio_mean``, ``<classifier>/lbfgs_ratio_max``,
+  ``<classifier>/random_ratio_mean``, ``<classifier>/num_successes``.
+  """
+  records = []
+  for name, (bounds, measured) in results.items():
+    so_far = 0.0
+    for i, layer in enumerate(bounds["layers"]):
+      record = {"step": i, f"{name}/bound": layer["bound"]}
+      if layer["top_level"] and layer["bound"] > 0:
+        so_far += math.log10(layer["bound"])
+        record[f"{name}/log10_bound_so_far"] = so_far
+      records.append(record)
+    ratios = [v for v in measured["lbfgs_ratio"] if v is not None]
+    records.append({
+        "step": 0, f"{name}/log10_bound": bounds["log10_bound"],
+        f"{name}/random_ratio_mean": float(np.mean(measured["random_ratio"])),
+        f"{name}/num_successes": measured["num_successes"],
+        **({f"{name}/lbfgs_ratio_mean": float(np.mean(ratios)),
+            f"{name}/lbfgs_ratio_max": float(np.max(ratios))} if ratios else {})})
+  return records
+
+
 def _fmt(v: float | None) -> str:
   if v is None or not math.isfinite(v):
     return "—"
@@ -209,12 +237,22 @@ def run(config, workdir, *, log=print) -> dict:
   classifiers = load_classifiers(names, log=log)
   workdir, _ = core.prepare_workdir(workdir, config)
   results = {}
+  bar = core.Progress(len(names), "[lipschitz]", unit="nets")
+
+  def log_line(line):   # the log lines stay; the bar redraws below them
+    bar.clear()
+    log(line)
+    bar.update(len(results))
+
   for i, name in enumerate(names):
     results[name] = measure(core.rng(config.seed, i), name, classifiers[name], config,
-                            log=log)
+                            log=log_line)
     core.write_json(workdir / "bounds.json", {n: b for n, (b, _) in results.items()})
     core.write_json(workdir / "measured.json", {n: m for n, (_, m) in results.items()})
     core.write_text(workdir / "results.md", markdown(results))
+    core.write_tensorboard(workdir, tensorboard_records(results), step="step")
+    bar.update(i + 1)
+  bar.close()
   return results
 
 
