@@ -386,7 +386,8 @@ def test_each_study_variant_changes_one_factor():
   differ = lambda a, b: {k for k in a.to_dict() if a.to_dict()[k] != b.to_dict()[k]}
   assert differ(ours, base) == {"study", "preset"}
   for factor, changed in (("train_images", {"attack_split"}), ("sigmoid", {"table1"}),
-                          ("sgd", {"table1"}), ("sparse_ae", {"table1"}),
+                          ("sgd", {"table1"}), ("sgd_fc10", {"table1"}),
+                          ("sgd_hidden", {"table1"}), ("sparse_ae", {"table1"}),
                           ("short_search", {"attack"}), ("next_target", {"target_rule"}),
                           ("paper", {"table1", "attack_split"})):
     variant = szegedy_config.study_variant(base, factor)
@@ -498,3 +499,16 @@ def test_a_users_model_in_the_tables_and_a_clear_error_in_the_units_part(tmp_pat
   table2 = _table(tables, "Table 2")
   assert f"adversarial for {USER_MODEL}" in table2
   assert int(table2["Gaussian noise, RMS 0.1"]["images"]) == summary["table2_images"]
+
+
+def test_smoke_writes_its_numbers_as_tensorboard_scalars(smoke_run):
+  from tests.test_tensorboard import read_scalars
+  _, workdir, summary, _, _ = smoke_run
+  scalars = read_scalars(workdir / "tensorboard")
+  net = next(iter(summary["table1"]))
+  label = szegedy_experiment.display(net)
+  assert scalars[(0, f"table1/{label}/distortion")] == pytest.approx(
+      summary["table1"][net]["distortion"], rel=1e-6)
+  row = summary["table2"][0]
+  assert scalars[(0, f"table2/{row['row']}/{label}")] == pytest.approx(
+      row["errors"][net], rel=1e-6)

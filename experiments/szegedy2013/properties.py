@@ -812,7 +812,9 @@ def run_study(config, workdir, *, log=print) -> dict:
   test = data.load("mnist", "test")
   for variant in variants.values():
     validate(variant, len(test[1]))
-  workdir, resuming = core.prepare_workdir(workdir, config)
+  # Each variant guards its own subdirectory, so a study may be extended by
+  # more factors: the finished variants are read back.
+  workdir, resuming = core.prepare_workdir(workdir, config, ignore=("study",))
   if resuming:
     log(f"Resuming the study in {workdir}")
   summaries = {}
@@ -880,8 +882,34 @@ def run(config, workdir, *, log=print) -> dict:
                   "\n".join([header] + [MARKDOWN[part](config, results[part])
                                         for part in parts]))
   core.write_json(workdir / "summary.json", summary)
+  core.write_tensorboard(workdir, [{"step": 0, **summary_scalars(summary)}], step="step",
+                         name="summary")
   log(f"Wrote {workdir / 'results.md'}")
   return summary
+
+
+def summary_scalars(summary: dict) -> dict[str, float]:
+  """Every number of a summary as TensorBoard tags (step 0).
+
+  ``table1/<net>/<field>`` (and table3), ``table2/<row>/<column net>`` (and
+  table4) with the nets' table labels, and ``units/<net:layer>/...``.
+  """
+  from experiments import tensorboard
+  summary = core.jsonable(summary)
+  tags = {}
+  for table in ("table1", "table3"):
+    for net, fields in summary.get(table, {}).items():
+      tags.update(tensorboard.flatten(fields, prefix=f"{table}/{display(net)}/"))
+  for table in ("table2", "table4"):
+    for row in summary.get(table, []):
+      for net, error in row["errors"].items():
+        if error is not None:
+          tags[f"{table}/{row['row']}/{display(net)}"] = float(error)
+  for item, fields in summary.get("units", {}).items():
+    tags.update(tensorboard.flatten({"live": fields["live"], "purity": {
+        k: {group: v["mean"] for group, v in groups.items()}
+        for k, groups in fields["purity"].items()}}, prefix=f"units/{item}/"))
+  return tags
 
 
 def main(argv):

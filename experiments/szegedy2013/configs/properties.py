@@ -57,6 +57,9 @@ STUDY_FACTORS = {
     "train_images": "attack training images, not test images",
     "sigmoid": "sigmoid hidden units (FC100-100-10, FC200-200-10; Adam as ours)",
     "sgd": "SGD + the paper's per-layer weight decay λ/k (FC10s and the ReLU FC nets)",
+    "sgd_fc10": "SGD + the paper's weight decay λ/k, the three FC10s only",
+    "sgd_hidden": "SGD + the paper's per-layer weight decay λ/k, the ReLU FC100-100-10 "
+                  "and FC200-200-10 only",
     "sparse_ae": "AE400-10: a sparse autoencoder, encoder not fine-tuned, SGD",
     "short_search": "under-optimised L-BFGS: 2 solves of the c search, 20 iterations each",
     "next_target": "fixed targets (label + 1) mod 10, not random",
@@ -73,6 +76,8 @@ _SWAPS = {
             "fc200_200_10_mnist": "fc200_200_10_sgd_mnist"},
     "sparse_ae": {"ae400_10_mnist": "ae400_10_paper_mnist"},
 }
+_SWAPS["sgd_fc10"] = {k: v for k, v in _SWAPS["sgd"].items() if k.startswith("fc10_")}
+_SWAPS["sgd_hidden"] = {k: v for k, v in _SWAPS["sgd"].items() if not k.startswith("fc10_")}
 
 PRESETS = ("all", *PARTS, "sigmoid", "paper", "study", "smoke")
 
