@@ -3,7 +3,8 @@
 * Adversarial patch (Brown et al. 2017): :func:`place_patch`,
   :func:`random_placements`, :func:`train_patch`, :func:`patch_success_rate`.
 * Universal adversarial perturbation (Moosavi-Dezfooli et al. 2017):
-  :func:`deepfool`, :func:`universal_perturbation`, :func:`fooling_rate`.
+  :func:`universal_perturbation` (its inner step :func:`uap_step` is
+  :func:`foolingjax.attacks.deepfool`), :func:`fooling_rate`.
 * Adversarial training: :func:`make_adversarial_loss` (Goodfellow et al.'s
   mixed FGSM objective, Madry et al.'s PGD objective) trained by :func:`fit`.
 * Defensive distillation (Papernot et al. 2016): :func:`temperature_loss`,
@@ -203,44 +204,32 @@ def patch_success_rate(key: jax.Array, apply_fn, params, x: jax.Array, labels: j
 # --------------------------------------------------------------------------
 
 
-def deepfool(apply_fn, params, x: jax.Array, *, steps: int = 20,
-             overshoot: float = 0.02) -> jax.Array:
-  """DeepFool's (Moosavi-Dezfooli et al. 2016) minimal L2 perturbation of one image.
+def uap_step(apply_fn, params, x: jax.Array, v: jax.Array, label: jax.Array, *,
+             deepfool_steps: int = 20, overshoot: float = 0.02) -> jax.Array:
+  """The universal perturbation's inner step for one image: DeepFool at ``clip(x + v)``.
 
-  Iterates the linearised closest-boundary step
-  ``r += (|f_l| + 1e-4) / ||w_l||^2 w_l`` with
-  ``l = argmin_{k != k0} |f_k - f_k0| / ||∇f_k - ∇f_k0||`` until the
-  prediction of ``x + (1 + overshoot) r`` leaves ``k0`` (or ``steps`` run out).
-  The box [0, 1] is not enforced here; callers clip.
+  :func:`foolingjax.attacks.deepfool` (L2, all classes, box-aware) run from
+  ``x_v = clip(x + v, 0, 1)`` away from ``label``; returns its perturbation
+  ``adv - x_v``, so ``clip(x + v) + step`` stays in [0, 1] (the paper's
+  DeepFool has no box: an unclipped step would spend part of the ε-ball on
+  pixels the clip then throws away).
 
   Args:
     apply_fn: classifier.
     params: its parameters.
-    x: one image ``[H, W, C]``.
-    steps: iteration cap (a ``lax.scan``; finished images stop moving).
+    x: one image ``[H, W, C]`` in [0, 1].
+    v: the current universal perturbation ``[H, W, C]``.
+    label: int scalar, the class to leave (``x``'s clean prediction).
+    deepfool_steps: DeepFool's iteration cap (``max_iter``).
     overshoot: DeepFool's overshoot.
 
   Returns:
-    The perturbation ``(1 + overshoot) r``, shaped like ``x``.
+    The step ``[H, W, C]`` to add to ``v`` (before the projection).
   """
-  logits_of = lambda z: apply_fn(params, z[None])[0]
-  label = jnp.argmax(logits_of(x))
-
-  def step(r, _):
-    z = x + (1.0 + overshoot) * r
-    logits = logits_of(z)
-    jac = jax.jacrev(logits_of)(z).reshape(logits.shape[0], -1)
-    w = jac - jac[label][None, :]
-    f = logits - logits[label]
-    w_norm = jnp.sqrt(jnp.sum(jnp.square(w), axis=-1)) + 1e-8
-    dist = jnp.where(jnp.arange(logits.shape[0]) == label, jnp.inf, jnp.abs(f) / w_norm)
-    best = jnp.argmin(dist)
-    r_step = ((jnp.abs(f[best]) + 1e-4) / jnp.square(w_norm[best]) * w[best]).reshape(x.shape)
-    done = jnp.argmax(logits) != label
-    return jnp.where(done, r, r + r_step), None
-
-  r, _ = jax.lax.scan(step, jnp.zeros_like(x), None, length=steps)
-  return (1.0 + overshoot) * r
+  x_v = jnp.clip(x + v, 0.0, 1.0)
+  adv, _ = attacks.deepfool(apply_fn, params, x_v[None], jnp.reshape(label, (1,)),
+                            overshoot=overshoot, max_iter=deepfool_steps, norm="l2")
+  return adv[0] - x_v
 
 
 def project_ball(v: jax.Array, *, eps, norm: str) -> jax.Array:
@@ -258,10 +247,11 @@ def universal_perturbation(key: jax.Array, apply_fn, params, x: jax.Array, *, ep
 
   Moosavi-Dezfooli et al.'s Algorithm 1: go over the images (shuffled per
   pass); whenever ``clip(x_i + v)`` keeps ``x_i``'s prediction, add DeepFool's
-  minimal perturbation of ``clip(x_i + v)`` to ``v`` and project ``v`` back
-  onto the ε-ball. The paper stops once the fooling rate reaches ``1 - δ``;
-  here the number of passes is fixed (a ``lax.scan``) and the caller measures
-  the fooling rate.
+  minimal perturbation of ``clip(x_i + v)`` (:func:`uap_step`, which is
+  :func:`foolingjax.attacks.deepfool`, so ``clip(x_i + v)`` plus the step stays
+  in [0, 1]) to ``v`` and project ``v`` back onto the ε-ball. The paper stops
+  once the fooling rate reaches ``1 - δ``; here the number of passes is fixed
+  (a ``lax.scan``) and the caller measures the fooling rate.
 
   Args:
     key: PRNG key for the per-pass image order.
@@ -271,7 +261,7 @@ def universal_perturbation(key: jax.Array, apply_fn, params, x: jax.Array, *, ep
     eps: ball radius.
     norm: ``"linf"`` or ``"l2"``.
     passes: passes over ``x``.
-    deepfool_steps: DeepFool's iteration cap.
+    deepfool_steps: DeepFool's iteration cap (``max_iter``).
     overshoot: DeepFool's overshoot.
 
   Returns:
@@ -287,9 +277,9 @@ def universal_perturbation(key: jax.Array, apply_fn, params, x: jax.Array, *, ep
     fooled = predict(jnp.clip(xi + v, 0.0, 1.0)) != clean[i]
 
     def push(v):
-      r = deepfool(apply_fn, params, jnp.clip(xi + v, 0.0, 1.0), steps=deepfool_steps,
-                   overshoot=overshoot)
-      return project_ball(v + r, eps=eps, norm=norm)
+      return project_ball(v + uap_step(apply_fn, params, xi, v, clean[i],
+                                       deepfool_steps=deepfool_steps, overshoot=overshoot),
+                          eps=eps, norm=norm)
     return jax.lax.cond(fooled, lambda v: v, push, v), None
 
   def one_pass(v, k):
@@ -565,9 +555,9 @@ def roc_auc(scores: jax.Array, is_positive: jax.Array) -> jax.Array:
 
 __all__ = [
     "Detector", "Placement", "TemperatureScaled", "apply_patch",
-    "cross_entropy_loss", "deepfool", "detector_scores", "fit", "fit_detector",
+    "cross_entropy_loss", "detector_scores", "fit", "fit_detector",
     "fooling_rate", "layer_features", "make_adversarial_loss",
     "patch_success_rate", "place_patch", "predict_proba", "project_ball",
-    "random_placements", "roc_auc", "temperature_loss", "train_patch",
+    "random_placements", "roc_auc", "temperature_loss", "train_patch", "uap_step",
     "universal_perturbation",
 ]

@@ -12,7 +12,7 @@ from PIL import Image
 from experiments import core
 from experiments.attacks_defences import defend
 from experiments.attacks_defences.configs import defend as defend_config
-from foolingjax import defenses, models, training, zoo
+from foolingjax import attacks, defenses, models, training, zoo
 from foolingjax.attacks import losses
 from tests.test_tensorboard import read_scalars
 
@@ -92,20 +92,84 @@ def test_train_patch_lowers_the_target_loss(key, fc100, mnist_small):
   assert 0.0 <= float(rate) <= 1.0
 
 
-def test_deepfool_is_exact_on_a_linear_classifier(key):
-  apply_fn, params = models.init("fc10", key)
-  x = jax.random.uniform(jax.random.key(3), (28, 28, 1))
-  r = defenses.deepfool(apply_fn, params, x, steps=1, overshoot=0.0)
-  kernel = params["out"]["kernel"]  # [784, 10]
-  logits = apply_fn(params, x[None])[0]
-  label = int(jnp.argmax(logits))
-  w = kernel - kernel[:, label:label + 1]
-  f = logits - logits[label]
-  dist = jnp.abs(f) / jnp.linalg.norm(w, axis=0)
-  expected = float(jnp.min(jnp.where(jnp.arange(10) == label, jnp.inf, dist)))
-  np.testing.assert_allclose(float(jnp.linalg.norm(r)), expected, rtol=1e-3)
-  # One step lands on the boundary (+1e-4 past it): the prediction changes.
-  assert int(jnp.argmax(apply_fn(params, (x + r)[None])[0])) != label
+def test_uap_inner_step_is_attacks_deepfool(fc100, mnist_small):
+  apply_fn, params = fc100
+  x, _ = mnist_small
+  image = jnp.asarray(x[0])
+  label = jnp.argmax(apply_fn(params, image[None])[0])
+  v = 0.1 * jnp.sign(jax.random.normal(jax.random.key(2), image.shape))
+  step = jax.jit(lambda xi, vi, l: defenses.uap_step(
+      apply_fn, params, xi, vi, l, deepfool_steps=10))(image, v, label)
+  x_v = jnp.clip(image + v, 0.0, 1.0)
+  adv, info = jax.jit(lambda xs, ls: attacks.deepfool(
+      apply_fn, params, xs, ls, max_iter=10))(x_v[None], label[None])
+  np.testing.assert_array_equal(np.asarray(step), np.asarray(adv[0] - x_v))
+  assert bool(info.success[0])
+  # The universal perturbation of one image after one pass is that step from
+  # v = 0, projected onto the ball: universal_perturbation calls the same function.
+  uap = jax.jit(lambda k, xs: defenses.universal_perturbation(
+      k, apply_fn, params, xs, eps=0.15, norm="linf", passes=1, deepfool_steps=10))
+  adv0, _ = attacks.deepfool(apply_fn, params, image[None], label[None], max_iter=10)
+  np.testing.assert_allclose(
+      np.asarray(uap(jax.random.key(0), image[None])),
+      np.asarray(defenses.project_ball(adv0[0] - image, eps=0.15, norm="linf")), atol=1e-6)
+
+
+def _unboxed_deepfool(apply_fn, params, x, *, steps, overshoot=0.02):
+  """The UAP's former inner step: single-image L2 DeepFool without the box."""
+  logits_of = lambda z: apply_fn(params, z[None])[0]
+  label = jnp.argmax(logits_of(x))
+
+  def step(r, _):
+    z = x + (1.0 + overshoot) * r
+    logits = logits_of(z)
+    jac = jax.jacrev(logits_of)(z).reshape(logits.shape[0], -1)
+    w, f = jac - jac[label][None, :], logits - logits[label]
+    w_norm = jnp.sqrt(jnp.sum(jnp.square(w), axis=-1)) + 1e-8
+    dist = jnp.where(jnp.arange(logits.shape[0]) == label, jnp.inf, jnp.abs(f) / w_norm)
+    best = jnp.argmin(dist)
+    r_step = ((jnp.abs(f[best]) + 1e-4) / jnp.square(w_norm[best]) * w[best]).reshape(x.shape)
+    return jnp.where(jnp.argmax(logits) != label, r, r + r_step), None
+
+  r, _ = jax.lax.scan(step, jnp.zeros_like(x), None, length=steps)
+  return (1.0 + overshoot) * r
+
+
+def _unboxed_uap(key, apply_fn, params, x, *, eps, norm, passes, steps):
+  predict = lambda z: jnp.argmax(apply_fn(params, z[None])[0])
+  clean = jax.vmap(predict)(x)
+
+  def visit(v, i):
+    x_v = jnp.clip(x[i] + v, 0.0, 1.0)
+    push = lambda v: defenses.project_ball(
+        v + _unboxed_deepfool(apply_fn, params, x_v, steps=steps), eps=eps, norm=norm)
+    return jax.lax.cond(predict(x_v) != clean[i], lambda v: v, push, v), None
+
+  def one_pass(v, k):
+    return jax.lax.scan(visit, v, jax.random.permutation(k, x.shape[0]))[0], None
+
+  return jax.lax.scan(one_pass, jnp.zeros(x.shape[1:]), jax.random.split(key, passes))[0]
+
+
+@pytest.mark.parametrize("norm,eps", [("linf", 0.15), ("l2", 3.0)])
+def test_uap_with_box_aware_deepfool_fools_as_many_as_the_unboxed_one(fc100, mnist_small,
+                                                                      norm, eps):
+  # Box-aware DeepFool (attacks.deepfool) replaced an unboxed one inside the UAP;
+  # the mean held-out fooling rate over a few keys must not drop.
+  apply_fn, params = fc100
+  x, _ = mnist_small
+  train, held_out = jnp.asarray(x[:48]), jnp.asarray(x[48:])
+  kwargs = {"eps": eps, "norm": norm, "passes": 2}
+  new = jax.jit(lambda k: defenses.fooling_rate(apply_fn, params, held_out,
+      defenses.universal_perturbation(k, apply_fn, params, train, deepfool_steps=5,
+                                      **kwargs)))
+  old = jax.jit(lambda k: defenses.fooling_rate(apply_fn, params, held_out,
+      _unboxed_uap(k, apply_fn, params, train, steps=5, **kwargs)))
+  keys = [jax.random.key(s) for s in range(4)]
+  new_rate = np.mean([float(new(k)) for k in keys])
+  old_rate = np.mean([float(old(k)) for k in keys])
+  print(f"{norm}: new {new_rate:.3f} old {old_rate:.3f}")
+  assert new_rate >= old_rate - 0.05
 
 
 @pytest.mark.parametrize("norm,eps", [("linf", 0.15), ("l2", 3.0)])
