@@ -85,6 +85,9 @@ def test_bad_eps_in_config_is_rejected(tmp_path):
     attack.run(config, tmp_path, log=lambda _: None)
 
 
+# A user's model through every experiment's path is also tested, faster, by
+# test_szegedy, test_nguyen and test_resolve; this one runs with -m slow.
+@pytest.mark.slow
 def test_user_model_by_dotted_path(tmp_path):
   config = attack_config.get_config("smoke")
   config.classifiers = "tests.user_models:tiny_mnist_classifier"

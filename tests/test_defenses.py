@@ -434,6 +434,9 @@ def _tiny_defend_config(**overrides):
   return config
 
 
+# A user's model through every experiment's path is also tested, faster, by
+# test_szegedy, test_nguyen and test_resolve; this one runs with -m slow.
+@pytest.mark.slow
 def test_a_users_model_defends_and_is_attacked(tmp_path):
   user = "tests.user_models:tiny_mnist_classifier"
   config = _tiny_defend_config(model=user, standard="train", uap_transfer=user,

@@ -30,6 +30,7 @@ DISPLAY_NAMES = {
     "fc123_456_10": "FC123-456-10",
     "fc100_100_10_sigmoid": "FC100-100-10 sigmoid",
     "fc200_200_10_sigmoid": "FC200-200-10 sigmoid",
+    "fc123_456_10_sigmoid": "FC123-456-10 sigmoid",
     "ae400_10": "AE400-10",
     "alexnet_small": "AlexNet-small",
     "alexnet": "AlexNet",

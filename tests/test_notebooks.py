@@ -21,7 +21,15 @@ def test_notebook_is_stripped(path):
       assert not cell.outputs and cell.execution_count is None, f"{path.name} has outputs"
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+# Every notebook runs under `pytest -m slow`; the default suite (CI, 2 cores,
+# ~15 minutes) runs these two, whose functions the others' share: each
+# notebook costs ~30 s of kernel start and compilation.
+IN_DEFAULT_SUITE = {"01_fooling_mnist_in_five_minutes", "05_intriguing_properties"}
+
+
+@pytest.mark.parametrize("path", [
+    p if p.stem in IN_DEFAULT_SUITE else pytest.param(p, marks=pytest.mark.slow)
+    for p in NOTEBOOKS], ids=lambda p: p.stem)
 def test_notebook_executes(path, monkeypatch):
   nbclient = pytest.importorskip("nbclient")
   monkeypatch.setenv("FOOLINGJAX_NOTEBOOK_SMALL", "1")
