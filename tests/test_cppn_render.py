@@ -39,8 +39,12 @@ def _draw(genomes, method, channels, **switches):
   return np.asarray(jax.jit(jax.vmap(draw))(genomes))
 
 
+# The preset's capacity (16 slots) in grey and colour runs by default; the other
+# capacities (~30 s more on 2 cores) with `pytest -m slow`.
 @pytest.mark.parametrize("channels", [1, 3])
-@pytest.mark.parametrize("max_nodes,max_conns", [(7, 12), (16, 64), (32, 128)])
+@pytest.mark.parametrize("max_nodes,max_conns", [
+    pytest.param(7, 12, marks=pytest.mark.slow), (16, 64),
+    pytest.param(32, 128, marks=pytest.mark.slow)])
 def test_active_equals_slots_on_grown_genomes(key, channels, max_nodes, max_conns):
   if max_nodes < cppn.NUM_INPUTS + channels:
     pytest.skip("no room for the outputs")
@@ -97,7 +101,7 @@ def test_active_equals_slots_on_hand_built_deep_colour_genome():
     assert float(jnp.std(new)) > 0.01
 
 
-@pytest.mark.parametrize("jit", [False, True])
+@pytest.mark.parametrize("jit", [pytest.param(False, marks=pytest.mark.slow), True])
 def test_one_genome_jit_or_not_equals_the_population(key, jit):
   genomes = _grown(key, num_outputs=1, max_nodes=12, max_conns=32, rounds=24)
   draw = functools.partial(cppn.render, height=SIZE, width=SIZE, channels=1)
