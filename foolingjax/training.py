@@ -45,7 +45,7 @@ def default_config() -> ml_collections.ConfigDict:
     ``λ/k · Σ w²`` with ``k`` its number of output units (Szegedy et al.'s
     form), not ``λ · Σ w²``.
   * ``frozen``: comma-separated layers left untouched by the classification
-    phase (AE400-10's encoder "was not fine-tuned" in Szegedy et al.).
+    phase (e.g. AE400-10's encoder, frozen under its softmax).
   * ``ae_loss``: ``"mse"`` (default) or ``"sparse"``: the pre-training loss of
     an autoencoder, see :func:`sparse_reconstruction_loss` with
     ``ae_sparsity_target`` (ρ), ``ae_sparsity_weight`` (β) and
@@ -75,9 +75,7 @@ class TrainState(train_state.TrainState):
 
 def l2_penalty(params) -> jax.Array:
   """Σ w² over every kernel (biases are not decayed)."""
-  leaves = jax.tree_util.tree_leaves_with_path(params)
-  return sum(jnp.sum(jnp.square(w)) for path, w in leaves
-             if getattr(path[-1], "key", None) == "kernel")
+  return sum(jnp.sum(jnp.square(w)) for _, w in _kernels(params))
 
 
 def _kernels(params) -> list[tuple[str, jax.Array]]:
@@ -223,8 +221,7 @@ def sparse_reconstruction_loss(target: float = 0.1, weight: float = 3.0) -> Loss
 
   def loss(apply_fn: ApplyFn, params, x, y, key=None):
     del y, key
-    code = dataclasses.replace(apply_fn, method="encode")(params, x)
-    out = dataclasses.replace(apply_fn, method="reconstruct")(params, x)
+    code, out = dataclasses.replace(apply_fn, method="code_and_reconstruction")(params, x)
     error = 0.5 * jnp.mean(jnp.sum(jnp.square(out - x).reshape((x.shape[0], -1)), -1))
     rho_hat = jnp.clip(jnp.mean(code, 0), 1e-6, 1 - 1e-6)
     kl = (target * jnp.log(target / rho_hat)

@@ -75,10 +75,11 @@ PRESETS: dict[str, dict] = {
 }
 
 # Szegedy et al.'s nets trained as the paper says, as far as it says (the
-# ``szegedy2013.properties:paper`` preset): sigmoid hidden units, SGD, weight
-# decay λ/k·Σw² per layer (k = the layer's units) with λ = 1e-5, 1e-5, 1e-6 for
-# the two-hidden-layer nets; AE400-10 a sparse autoencoder whose encoder is not
-# fine-tuned. Our choices where the paper is silent: SGD with momentum 0.9,
+# ``szegedy2013.properties:paper`` preset): sigmoid hidden units, weight decay
+# per layer, AE400-10 a sparse autoencoder with a softmax on top. The form
+# λ/k·Σw² (k = the layer's units), λ = 1e-5, 1e-5, 1e-6 for the two-hidden-layer
+# nets, SGD and the encoder frozen under the softmax are how third-party
+# reproductions read the paper (its PDF was not read here). Our choices where the paper is silent: SGD with momentum 0.9,
 # learning rate 0.1 decayed by a cosine, batches of 100, the epochs below; the
 # sparse autoencoder of Ng's UFLDL notes (ρ 0.1, β 3, λ 3e-3/2, their MNIST
 # exercise), pre-trained with SGD at learning rate 0.01; λ 1e-6 for AE400-10's

@@ -98,9 +98,13 @@ class AutoencoderClassifier(nn.Module):
   def encode(self, x: jax.Array) -> jax.Array:
     return nn.sigmoid(self.encoder(x.reshape((x.shape[0], -1))))
 
+  def code_and_reconstruction(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """``(code [B, 400], reconstruction shaped like x)`` from one encoding."""
+    code = self.encode(x)
+    return code, nn.sigmoid(self.decoder(code)).reshape(x.shape)
+
   def reconstruct(self, x: jax.Array) -> jax.Array:
-    flat = nn.sigmoid(self.decoder(self.encode(x)))
-    return flat.reshape(x.shape)
+    return self.code_and_reconstruction(x)[1]
 
   def features(self, x: jax.Array) -> dict[str, jax.Array]:
     code = self.encode(x)

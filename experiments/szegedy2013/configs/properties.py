@@ -15,7 +15,7 @@ Presets:
   paper  the paper's protocol as far as it states it: Tables 1-2 on the first
          1,000 training images, Tables 3-4 on test images, nets trained as the
          paper says (``*_paper_mnist`` zoo presets: sigmoid units, SGD, weight
-         decay λ/k per layer, a sparse autoencoder not fine-tuned), Gaussian
+         decay λ/k per layer, a sparse autoencoder, frozen under its softmax), Gaussian
          noise of a fixed stddev added unclipped (the paper's rows; clipped and
          our RMS-after-clipping rows beside them), the paper's magnification.
   study  the single-factor study: the ``tables`` preset on 500 images and that
