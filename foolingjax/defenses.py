@@ -32,6 +32,7 @@ import optax
 from flax import struct
 
 from foolingjax import attacks, checks, training
+from foolingjax.attacks.deepfool import deepfool_unchecked
 
 # --------------------------------------------------------------------------
 # Adversarial patch (Brown et al. 2017, "Adversarial Patch").
@@ -226,9 +227,12 @@ def uap_step(apply_fn, params, x: jax.Array, v: jax.Array, label: jax.Array, *,
   Returns:
     The step ``[H, W, C]`` to add to ``v`` (before the projection).
   """
+  # The same attack as attacks.deepfool, without its per-call input checks
+  # (host callbacks under jit, once per visited image): universal_perturbation
+  # checks its images once, and ``label`` is their own prediction.
   x_v = jnp.clip(x + v, 0.0, 1.0)
-  adv, _ = attacks.deepfool(apply_fn, params, x_v[None], jnp.reshape(label, (1,)),
-                            overshoot=overshoot, max_iter=deepfool_steps, norm="l2")
+  adv, _ = deepfool_unchecked(apply_fn, params, x_v[None], jnp.reshape(label, (1,)),
+                              overshoot=overshoot, max_iter=deepfool_steps, norm="l2")
   return adv[0] - x_v
 
 

@@ -75,7 +75,20 @@ def deepfool(apply_fn, params, x: jax.Array, labels: jax.Array, *,
   if candidates is None:
     candidates = k
   candidates = _common.check_int(candidates, name="candidates", who=who, minimum=2)
-  candidates = min(candidates, k)
+  return deepfool_unchecked(apply_fn, params, x, labels, overshoot=overshoot,
+                            max_iter=max_iter, norm=norm, candidates=min(candidates, k))
+
+
+def deepfool_unchecked(apply_fn, params, x: jax.Array, labels: jax.Array, *,
+                       overshoot: float, max_iter: int, norm: str,
+                       candidates: int | None = None) -> tuple[jax.Array, DeepFoolInfo]:
+  """:func:`deepfool` without its input checks, for callers that checked once.
+
+  Under ``jit`` the checks are host callbacks that run on every call; a caller
+  that runs DeepFool inside its own loop (the universal perturbation, once per
+  visited image) validates its inputs once outside the loop and calls this.
+  ``candidates=None`` means every class.
+  """
   dual = "l1" if norm == "linf" else "l2"
 
   def logits_of(xi):
@@ -83,9 +96,10 @@ def deepfool(apply_fn, params, x: jax.Array, labels: jax.Array, *,
 
   def one(xi, label):
     logits0 = logits_of(xi)
+    k = logits0.shape[0]
     is_label = jnp.arange(k) == label
     # The label's rivals: the highest-scoring other classes of the clean image.
-    rivals = jnp.argsort(-jnp.where(is_label, -jnp.inf, logits0))[:candidates - 1]
+    rivals = jnp.argsort(-jnp.where(is_label, -jnp.inf, logits0))[:(candidates or k) - 1]
 
     def differences(x_cur):
       logits = logits_of(x_cur)
