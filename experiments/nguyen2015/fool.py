@@ -11,6 +11,8 @@ elites.png and curves.png at the end, and summary.json.
 
 from __future__ import annotations
 
+import functools
+import os
 import pathlib
 import time
 
@@ -67,8 +69,27 @@ def validate(config) -> None:
   core.check_classifiers(config.classifier)
 
 
-# Settings a rerun in the same work directory may change and still resume.
-RESUMABLE = ("generations",)
+# Settings a rerun in the same work directory may change and still resume
+# (the length of the run, and what is reported at its end).
+RESUMABLE = ("generations", "grid_classes", "cross_score")
+
+
+def parse_grid_classes(text: str, labels: list[str]) -> list[int]:
+  """``config.grid_classes`` ("king penguin,starfish" or "145,327") -> cell indices."""
+  cells = []
+  for item in (t.strip() for t in text.split(",")):
+    if not item:
+      continue
+    if item.isdigit() and int(item) < len(labels):
+      cells.append(int(item))
+    elif item in labels:
+      cells.append(labels.index(item))
+    else:
+      near = [name for name in labels if item.lower() in name.lower()][:5]
+      raise ValueError(f"config.grid_classes names {item!r}, which is not a class of this "
+                       f"classifier. Fix: use class names or indices 0-{len(labels) - 1}"
+                       + (f" (close: {', '.join(near)})" if near else "") + ".")
+  return cells
 
 
 def class_labels(num_classes: int) -> list[str]:
@@ -106,6 +127,11 @@ def run(config, workdir) -> dict:
   encoding = make_encoding(config, image_shape)
   workdir, _ = core.prepare_workdir(workdir, config, ignore=RESUMABLE)
   labels = class_labels(num_classes)
+  chosen = parse_grid_classes(config.grid_classes, labels)
+  if config.cross_score and image_shape[-1] != 3:
+    raise ValueError("config.cross_score compares one crop with 10 crops of an ImageNet "
+                     f"classifier, but {config.classifier!r} takes {image_shape} inputs. Fix: "
+                     "set --config.cross_score=false.")
   evolver = driver.Evolver(encoding=encoding, apply_fn=classifier.apply_fn,
                            num_cells=num_classes, population=config.population,
                            fitness=config.fitness, mesh=mesh)
@@ -114,7 +140,7 @@ def run(config, workdir) -> dict:
     _save_grid(workdir / f"elites_gen{int(archive.generation):05d}.png", archive, evolver,
                labels)
 
-  t_start = time.perf_counter()
+  t_start, cpu_start = time.perf_counter(), time.process_time()
   evaluations_before = None
 
   def on_checkpoint(archive):
@@ -132,11 +158,18 @@ def run(config, workdir) -> dict:
       log_every=config.log_every, metrics_path=workdir / "metrics.jsonl",
       on_checkpoint=on_checkpoint, stop_when_frozen=config.stop_when_frozen,
       fingerprint=core.fingerprint("nguyen2015.fool", config, ignore=RESUMABLE))
-  wall = time.perf_counter() - t_start
+  wall, cpu = time.perf_counter() - t_start, time.process_time() - cpu_start
   summary = _summary(history, archive, labels, config, wall,
                      int(archive.evaluations) - (evaluations_before or 0))
+  summary["cpu_seconds_this_invocation"] = cpu
+  summary["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
   _plot_curves(workdir / "curves.png", history, labels)
+  _plot_per_class(workdir / "per_class.png", probabilities(archive), labels, config)
   _save_grid(workdir / "elites.png", archive, evolver, labels)
+  if chosen:
+    _save_grid(workdir / "elites_chosen.png", archive, evolver, labels, cells=chosen)
+  if config.cross_score:
+    summary["cross_score"] = cross_score(config, archive, evolver, labels)
   core.write_tensorboard(workdir, history, step="generation")
   core.write_json(workdir / "summary.json", summary)
   return summary
@@ -149,11 +182,15 @@ def probabilities(archive) -> np.ndarray:
                               0.0))
 
 
-def _save_grid(path, archive, evolver, labels, max_cells=100):
+def _save_grid(path, archive, evolver, labels, max_cells=100, cells=None):
+  """The best ``max_cells`` elites, or those of ``cells`` (filled ones, in that order)."""
   fitness = np.where(np.asarray(archive.filled), probabilities(archive), -np.inf)
-  cells = np.flatnonzero(np.isfinite(fitness))
-  if len(cells) > max_cells:
-    cells = cells[np.argsort(-fitness[cells])[:max_cells]]
+  if cells is None:
+    cells = np.flatnonzero(np.isfinite(fitness))
+    if len(cells) > max_cells:
+      cells = cells[np.argsort(-fitness[cells])[:max_cells]]
+  else:
+    cells = np.array([c for c in cells if np.isfinite(fitness[c])], dtype=int)
   genomes = jax.tree_util.tree_map(lambda leaf: leaf[cells], archive.genomes)
   rendered = evolver.render(genomes)
   images.save_grid(path, rendered, labels=[labels[c] for c in cells],
@@ -178,6 +215,7 @@ def _summary(history, archive, labels, config, wall, evaluations) -> dict:
       "first_generation_all_9999": first_all,
       "median_at_200": at[200]["median"] if 200 in at else None,
       "final_median": float(np.median(fitness)), "final_mean": float(np.mean(fitness)),
+      "final_cells_99": int(np.sum(fitness >= 0.99)),
       "final_cells_9999": int(np.sum(fitness >= 0.9999)),
       "best": {labels[k]: float(fitness[k]) for k in range(len(labels))},
       "best_score": {labels[k]: float(np.asarray(archive.fitness)[k])
@@ -186,6 +224,68 @@ def _summary(history, archive, labels, config, wall, evaluations) -> dict:
       "seconds_this_invocation": wall,
       "evaluations_per_second": evaluations / wall if wall > 0 and evaluations else None,
   }
+
+
+def cross_score(config, archive, evolver, labels, batch_size: int = 8) -> dict:
+  """The elites scored under the other ImageNet fitness than the one they evolved under.
+
+  A one-crop run's elites get the original's fitness (softmax averaged over 10
+  crops of a 256x256 rendering); a 10-crop run's get one centred crop at the
+  network's input size. CPPN genomes are rendered again at the other size (a
+  CPPN is resolution-free); direct-encoded images are resized (bilinear).
+  Returns the median and the counts >= 99 % and >= 99.99 % over the filled
+  cells, and each class's score under the other fitness.
+  """
+  from foolingjax import imagenet
+  base = zoo.resolve(config.classifier)
+  if config.ten_crop:
+    other, name = base.apply_fn, "one_crop"
+  else:
+    other, name = imagenet.make_ten_crop_apply_fn(base.apply_fn), "ten_crop"
+  shape = input_shape_of(other)
+  cells = np.flatnonzero(np.asarray(archive.filled))
+  genomes = jax.tree_util.tree_map(lambda leaf: leaf[cells], archive.genomes)
+  if config.encoding == "cppn":
+    render = make_encoding(config, shape).render
+  else:
+    own = make_encoding(config, input_shape_of(evolver.apply_fn)).render
+    render = lambda genome: jax.image.resize(own(genome), shape, "bilinear")
+
+  def score(params, genome_and_cell):
+    genome, cell = genome_and_cell
+    return jax.nn.softmax(other(params, render(genome)[None]))[0, cell]
+
+  scores = jax.jit(lambda params, xs: jax.lax.map(
+      functools.partial(score, params), xs, batch_size=batch_size))(
+          base.params, (genomes, jnp.asarray(cells)))
+  p = np.asarray(scores, np.float64)
+  evolved = probabilities(archive)[cells]
+  return {"fitness": name, "cells": int(len(cells)), "median": float(np.median(p)),
+          "cells_99": int(np.sum(p >= 0.99)), "cells_9999": int(np.sum(p >= 0.9999)),
+          "median_evolved_fitness": float(np.median(evolved)),
+          "per_class": {labels[c]: float(v) for c, v in zip(cells, p)}}
+
+
+def _plot_per_class(path, fitness, labels, config):
+  """Each class's elite confidence, sorted: how many classes evolution fooled, and how far."""
+  plt = core.pyplot()
+  order = np.argsort(-fitness)
+  fig, ax = plt.subplots(figsize=(11, 3.6))
+  x = np.arange(len(fitness))
+  ax.bar(x, 100 * fitness[order], width=1.0, color="tab:blue")
+  ax.axhline(100 * np.median(fitness), color="k", ls="--",
+             label=f"median {100 * np.median(fitness):.2f} %")
+  ax.axhline(99, color="tab:red", ls=":",
+             label=f">= 99 %: {int(np.sum(fitness >= 0.99))} classes")
+  ax.set(xlabel=f"class (sorted by confidence; {len(fitness)} classes)",
+         ylabel="elite confidence (%)", ylim=(0, 100), xlim=(-0.5, len(fitness) - 0.5),
+         title=f"{config.encoding} encoding: best confidence per class "
+               f"(>= 99.99 %: {int(np.sum(fitness >= 0.9999))})")
+  if len(fitness) <= 20:
+    ax.set_xticks(x, [labels[k] for k in order], rotation=45, ha="right", fontsize=7)
+  ax.legend(loc="upper right", fontsize=8)
+  fig.tight_layout()
+  core.save_figure(fig, path)
 
 
 def _plot_curves(path, history, labels):

@@ -23,6 +23,11 @@ of the encoding, e.g. ``mnist_direct_original``; see
                 rate halved every 1000 generations.
   imagenet_cppn_full
                 the original's CPPN run: 10 crops, population 400, 5001 generations.
+  imagenet_cppn_cpu, imagenet_direct_cpu
+                the CPU-scale study of the README: all 1000 cells, one 224x224
+                crop, population 128; 600 (CPPN) and 300 (direct) generations,
+                about 40 and 35 minutes on two cores. Resumable, and a rerun
+                with a larger --config.generations continues the same run.
   smoke         a few generations, for the tests.
 
 ``config.fitness`` is the archive's score: ``log_odds`` (default; keeps ranking
@@ -38,7 +43,8 @@ import ml_collections
 from ml_collections import config_dict
 
 BASES = ("mnist_direct", "mnist_cppn", "imagenet_direct", "imagenet_cppn",
-         "imagenet_direct_full", "imagenet_direct_paper", "imagenet_cppn_full", "smoke")
+         "imagenet_direct_full", "imagenet_direct_paper", "imagenet_cppn_full",
+         "imagenet_cppn_cpu", "imagenet_direct_cpu", "smoke")
 PRESETS = BASES + tuple(f"{b}_original" for b in BASES if b != "smoke")
 
 
@@ -60,6 +66,9 @@ def get_config(preset: str = "mnist_direct"):
   c.log_every = 25            # generations per jitted scan (one metrics/progress line)
   c.checkpoint_every = 100    # generations between archive checkpoints and PNG grids
   c.ten_crop = False          # ImageNet fitness: softmax averaged over 10 crops
+  # Reporting only (a finished run may be rerun with other values):
+  c.grid_classes = ""         # e.g. "king penguin,starfish" or "145,327": elites_chosen.png
+  c.cross_score = False       # also score the elites under the other ImageNet fitness
   c.shard = False             # split the population over all devices (NamedSharding)
   c.distributed = False       # jax.distributed.initialize() first (multi-host runs)
   c.coordinator_address = ""  # host:port of process 0; "" lets JAX find it (cluster env)
@@ -92,6 +101,11 @@ def get_config(preset: str = "mnist_direct"):
       c.generations = 10
       c.log_every = 5
       c.checkpoint_every = 5
+    elif base in ("imagenet_cppn_cpu", "imagenet_direct_cpu"):
+      c.population = 128
+      c.generations = 600 if c.encoding == "cppn" else 300
+      c.log_every = 10
+      c.checkpoint_every = 50
     else:
       c.ten_crop = True
       c.checkpoint_every = 250
