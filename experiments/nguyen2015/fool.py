@@ -249,7 +249,9 @@ def cross_score(config, archive, evolver, labels, batch_size: int = 8) -> dict:
     render = make_encoding(config, shape).render
   else:
     own = make_encoding(config, input_shape_of(evolver.apply_fn)).render
-    render = lambda genome: jax.image.resize(own(genome), shape, "bilinear")
+
+    def render(genome):
+      return jax.image.resize(own(genome), shape, "bilinear")
 
   def score(params, genome_and_cell):
     genome, cell = genome_and_cell
@@ -292,9 +294,12 @@ def _plot_curves(path, history, labels):
   plt = core.pyplot()
   gens = np.array([h["generation"] for h in history])
   best = np.array([h["best"] for h in history])
-  fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+  fig, (ax1, ax2, ax3) = plt.subplots(1, 3, figsize=(15, 4))
   for k in range(best.shape[1]) if best.shape[1] <= 20 else []:
     ax1.plot(gens, best[:, k], label=labels[k], lw=1)
+  if best.shape[1] > 20:   # too many classes for a line each: the spread over them
+    ax1.fill_between(gens, np.percentile(best, 10, axis=1), np.percentile(best, 90, axis=1),
+                     color="tab:blue", alpha=0.3, label="10th-90th percentile")
   ax1.plot(gens, np.median(best, axis=1), "k--", lw=2, label="median")
   ax1.set(xlabel="generation", ylabel="best confidence", title="Best confidence per class")
   ax1.legend(fontsize=7, ncol=2)
@@ -305,6 +310,11 @@ def _plot_curves(path, history, labels):
   ax2.axhline(4.0, color="gray", ls=":", label="99.99 %")
   ax2.set(xlabel="generation", ylabel="-log10(1 - confidence)", title="Nines of confidence")
   ax2.legend(fontsize=8)
+  ax3.plot(gens, np.sum(best >= 0.99, axis=1), "tab:blue", label=">= 99 %")
+  ax3.plot(gens, np.sum(best >= 0.9999, axis=1), "tab:red", label=">= 99.99 %")
+  ax3.set(xlabel="generation", ylabel="classes", ylim=(0, best.shape[1] * 1.05),
+          title=f"Classes fooled (of {best.shape[1]})")
+  ax3.legend(fontsize=8)
   fig.tight_layout()
   core.save_figure(fig, path)
 
