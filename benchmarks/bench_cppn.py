@@ -41,7 +41,7 @@ import time
 import jax
 import jax.numpy as jnp
 
-from benchmarks.timing import interleaved_best
+from benchmarks.timing import interleaved_best, interleaved_best_cpu
 from foolingjax import models
 from foolingjax.evolution import cppn, map_elites
 
@@ -85,20 +85,6 @@ def lineage_population(key, n: int, *, channels: int, max_nodes: int, max_conns:
     return jax.lax.scan(step, pop, jax.random.split(k_grow, rounds))[0]
 
   return run(k_init, k_grow)
-
-
-def interleaved_best_cpu(fns, rounds: int) -> dict[str, tuple[float, float]]:
-  """As :func:`benchmarks.timing.interleaved_best`, with the CPU time
-  (``time.process_time``, all threads) of the best run: name -> (wall, cpu)."""
-  best = {name: (float("inf"), float("inf")) for name in fns}
-  for _ in range(rounds):
-    for name, fn in fns.items():
-      c0, t0 = time.process_time(), time.perf_counter()
-      jax.block_until_ready(fn())
-      wall, cpu = time.perf_counter() - t0, time.process_time() - c0
-      if wall < best[name][0]:
-        best[name] = (wall, cpu)
-  return best
 
 
 def compile_seconds(fn, *args) -> float:

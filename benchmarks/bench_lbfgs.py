@@ -22,6 +22,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from benchmarks import timing
+
 from foolingjax import attacks
 
 ATTACK_KWARGS = {"c_init": 1.0, "c_search_steps": 8, "c_factor": 10.0, "max_iters": 200,
@@ -124,10 +126,11 @@ def compare(apply_fn, params, x, targets, *, chunk_sizes=(1, None), **kwargs) ->
   # Compile the reference's jitted objective before timing it.
   scipy_lbfgs_attack(apply_fn, params, x[:1], targets[:1],
                      **{**kwargs, "c_search_steps": 1, "max_iters": 2})
-  t0 = time.perf_counter()
-  ref_adv, ref = scipy_lbfgs_attack(apply_fn, params, x, targets, **kwargs)
-  scipy_seconds = time.perf_counter() - t0
+  with timing.Clock() as clock:
+    ref_adv, ref = scipy_lbfgs_attack(apply_fn, params, x, targets, **kwargs)
+  scipy_seconds = clock.wall
   result = {"num_images": int(x.shape[0]), "scipy_seconds": scipy_seconds,
+            "scipy_cpu_seconds": clock.cpu, "scipy_load": clock.load_after,
             "scipy_success_rate": float(np.mean(ref["success"])),
             "scipy_objective_seconds": ref["objective_seconds"],
             "scipy_objective_calls": ref["objective_calls"]}
@@ -135,9 +138,9 @@ def compare(apply_fn, params, x, targets, *, chunk_sizes=(1, None), **kwargs) ->
     attack = jax.jit(lambda p, x, t, k=chunk_size: attacks.lbfgs_attack(
         apply_fn, p, x, t, chunk_size=k, **kwargs))
     jax.block_until_ready(attack(params, x, targets))  # compile
-    t0 = time.perf_counter()
-    adv, info = jax.block_until_ready(attack(params, x, targets))
-    seconds = time.perf_counter() - t0
+    with timing.Clock() as clock:
+      adv, info = jax.block_until_ready(attack(params, x, targets))
+    seconds = clock.wall
     both = np.asarray(info.success) & ref["success"]
     amd = lambda a, both=both: float(attacks.metrics.average_minimum_distortion(
         x, jnp.asarray(a), mask=both))
@@ -150,7 +153,8 @@ def compare(apply_fn, params, x, targets, *, chunk_sizes=(1, None), **kwargs) ->
         f"scipy_avg_min_distortion_{tag}": amd(ref_adv),
         f"jax_in_box_{tag}": bool(jnp.all((adv >= 0) & (adv <= 1))),
         f"jax_mean_iterations_{tag}": float(np.mean(info.iterations)),
-        f"jax_seconds_{tag}": seconds,
+        f"jax_seconds_{tag}": seconds, f"jax_cpu_seconds_{tag}": clock.cpu,
+        f"jax_load_{tag}": clock.load_after,
         f"speedup_jax_over_scipy_{tag}": scipy_seconds / seconds,
     })
   return result
@@ -175,7 +179,9 @@ def main(argv):
     rel = result[f"jax_mean_l2_{tag}"] / result[f"scipy_mean_l2_{tag}"] - 1.0
     print(f"[{tag}] mean L2 distortion JAX vs scipy: {rel * 100:+.2f} %; speed ratio "
           f"JAX-batched / scipy-loop: {result[f'speedup_jax_over_scipy_{tag}']:.1f}x "
-          f"({result['scipy_seconds']:.1f} s / {result[f'jax_seconds_{tag}']:.2f} s)")
+          f"({result['scipy_seconds']:.1f} s / {result[f'jax_seconds_{tag}']:.2f} s wall; "
+          f"CPU {result['scipy_cpu_seconds']:.1f} s / {result[f'jax_cpu_seconds_{tag}']:.2f} s; "
+          f"load {result[f'jax_load_{tag}']:.2f})")
 
 
 if __name__ == "__main__":

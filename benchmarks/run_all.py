@@ -16,6 +16,7 @@ import os
 import pathlib
 import platform
 import re
+import resource
 import subprocess
 import sys
 import time
@@ -30,6 +31,12 @@ def machine() -> str:
   return (f"{cpu}, {os.cpu_count()} cores, {jax.device_count()} x "
           f"{jax.devices()[0].device_kind}, jax {jax.__version__}, python "
           f"{platform.python_version()}")
+
+
+def _children_cpu() -> float:
+  """CPU seconds (user + system) of the finished benchmark processes so far."""
+  usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+  return usage.ru_utime + usage.ru_stime
 
 
 def main() -> int:
@@ -47,7 +54,8 @@ def main() -> int:
   rows, failures = [], []
   for name in names:
     print(f"=== {name}", flush=True)
-    t0 = time.perf_counter()
+    t0, load0 = time.perf_counter(), os.getloadavg()[0]
+    cpu0 = _children_cpu()
     try:
       result = subprocess.run([sys.executable, "-m", f"benchmarks.bench_{name}"],
                               cwd=HERE.parent, capture_output=True, text=True,
@@ -62,7 +70,9 @@ def main() -> int:
     for line in result.stdout.splitlines():
       if RATIO_LINE.search(line):
         rows.append((name, " ".join(line.split())))
-    rows.append((name, f"(benchmark wall time {time.perf_counter() - t0:.0f} s)"))
+    rows.append((name, f"(benchmark wall time {time.perf_counter() - t0:.0f} s, CPU time "
+                       f"{_children_cpu() - cpu0:.0f} s, load average {load0:.2f} -> "
+                       f"{os.getloadavg()[0]:.2f})"))
   print("\n## Benchmark ratios\n")
   print(f"machine: {machine()}\n")
   print("| benchmark | result |\n|---|---|")
