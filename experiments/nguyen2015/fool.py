@@ -230,9 +230,10 @@ def cross_score(config, archive, evolver, labels, batch_size: int = 8) -> dict:
   """The elites scored under the other ImageNet fitness than the one they evolved under.
 
   A one-crop run's elites get the original's fitness (softmax averaged over 10
-  crops of a 256x256 rendering); a 10-crop run's get one centred crop at the
-  network's input size. CPPN genomes are rendered again at the other size (a
-  CPPN is resolution-free); direct-encoded images are resized (bilinear).
+  crops of a 256x256 rendering); a 10-crop run's get the one-crop fitness (the
+  whole image at the network's input size, as a one-crop run renders it).
+  CPPN genomes are rendered again at the other size (a CPPN is
+  resolution-free); direct-encoded images are resized (bilinear).
   Returns the median and the counts >= 99 % and >= 99.99 % over the filled
   cells, and each class's score under the other fitness.
   """
