@@ -123,7 +123,12 @@ def _same_number(got, text) -> bool:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("command", EXPERIMENT_COMMANDS)
-def test_readme_command_runs_at_smoke_scale(command, tmp_path):
+def test_readme_command_runs_at_smoke_scale(command, tmp_path, monkeypatch):
+  # The README's own-model example runs "from the directory that holds
+  # mymodels.py": here that module is a small user model of the tests.
+  (tmp_path / "mymodels.py").write_text(
+      "from tests.user_models import tiny_mnist_classifier as my_cnn  # noqa: F401\n")
+  monkeypatch.syspath_prepend(str(tmp_path))
   module_name, flag_list = _module_and_flags(command)
   smoke = [re.sub(r"^(--config=[^:]+)(:.*)?$", r"\1:smoke", f) if f.startswith("--config=")
            else f for f in flag_list]
