@@ -151,6 +151,23 @@ def test_ablation_control_removes_an_area_equal_to_the_repeats_and_no_repeat(key
 # The experiment at its smoke preset
 
 
+def test_fooling_class_accumulates_exactly_the_distinct_images_so_far():
+  rng = np.random.default_rng(0)
+  first = rng.integers(0, 256, (5, 4, 4, 1), dtype=np.uint8)
+  second = np.concatenate([first[:2], rng.integers(0, 256, (3, 4, 4, 1), dtype=np.uint8)])
+  pool = [first, second]                  # two of iteration 2's images repeat iteration 1's
+  key = jax.random.key(0)
+  got = nguyen_experiment.fooling_class_images(pool, "accumulate", 6000, key)
+  distinct = {im.tobytes() for im in np.concatenate(pool)}
+  assert len(got) == len(distinct) == 8
+  assert {im.tobytes() for im in got} == distinct
+  # resample: a fixed size, drawn from the pool, repeats when the pool is smaller.
+  drawn = nguyen_experiment.fooling_class_images(pool, "resample", 20, key)
+  assert drawn.shape == (20, 4, 4, 1) and {im.tobytes() for im in drawn} <= distinct
+  few = nguyen_experiment.fooling_class_images([first], "resample", 4, key)
+  assert len({im.tobytes() for im in few}) == 4   # without replacement when enough
+
+
 def test_bad_parts_fail_clearly(tmp_path):
   config = nguyen_config.get_config("smoke")
   config.parts = "gradient,transfr"
@@ -158,17 +175,20 @@ def test_bad_parts_fail_clearly(tmp_path):
     nguyen_experiment.run(config, tmp_path)
 
 
-def _smoke(tmp_path_factory, parts):
+def _smoke(tmp_path_factory, parts, **retrain):
   workdir = tmp_path_factory.mktemp("nguyen_smoke")
   config = nguyen_config.get_config("smoke")
   config.parts = parts
+  config.retrain.update(retrain)
   return config, workdir, nguyen_experiment.run(config, workdir)
 
 
-# Direct encoding only: the default suite.
+# Direct encoding only: the default suite. The retrain loop runs the accumulating
+# fooling class (its resampling default is tested on its own above).
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory):
-  return _smoke(tmp_path_factory, "transfer,retrain")
+  return _smoke(tmp_path_factory, "transfer,retrain", fooling_class="accumulate",
+                iterations=3)
 
 
 # These need the CPPN encoding, whose compilation took ~45 s here (XLA:CPU, loaded).
@@ -240,6 +260,15 @@ def test_smoke_retrain(smoke_run):
   assert all(0.0 < l["test_accuracy"] <= 1.0 for l in lines)
   assert [l["fooling_images_so_far"] for l in lines] == [
       10 * r.runs * i for i in range(1, r.iterations + 1)]
+  # accumulate: DNN_i's class n+1 holds exactly the distinct elites of iterations < i.
+  pool = []
+  for line in lines:
+    want = len({im.tobytes() for p in pool for im in p})
+    assert line["fooling_class_images"] == want, line
+    assert line["fooling_class_share"] == pytest.approx(want / (r.train_size + want))
+    with np.load(workdir / "retrain" / f"iter_{line['iteration']:02d}" / "fooling.npz") as f:
+      pool.append(f["images"])
+  assert lines[-1]["fooling_class_images"] > lines[1]["fooling_class_images"] > 0
   with np.load(workdir / "retrain" / "iter_02" / "fooling.npz", allow_pickle=False) as f:
     assert f["images"].dtype == np.uint8 and f["images"].shape == (10 * r.runs, 28, 28, 1)
     np.testing.assert_allclose(np.median(f["fitness"]), lines[1]["median_confidence"])

@@ -65,6 +65,9 @@ def get_config(preset: str = "all"):
       population=200, generations=1001, runs=5,   # MAP-Elites runs (vmapped) per iteration
       epochs=5, train_size=0,  # 0: the whole MNIST training split
       fooling_class_size=6000,  # images of class n+1 per retrain (a digit class's size)
+      # resample: fooling_class_size images drawn from the elites so far (repeats when
+      # fewer); accumulate: every distinct elite so far, once each (the class grows).
+      fooling_class="resample",
       initial="zoo",           # DNN_1: the bundled LeNet seed 0 ("zoo") or "train"
       control=True,            # also train a 10-class LeNet with the same budget
   ))
