@@ -1,6 +1,7 @@
 """ImageNet-scale fitness throughput, as a ratio against a baseline of the same run.
 
   python -m benchmarks.bench_imagenet [--model efficientnet|caffenet] [--batch 8]
+  python -m benchmarks.bench_imagenet --generation [--population 32]
 
 Times one jitted batch of
   * ``render+10crop``: HSV direct-encoded genomes ``[B, 256, 256, 3]`` rendered
@@ -14,11 +15,18 @@ their ratio, and the projected time of the paper's 5001 x 400 evaluations.
 ``--model caffenet`` uses a randomly initialised CaffeNet (the paper's network
 size; no weights are available offline), ``efficientnet`` the pretrained
 EfficientNet-Lite0 that stands in for it.
+
+``--generation`` instead times where the CPU-scale ImageNet study's time goes:
+one whole MAP-Elites generation over all 1000 class cells (select, vary,
+render at 224, classify, insert), direct and CPPN encodings, against the bare
+batched forward of as many 224x224 images and against rendering alone, with
+the compile time of each generation's scan.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import platform
 import time
 
@@ -78,13 +86,69 @@ def measure(model: str = "efficientnet", batch: int = 8, repeats: int = 3) -> di
   }
 
 
+def measure_generation(population: int = 32, generations: int = 2,
+                       repeats: int = 2) -> dict:
+  from foolingjax import evolution
+  from foolingjax.evolution import map_elites
+  apply_fn, params = efficientnet.load_efficientnet_lite0()
+  shape = apply_fn.input_shape
+  key = jax.random.key(0)
+  forward = jax.jit(lambda p, x: jax.nn.softmax(apply_fn(p, x)))
+  images = jax.random.uniform(key, (population, *shape))
+  fns, compile_s, archives = {}, {}, {}
+  for name in ("direct", "cppn"):
+    encoding = evolution.make_encoding(name, shape)
+    init = jax.jit(map_elites.make_init_fn(encoding=encoding, apply_fn=apply_fn,
+                                           num_cells=1000, init_size=population))
+    run = jax.jit(map_elites.make_run_fn(encoding=encoding, apply_fn=apply_fn,
+                                         batch_size=population, num_generations=generations))
+    archives[name] = jax.block_until_ready(init(key, params))
+    with timing.Clock() as clock:
+      run.lower(key, archives[name], params).compile()
+    compile_s[name] = clock.wall
+    render = jax.jit(jax.vmap(encoding.render))
+    genomes = jax.vmap(encoding.init)(jax.random.split(key, population))
+    fns[f"generation_{name}"] = functools.partial(run, key, archives[name], params)
+    fns[f"render_{name}"] = functools.partial(render, genomes)
+  fns["forward"] = lambda: forward(params, images)
+  for fn in fns.values():
+    jax.block_until_ready(fn())
+  best = timing.interleaved_best_cpu(fns, repeats)
+  per_gen = {k: (w / generations if k.startswith("generation") else w, c / generations
+                 if k.startswith("generation") else c) for k, (w, c) in best.items()}
+  return {"population": population, "per_generation": per_gen, "compile_s": compile_s,
+          "load": timing.load()}
+
+
+def main_generation(population: int, repeats: int) -> None:
+  r = measure_generation(population, repeats=repeats)
+  g = r["per_generation"]
+  fwd = g["forward"][0]
+  print(f"population {r['population']}, 1000 cells, 224x224, EfficientNet-Lite0; wall / CPU "
+        f"s per generation, best of {repeats} round-robin; {r['load']}")
+  print(f"bare forward of {r['population']} images       {g['forward'][0]:.3f} / "
+        f"{g['forward'][1]:.3f}")
+  for name in ("direct", "cppn"):
+    w, c = g[f"generation_{name}"]
+    rw, rc = g[f"render_{name}"]
+    print(f"{name:6s} whole generation {w:.3f} / {c:.3f}: ratio forward / generation "
+          f"{fwd / w:.2f}; render alone {rw:.3f} / {rc:.3f} ({100 * rw / w:.0f} % of it); "
+          f"compile {r['compile_s'][name]:.1f} s")
+
+
 def main():
   parser = argparse.ArgumentParser()
   parser.add_argument("--model", choices=("efficientnet", "caffenet"),
                       default="efficientnet")
   parser.add_argument("--batch", type=int, default=8)
   parser.add_argument("--repeats", type=int, default=3)
+  parser.add_argument("--generation", action="store_true",
+                      help="time a whole 1000-cell generation instead (see the docstring)")
+  parser.add_argument("--population", type=int, default=32)
   args = parser.parse_args()
+  if args.generation:
+    main_generation(args.population, args.repeats)
+    return
   r = measure(args.model, args.batch, args.repeats)
   print(f"machine: {platform.processor() or platform.machine()}, "
         f"{jax.device_count()} x {jax.devices()[0].device_kind}, jax {jax.__version__}")

@@ -313,7 +313,8 @@ def _plot_curves(path, history, labels):
   ax2.legend(fontsize=8)
   ax3.plot(gens, np.sum(best >= 0.99, axis=1), "tab:blue", label=">= 99 %")
   ax3.plot(gens, np.sum(best >= 0.9999, axis=1), "tab:red", label=">= 99.99 %")
-  ax3.set(xlabel="generation", ylabel="classes", ylim=(0, best.shape[1] * 1.05),
+  most = int(np.sum(best >= 0.99, axis=1).max())
+  ax3.set(xlabel="generation", ylabel="classes", ylim=(0, max(most, 5) * 1.1),
           title=f"Classes fooled (of {best.shape[1]})")
   ax3.legend(fontsize=8)
   fig.tight_layout()
