@@ -6,6 +6,8 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 WORKDIR ?= runs/fool_mnist_direct
 PRESET ?= mnist_direct
+# Test processes (pytest-xdist; a test file's tests share one process and its fixtures).
+TEST_WORKERS ?= 2
 
 .PHONY: demo test install install-test benchmarks
 
@@ -37,7 +39,7 @@ demo: install
 	$(PY) -m experiments.nguyen2015.fool --config=experiments/nguyen2015/configs/fool.py:$(PRESET) --workdir=$(WORKDIR)
 
 test: install-test
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=15
 
 benchmarks: install-test
 	# torchattacks, the peer of bench_attacks: --no-deps keeps this project's torch.
