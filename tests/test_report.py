@@ -28,6 +28,7 @@ def run_dir(fool_smoke_run):
 def test_every_run_writes_a_self_contained_page(run_dir):
   page = (run_dir / "index.html").read_text()
   for part in ("Summary", "final_median", "curves.png", "elites.png", "elites_gen00000.png",
+               "per_class.png",
                "metrics.jsonl", "Generation 4 of 4", "finished"):
     assert part in page, part
   # Nothing from the network: no absolute URLs at all.
@@ -44,13 +45,15 @@ def test_markdown_tables_become_html_tables():
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (make test installs it "
                     "with apt when run as root)")
 def test_the_page_loads_in_chromium_without_console_errors(run_dir, tmp_path):
+  figures = len(list(run_dir.rglob("*.png")))   # elites at 0 and 4, final grid, curves, per class
+  assert figures == 5
   dom, console = _browse(run_dir / "index.html")
-  assert 'data-images-ok="4/4"' in dom          # every figure decoded, none missing
+  assert f'data-images-ok="{figures}/{figures}"' in dom   # every figure decoded, none missing
   assert not console, console
   # The check is real: a figure gone from the directory is reported.
   copy = tmp_path / "copy"
   shutil.copytree(run_dir, copy)
   (copy / "curves.png").unlink()
   dom, console = _browse(copy / "index.html")
-  assert 'data-images-ok="3/4"' in dom
+  assert f'data-images-ok="{figures - 1}/{figures}"' in dom
   assert any("image did not load: curves.png" in line for line in console)
