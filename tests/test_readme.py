@@ -132,6 +132,10 @@ def test_readme_command_runs_at_smoke_scale(command, tmp_path, monkeypatch):
   module_name, flag_list = _module_and_flags(command)
   smoke = [re.sub(r"^(--config=[^:]+)(:.*)?$", r"\1:smoke", f) if f.startswith("--config=")
            else f for f in flag_list]
+  if any(re.match(r"--config=.*:imagenet_", f) for f in flag_list):
+    # ImageNet-only flags (10 crops, cross-scoring) need a 224x224 RGB net; the
+    # smoke preset's is LeNet: a tiny RGB model of the tests stands in.
+    smoke.append("--config.classifier=tests.user_models:tiny_rgb224_classifier")
   config = _absl_config(smoke)
   assert config.preset == "smoke" if "preset" in config else True
   module = importlib.import_module(module_name)
