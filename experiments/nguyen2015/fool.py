@@ -28,16 +28,14 @@ from foolingjax.evolution import driver, map_elites
 ENCODINGS = evolution.ENCODINGS
 
 
-def load_classifier(config) -> Classifier:
-  """``config.classifier`` (any :func:`foolingjax.zoo.resolve` spec), 10-crop wrapped if asked."""
-  classifier = zoo.resolve(config.classifier)
-  if config.ten_crop:
-    # The original's ImageNet fitness: softmax averaged over 10 crops of a
-    # 256x256 rendering; the wrapper's softmax is that average.
-    from foolingjax import imagenet
-    classifier = Classifier(imagenet.make_ten_crop_apply_fn(classifier.apply_fn),
-                            classifier.params)
-  return classifier
+def with_fitness(base: Classifier, ten_crop: bool) -> Classifier:
+  """``base`` as the evolution scores images: one rendering at its input size, or
+  the original's ImageNet fitness (softmax averaged over 10 crops of a 256x256
+  rendering; the wrapper's softmax is that average)."""
+  if not ten_crop:
+    return base
+  from foolingjax import imagenet
+  return Classifier(imagenet.make_ten_crop_apply_fn(base.apply_fn), base.params)
 
 
 def input_shape_of(apply_fn) -> tuple[int, int, int]:
@@ -117,7 +115,8 @@ def run(config, workdir) -> dict:
   if mesh is not None:
     sharding.check_divisible(config.population, mesh, what="config.population")
     print(f"Sharding the population over {sharding.describe(mesh)}.")
-  classifier = load_classifier(config)
+  base = zoo.resolve(config.classifier)
+  classifier = with_fitness(base, config.ten_crop)
   image_shape = input_shape_of(classifier.apply_fn)
   num_classes = num_classes_of(classifier.apply_fn, classifier.params, image_shape)
   if config.num_classes not in (-1, num_classes):
@@ -169,7 +168,7 @@ def run(config, workdir) -> dict:
   if chosen:
     _save_grid(workdir / "elites_chosen.png", archive, evolver, labels, cells=chosen)
   if config.cross_score:
-    summary["cross_score"] = cross_score(config, archive, evolver, labels)
+    summary["cross_score"] = cross_score(config, archive, evolver, labels, base)
   core.write_tensorboard(workdir, history, step="generation")
   core.write_json(workdir / "summary.json", summary)
   return summary
@@ -226,7 +225,8 @@ def _summary(history, archive, labels, config, wall, evaluations) -> dict:
   }
 
 
-def cross_score(config, archive, evolver, labels, batch_size: int = 8) -> dict:
+def cross_score(config, archive, evolver, labels, base: Classifier,
+                batch_size: int = 8) -> dict:
   """The elites scored under the other ImageNet fitness than the one they evolved under.
 
   A one-crop run's elites get the original's fitness (softmax averaged over 10
@@ -235,14 +235,11 @@ def cross_score(config, archive, evolver, labels, batch_size: int = 8) -> dict:
   CPPN genomes are rendered again at the other size (a CPPN is
   resolution-free); direct-encoded images are resized (bilinear).
   Returns the median and the counts >= 99 % and >= 99.99 % over the filled
-  cells, and each class's score under the other fitness.
+  cells, and each class's score under the other fitness. ``base`` is the
+  classifier without the fitness wrapper (as :func:`with_fitness` takes it).
   """
-  from foolingjax import imagenet
-  base = zoo.resolve(config.classifier)
-  if config.ten_crop:
-    other, name = base.apply_fn, "one_crop"
-  else:
-    other, name = imagenet.make_ten_crop_apply_fn(base.apply_fn), "ten_crop"
+  other = with_fitness(base, not config.ten_crop).apply_fn
+  name = "one_crop" if config.ten_crop else "ten_crop"
   shape = input_shape_of(other)
   cells = np.flatnonzero(np.asarray(archive.filled))
   genomes = jax.tree_util.tree_map(lambda leaf: leaf[cells], archive.genomes)
