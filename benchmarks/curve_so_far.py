@@ -49,7 +49,8 @@ def main():
   parser.add_argument("--every", type=int, default=1, help="print every N-th generation")
   args = parser.parse_args()
   rows = curve(args.workdir, args.every)
-  print(f"{args.workdir}: {len(rows)} rows" + (f" (every {args.every}th generation)" if args.every > 1 else ""))
+  every = f" (every {args.every}th generation)" if args.every > 1 else ""
+  print(f"{args.workdir}: {len(rows)} rows{every}")
   print("generation | median | cells >= 99 % | cells >= 99.99 %")
   for r in rows:
     print(f"{r['generation']:10d} | {100 * r['median']:6.2f} % | {r['cells_99']:4d} / "

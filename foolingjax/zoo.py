@@ -79,8 +79,8 @@ PRESETS: dict[str, dict] = {
 # per layer, AE400-10 a sparse autoencoder with a softmax on top. The form
 # λ/k·Σw² (k = the layer's units), λ = 1e-5, 1e-5, 1e-6 for the two-hidden-layer
 # nets, SGD and the encoder frozen under the softmax are how third-party
-# reproductions read the paper (its PDF was not read here). Our choices where the paper is silent: SGD with momentum 0.9,
-# learning rate 0.1 decayed by a cosine, batches of 100, the epochs below; the
+# reproductions read the paper (its PDF was not read here). Our choices where
+# the paper is silent: SGD with momentum 0.9, learning rate 0.1 decayed by a cosine, batches of 100, the epochs below; the
 # sparse autoencoder of Ng's UFLDL notes (ρ 0.1, β 3, λ 3e-3/2, their MNIST
 # exercise), pre-trained with SGD at learning rate 0.01; λ 1e-6 for AE400-10's
 # softmax.
