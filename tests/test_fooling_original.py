@@ -72,3 +72,32 @@ def test_keep_best_returns_the_most_confident_iterate():
   np.testing.assert_allclose(p, metrics["final_confidence"], rtol=1e-5)
   np.testing.assert_allclose(metrics["final_confidence"], metrics["confidence"].max(0),
                              rtol=1e-6)
+
+
+@pytest.mark.parametrize("keep_best", [False, True])
+def test_trace_and_best_iterate_equal_a_step_by_step_loop(keep_best):
+  """One forward-backward pass per step: the trace is p after each step, as a plain loop
+  of the original's update (step, decay toward the centre, clip) computes it."""
+  w = jax.random.normal(jax.random.key(1), (12, 4)) * 2.0
+  x0 = jax.random.uniform(jax.random.key(2), (2, 2, 2, 3))
+  center = jnp.full((2, 2, 3), 0.4)
+  target = jnp.array([1, 3])
+  images, metrics = attacks.gradient_ascent_fooling(
+      None, _linear, {"w": w}, target, steps=6, objective="softmax", init_images=x0,
+      step_rule="progress", early_prog=0.3, late_prog_mult=0.5, l2_decay=0.05,
+      decay_center=center, keep_best=keep_best)
+  for b in range(2):
+    p = lambda x: jax.nn.softmax(_linear({"w": w}, x[None]))[0, target[b]]
+    x, trace, best_x, best_p = x0[b], [], x0[b], float(p(x0[b]))
+    for _ in range(6):
+      g = jax.grad(p)(x)
+      lr = _original_lr(np.asarray(g, np.float64), float(p(x)), early_prog=0.3,
+                        late_prog_mult=0.5)
+      x = jnp.clip(center + 0.95 * (x + lr * g - center), 0.0, 1.0)
+      trace.append(float(p(x)))
+      if trace[-1] > best_p:
+        best_x, best_p = x, trace[-1]
+    np.testing.assert_allclose(metrics["confidence"][:, b], trace, rtol=1e-4, atol=1e-6)
+    want_x, want_p = (best_x, best_p) if keep_best else (x, trace[-1])
+    np.testing.assert_allclose(images[b], want_x, atol=1e-5)
+    assert float(metrics["final_confidence"][b]) == pytest.approx(want_p, rel=1e-4)

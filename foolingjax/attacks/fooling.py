@@ -145,9 +145,17 @@ def gradient_ascent_fooling(
       logits = apply_fn(params, x[None])[0]
       return _score(logits, t, objective), jax.nn.softmax(logits)[t]
 
+    # One forward-backward pass per step: the gradient pass at x_i also gives
+    # p(x_i), which is the trace's entry of the previous step; only the last
+    # iterate needs a forward of its own.
+    grad_fn = jax.value_and_grad(score_and_confidence, has_aux=True)
+
     def step(carry, i):
       x, best_x, best_p = carry
-      (_, p_now), grad = jax.value_and_grad(score_and_confidence, has_aux=True)(x)
+      (score_now, p_now), grad = grad_fn(x)
+      better = p_now > best_p
+      best_x = jnp.where(better, x, best_x)
+      best_p = jnp.where(better, p_now, best_p)
       if step_rule == "progress":
         lr = progress_step_size(jnp.sum(jnp.square(grad)), p_now, early_prog=early_prog,
                                 late_prog_mult=late_prog_mult, max_lr=max_lr)
@@ -159,18 +167,19 @@ def gradient_ascent_fooling(
         x = jnp.where((i + 1) % blur_every == 0, gaussian_blur(x, sigma=blur_sigma), x)
       if clip:
         x = jnp.clip(x, 0.0, 1.0)
-      score, confidence = score_and_confidence(x)
-      better = confidence > best_p
-      best_x = jnp.where(better, x, best_x)
-      best_p = jnp.where(better, confidence, best_p)
-      return (x, best_x, best_p), (score, confidence)
+      return (x, best_x, best_p), (score_now, p_now)
 
-    p0 = score_and_confidence(xi)[1]
-    (x, best_x, best_p), (scores, confidences) = jax.lax.scan(step, (xi, xi, p0),
-                                                              jnp.arange(steps))
+    (x, best_x, best_p), (scores, confidences) = jax.lax.scan(
+        step, (xi, xi, -jnp.inf), jnp.arange(steps))
+    score_last, p_last = score_and_confidence(x)
+    best_x = jnp.where(p_last > best_p, x, best_x)
+    best_p = jnp.maximum(p_last, best_p)
+    # After each step: p(x_1) .. p(x_steps).
+    scores = jnp.concatenate([scores[1:], score_last[None]])
+    confidences = jnp.concatenate([confidences[1:], p_last[None]])
     if keep_best:
       return best_x, scores, confidences, best_p
-    return x, scores, confidences, confidences[-1]
+    return x, scores, confidences, p_last
 
   images, scores, confidences, final = jax.vmap(one)(x0, target)
   metrics = {"confidence": confidences.T, "score": scores.T, "final_confidence": final}
