@@ -17,6 +17,7 @@ One place for what experiments do around the library:
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -31,8 +32,9 @@ import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
-from foolingjax import checkpoint, zoo
-from foolingjax.evolution import driver
+from foolingjax import checkpoint, evolution, zoo
+from foolingjax.contract import Classifier, num_classes_of
+from foolingjax.evolution import driver, map_elites
 
 # Defined once here, not in each entrypoint: absl refuses a flag defined twice,
 # and the tests import several experiments into one process.
@@ -253,6 +255,124 @@ class Progress:
 
   def close(self) -> None:
     self.clear()
+
+
+# --------------------------------------------------------------------------
+# Fooling runs: what the fool experiment evolves, and what other studies read back
+
+
+def with_fitness(base: Classifier, ten_crop: bool) -> Classifier:
+  """``base`` as the evolution scores images: one rendering at its input size, or
+  the original's ImageNet fitness (softmax averaged over 10 crops of a 256x256
+  rendering; the wrapper's softmax is that average)."""
+  if not ten_crop:
+    return base
+  from foolingjax import imagenet
+  return Classifier(imagenet.make_ten_crop_apply_fn(base.apply_fn), base.params)
+
+
+def input_shape_of(apply_fn) -> tuple[int, int, int]:
+  shape = getattr(apply_fn, "input_shape", None)
+  if shape is None or any(d is None for d in shape):
+    raise ValueError("The classifier's apply_fn does not declare its input_shape. Fix: wrap "
+                     "it with foolingjax.models.from_linen/from_nnx(..., input_shape=(H, W, C)).")
+  return tuple(shape)
+
+
+def fool_encoding(config, image_shape):
+  """The encoding of a fool config (``config.encoding`` with its options block)."""
+  options = config.direct if config.encoding == "direct" else config.cppn
+  return evolution.make_encoding(config.encoding, image_shape, **options.to_dict())
+
+
+def class_labels(num_classes: int) -> list[str]:
+  """ImageNet's class names for 1000 classes, else the indices as text."""
+  if num_classes == 1000:
+    try:
+      from foolingjax import imagenet
+      return list(imagenet.class_names())
+    except (ImportError, FileNotFoundError):
+      pass
+  return [str(k) for k in range(num_classes)]
+
+
+def parse_classes(text: str, labels: Sequence[str], *, setting: str) -> list[int]:
+  """``"king penguin,starfish"`` or ``"145,327"`` -> class indices into ``labels``.
+
+  A name that is no class is one error naming ``setting``, with close names.
+  """
+  cells = []
+  for item in names(text):
+    if item.isdigit() and int(item) < len(labels):
+      cells.append(int(item))
+    elif item in labels:
+      cells.append(list(labels).index(item))
+    else:
+      near = [name for name in labels if item.lower() in name.lower()][:5]
+      raise ValueError(f"{setting} names {item!r}, which is not a class of this "
+                       f"classifier. Fix: use class names or indices 0-{len(labels) - 1}"
+                       + (f" (close: {', '.join(near)})" if near else "") + ".")
+  return cells
+
+
+@dataclasses.dataclass(frozen=True)
+class FoolRun:
+  """A fool experiment's work directory, read back.
+
+  ``base`` is its classifier, ``classifier`` the same under the run's fitness
+  (10 crops when ``config.ten_crop``), ``archive`` its latest checkpoint and
+  ``evolver`` renders the archive's genomes at the fitness's input size.
+  """
+  workdir: pathlib.Path
+  config: ml_collections.ConfigDict
+  base: Classifier
+  classifier: Classifier
+  evolver: driver.Evolver
+  archive: map_elites.Archive
+  labels: list[str]
+
+  def elites(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(images [M, H, W, C], probability [M], cell [M])`` of the filled cells."""
+    cells = np.flatnonzero(np.asarray(self.archive.filled))
+    genomes = jax.tree_util.tree_map(lambda leaf: leaf[cells], self.archive.genomes)
+    probs = np.asarray(map_elites.to_probability(self.archive.fitness,
+                                                 self.archive.fitness_kind))
+    return np.asarray(self.evolver.render(genomes)), probs[cells], cells
+
+
+def load_fool_run(workdir) -> FoolRun:
+  """Reads the latest archive of ``python -m experiments.nguyen2015.fool --workdir=DIR``.
+
+  The classifier is resolved again from the run's config and must be the one
+  the run evolved against (the checkpoint records a digest of its parameters).
+  """
+  workdir = pathlib.Path(workdir)
+  fix = ("Fix: give the --workdir of a run of python -m experiments.nguyen2015.fool "
+         "(it needs its config.json and checkpoints/).")
+  if not (workdir / "config.json").exists():
+    raise FileNotFoundError(f"{workdir} holds no fool run: no config.json. {fix}")
+  config = ml_collections.ConfigDict(json.loads((workdir / "config.json").read_text()))
+  last = checkpoint.latest(workdir / "checkpoints", prefix=driver.PREFIX)
+  if last is None:
+    raise FileNotFoundError(f"{workdir} holds no archive checkpoint yet. {fix}")
+  base = zoo.resolve(config.classifier)
+  classifier = with_fitness(base, config.ten_crop)
+  shape = input_shape_of(classifier.apply_fn)
+  num_classes = num_classes_of(classifier.apply_fn, classifier.params, shape)
+  recorded = checkpoint.read_fingerprint(last).get("params")
+  if recorded is not None and recorded != checkpoint.digest(classifier.params):
+    raise ValueError(f"{last} was evolved against other parameters than "
+                     f"{config.classifier!r} resolves to now (another checkpoint or "
+                     "version of the weights). Fix: use the weights of that run, or evolve "
+                     "the run again.")
+  evolver = driver.Evolver(encoding=fool_encoding(config, shape), apply_fn=classifier.apply_fn,
+                           num_cells=num_classes, population=config.population,
+                           fitness=config.fitness)
+  init_key, _ = evolver.keys(jax.random.key(config.seed))
+  archive, _ = checkpoint.restore(last, evolver.template(init_key, classifier.params))
+  return FoolRun(workdir=workdir, config=config, base=base, classifier=classifier,
+                 evolver=evolver, archive=jax.device_put(archive),
+                 labels=class_labels(num_classes))
 
 
 # --------------------------------------------------------------------------

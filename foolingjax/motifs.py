@@ -230,38 +230,51 @@ def area_matched_control(key: jax.Array, image: jax.Array, motifs: Motifs,
 
 
 def make_ablation_fn(*, apply_fn, steps: int, max_components: int = 64,
-                     iou_threshold: float = 0.75, min_area: int = 2):
+                     iou_threshold: float = 0.75, min_area: int = 2,
+                     return_images: bool = True):
   """``ablate(key, params, images [N,H,W,C], targets [N]) -> dict`` (jit it).
 
-  The dict holds ``images`` ``[N, steps + 1, H, W, C]``, ``removed`` and
-  ``repeats`` (``[N, steps + 1]`` and ``[N]`` copies), ``components`` ``[N]``
-  and ``confidence`` ``[N, steps + 1]``, the target's softmax probability
-  after each removal step; ``removed_area`` ``[N, steps + 1]`` pixels removed;
-  and the control (:func:`area_matched_control`): ``control_images``,
+  ``key`` is one PRNG key, split into one key per image, or ``[N]`` keys, one
+  per image: calling the function on chunks of ``jax.random.split(key, N)``
+  gives the same results as one call on all N images.
+
+  The dict holds ``removed`` and ``repeats`` (``[N, steps + 1]`` and ``[N]``
+  copies), ``components`` ``[N]``, ``confidence`` ``[N, steps + 1]`` (the
+  target's softmax probability after each removal step) and ``top1`` (the
+  classifier's label after each step); ``removed_area`` ``[N, steps + 1]``
+  pixels removed; and the control (:func:`area_matched_control`):
   ``control_area`` (equal to ``removed_area`` wherever enough non-repeated
-  foreground exists) and ``control_confidence``.
+  foreground exists), ``control_confidence`` and ``control_top1``. With
+  ``return_images`` also ``images`` and ``control_images`` ``[N, steps + 1,
+  H, W, C]`` (leave them out for large images: they are steps + 1 copies of
+  the input, twice).
   """
 
-  def confidence_of(params, ablated, targets):
+  def scored(params, ablated, targets):
     n, s = ablated.shape[:2]
-    probs = jax.nn.softmax(apply_fn(params, ablated.reshape(n * s, *ablated.shape[2:])),
-                           -1).reshape(n, s, -1)
-    return jnp.take_along_axis(probs, targets[:, None, None], axis=2)[..., 0]
+    logits = apply_fn(params, ablated.reshape(n * s, *ablated.shape[2:])).reshape(n, s, -1)
+    probs = jax.nn.softmax(logits, -1)
+    return (jnp.take_along_axis(probs, targets[:, None, None], axis=2)[..., 0],
+            jnp.argmax(logits, -1).astype(jnp.int32))
 
   def ablate(key, params, images, targets):
     motifs = jax.vmap(lambda x: find_motifs(x, max_components=max_components,
                                             iou_threshold=iou_threshold,
                                             min_area=min_area))(images)
-    keys = jax.random.split(key, images.shape[0])
+    keys = key if key.ndim == 1 else jax.random.split(key, images.shape[0])
     ablated, removed = jax.vmap(
         lambda k, x, m: progressive_ablation(k, x, m, steps=steps))(keys, images, motifs)
     areas = jax.vmap(removed_area)(motifs, removed, keys)
     control_keys = jax.vmap(lambda k: jax.random.fold_in(k, 1))(keys)
     control, control_area = jax.vmap(area_matched_control)(control_keys, images, motifs, areas)
-    return {"images": ablated, "removed": removed, "repeats": jnp.sum(motifs.repeat, 1),
-            "components": jnp.sum(motifs.valid, 1),
-            "confidence": confidence_of(params, ablated, targets), "removed_area": areas,
-            "control_images": control, "control_area": control_area,
-            "control_confidence": confidence_of(params, control, targets)}
+    confidence, top1 = scored(params, ablated, targets)
+    control_confidence, control_top1 = scored(params, control, targets)
+    out = {"removed": removed, "repeats": jnp.sum(motifs.repeat, 1),
+           "components": jnp.sum(motifs.valid, 1), "confidence": confidence, "top1": top1,
+           "removed_area": areas, "control_area": control_area,
+           "control_confidence": control_confidence, "control_top1": control_top1}
+    if return_images:
+      out.update(images=ablated, control_images=control)
+    return out
 
   return ablate

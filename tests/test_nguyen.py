@@ -126,6 +126,29 @@ def test_ablation_fn_confidence_falls_as_copies_go(key):
   np.testing.assert_allclose(out["control_confidence"][0], conf[0], rtol=1e-5)  # same lit
 
 
+def test_ablation_fn_in_chunks_of_per_image_keys_equals_one_call(key):
+  def apply_fn(params, x):
+    lit = jnp.sum(x, axis=(1, 2, 3))
+    return jnp.stack([jnp.full_like(lit, 3.0), params * lit], axis=-1)
+
+  images = jnp.stack([_bars_image(), jnp.zeros((12, 12, 1)), _bars_image()[::-1],
+                      _bars_image()[:, ::-1]])
+  targets = jnp.array([1, 1, 0, 1])
+  whole = jax.jit(motifs_lib.make_ablation_fn(apply_fn=apply_fn, steps=2))(
+      key, jnp.float32(0.2), images, targets)
+  lean = jax.jit(motifs_lib.make_ablation_fn(apply_fn=apply_fn, steps=2, return_images=False))
+  keys = jax.random.split(key, 4)
+  parts = [lean(keys[i:i + 2], jnp.float32(0.2), images[i:i + 2], targets[i:i + 2])
+           for i in (0, 2)]
+  assert "images" not in parts[0] and "control_images" not in parts[0]
+  for name, value in parts[0].items():
+    np.testing.assert_array_equal(np.concatenate([p[name] for p in parts]), whole[name],
+                                  err_msg=name)
+  # top1 is the label of each ablated image: 3 > 0.2 * lit until lit > 15.
+  lit = np.asarray(jnp.sum(whole["images"], axis=(2, 3, 4)))
+  np.testing.assert_array_equal(whole["top1"], (0.2 * lit > 3.0).astype(int))
+
+
 def test_ablation_control_removes_an_area_equal_to_the_repeats_and_no_repeat(key):
   image = _bars_image()
   motifs = motifs_lib.find_motifs(image)
@@ -343,3 +366,63 @@ def test_unknown_classifier_fails_before_the_workdir(tmp_path):
   with pytest.raises(ValueError, match="lenet_mnist@x"):
     nguyen_experiment.run(config, tmp_path / "run")
   assert not (tmp_path / "run").exists()
+
+
+def test_gradient_and_ablation_take_the_elites_of_a_fool_run(tmp_path):
+  """gradient.evolved_from and ablation.from_run read a fool run's archive (how the
+  ImageNet preset uses the CPU-scale ImageNet runs), for chosen classes, in batches."""
+  from experiments import core
+  from experiments.nguyen2015 import fool
+  from experiments.nguyen2015.configs import fool as fool_config
+  fool_dir = tmp_path / "fool"
+  fool_summary = fool.run(fool_config.get_config("smoke"), fool_dir)
+  config = nguyen_config.get_config("smoke")
+  config.parts = "gradient,transfer,ablation"
+  config.gradient.update(classes="3,7", evolved_from=str(fool_dir), other="")
+  config.transfer.update(from_runs=str(fool_dir), dnn_b="lenet_mnist@1", cross="")
+  config.ablation.update(from_run=str(fool_dir), batch_size=3, encoding="direct")
+  summary = nguyen_experiment.run(config, tmp_path / "followups")
+  g = summary["gradient"]
+  assert g["classes"] == ["3", "7"] and g["images"] == 2 * config.gradient.starts_per_class
+  assert g["other"] is None and g["median_confidence_other_seed"] is None
+  evolved = g["evolved"]["direct"]
+  assert evolved["per_class_median"] == pytest.approx(
+      [fool_summary["best"]["3"], fool_summary["best"]["7"]], rel=1e-5)
+  assert len(g["original"]["per_class_median"]) == 2
+  a = summary["ablation"]
+  assert a["images"] == 10 and str(fool_dir) in a["elites"]
+  with np.load(tmp_path / "followups" / "ablation" / "ablation.npz") as f:
+    # Step 0 is the elite itself: its probability as the fool run recorded it.
+    np.testing.assert_allclose(f["confidence"][:, 0],
+                               [fool_summary["best"][str(k)] for k in f["targets"]],
+                               rtol=1e-4, atol=1e-7)
+  [row] = summary["transfer"]["rows"]
+  assert (row["source"], row["target"], row["count"]) == ("lenet_mnist seed 0",
+                                                          "lenet_mnist seed 1", 10)
+  assert row["median_conf_a"] == pytest.approx(
+      float(np.median(list(fool_summary["best"].values()))), rel=1e-4)
+  tables = (tmp_path / "followups" / "tables.md").read_text()
+  assert "| class | 3 | 7 | all |" in tables and "rank correlation A, B" in tables
+
+
+def test_load_fool_run_refuses_other_weights_and_a_missing_run(tmp_path):
+  import json as json_lib
+  from experiments import core
+  from experiments.nguyen2015 import fool
+  from experiments.nguyen2015.configs import fool as fool_config
+  config = fool_config.get_config("smoke")
+  config.generations = 2
+  fool.run(config, tmp_path / "fool")
+  run = core.load_fool_run(tmp_path / "fool")
+  images_, prob, cells = run.elites()
+  assert images_.shape == (10, 28, 28, 1) and list(cells) == list(range(10))
+  probs = jax.nn.softmax(run.classifier.apply_fn(run.classifier.params, jnp.asarray(images_)))
+  np.testing.assert_allclose(prob, np.asarray(probs)[np.arange(10), cells], rtol=1e-4,
+                             atol=1e-7)
+  path = tmp_path / "fool" / "config.json"
+  path.write_text(json_lib.dumps({**json_lib.loads(path.read_text()),
+                                  "classifier": "lenet_mnist@1"}))
+  with pytest.raises(ValueError, match="other parameters.*Fix"):
+    core.load_fool_run(tmp_path / "fool")
+  with pytest.raises(FileNotFoundError, match="no fool run.*Fix"):
+    core.load_fool_run(tmp_path / "nothing")

@@ -43,6 +43,7 @@ from experiments import core, tensorboard
 from experiments.nguyen2015.configs import followups as followups_config
 from foolingjax import data, evolution, images, motifs, training, transfer, zoo
 from foolingjax.attacks import fooling
+from foolingjax.contract import num_classes_of
 from foolingjax.evolution import driver
 
 PARTS = followups_config.PARTS
@@ -68,13 +69,18 @@ def validate(config) -> list[str]:
        f"{r.initial!r}"),
       (r.fooling_class in FOOLING_CLASS, f"retrain.fooling_class must be one of "
        f"{FOOLING_CLASS}, got {r.fooling_class!r}"),
+      (config.gradient.mean_image in MEAN_IMAGES,
+       f"gradient.mean_image must be one of {MEAN_IMAGES}, got {config.gradient.mean_image!r}"),
+      (config.gradient.starts_per_class >= 1, "gradient.starts_per_class must be >= 1"),
+      (config.ablation.batch_size >= 0, "ablation.batch_size must be >= 0 (0: all at once)"),
       (all(enc in evolution.ENCODINGS for enc in
            core.names(config.transfer.encodings) + [r.encoding, config.ablation.encoding]),
        f"encodings must be among {evolution.ENCODINGS}"),
   ], what="followups")
   t = config.transfer
-  core.check_classifiers(config.gradient.classifier, config.gradient.other, t.dnn_a,
-                         t.dnn_b, t.cross, config.ablation.classifier)
+  core.check_classifiers(*[spec for spec in (
+      config.gradient.classifier, t.dnn_a, t.dnn_b, t.cross, config.ablation.classifier,
+      config.gradient.other) if spec])
   return parts
 
 
@@ -100,38 +106,7 @@ def markdown_tables(summary: dict) -> str:
   """The README tables of whichever parts ``summary`` holds."""
   out = []
   if "gradient" in summary:
-    g = summary["gradient"]
-    ev = g["evolved"]
-    out += [(f"Gradient ascent ({g['images']} images, {g['steps']} steps) on "
-             f"{g['classifier']}, median confidence per class (evolved: median over the "
-             "runs' elites):"), "",
-            "| class | " + " | ".join(str(k) for k in range(NUM_REAL)) + " | all | >= 99.99 % |",
-            "|---" * (NUM_REAL + 3) + "|"]
-    out.append("| gradient (foolingjax) | "
-               + " | ".join(core.confidence(p) for p in g["per_class_median"])
-               + f" | {core.confidence(g['median_confidence'])} | {core.pct(g['share_9999'])} |")
-    if g.get("original"):
-      o = g["original"]
-      out.append("| gradient (original's rule) | "
-                 + " | ".join(core.confidence(p) for p in o["per_class_median"])
-                 + f" | {core.confidence(o['median_confidence'])} | "
-                 f"{core.pct(o['share_9999'])} |")
-    for enc in ("direct", "cppn"):
-      if enc in ev:
-        out.append(f"| evolved {enc} | " + " | ".join(
-            core.confidence(p) for p in ev[enc]["per_class_median"])
-            + f" | {core.confidence(ev[enc]['median_confidence'])} | {core.pct(ev[enc]['share_9999'])} |")
-    out += ["", (f"The gradient images on the other seed: median "
-                 f"{core.confidence(g['median_confidence_other_seed'])}, >= 99.99 %: "
-                 f"{core.pct(g['share_9999_other_seed'])}."), ""]
-    if g.get("original"):
-      o = g["original"]
-      out += [(f"The original's ascent ({o['steps']} steps): >= 99 % for "
-               f"{core.pct(o['share_99'])} of the images, after a median of "
-               f"{core.number(o['median_steps_to_99'], 0)} steps; on the other seed median "
-               f"{core.confidence(o['median_confidence_other_seed'])}, >= 99.99 %: "
-               f"{core.pct(o['share_9999_other_seed'])}; mean |x - mean image| "
-               f"{core.number(o['mean_abs_from_mean_image'], 3)}."), ""]
+    out += _gradient_tables(summary["gradient"])
   if "transfer" in summary:
     out += [("| evolved on (A) | scored by (B) | encoding | images | A >= 99.99 % | "
              "same top-1 | both >= 99.99 % | B less confident | median A | median B |"),
@@ -142,6 +117,16 @@ def markdown_tables(summary: dict) -> str:
                  f"{core.pct(r['b_less_confident'])} | {core.confidence(r['median_conf_a'])} | "
                  f"{core.confidence(r['median_conf_b'])} |")
     out.append("")
+    if all("a_above_99" in r for r in summary["transfer"]["rows"]):
+      out += [("| evolved on (A) | scored by (B) | encoding | A top-1 = target | "
+               "B top-1 = target | A >= 99 % | both >= 99 % | rank correlation A, B |"),
+              "|---|---|---|---|---|---|---|---|"]
+      for r in summary["transfer"]["rows"]:
+        out.append(f"| {r['source']} | {r['target']} | {r['encoding']} | "
+                   f"{core.pct(r['a_top1_is_target'])} | {core.pct(r['b_top1_is_target'])} | "
+                   f"{core.pct(r['a_above_99'])} | {core.pct(r['both_above_99'])} | "
+                   f"{core.number(r['spearman_a_b'], 2)} |")
+      out.append("")
   if "retrain" in summary:
     rt = summary["retrain"]
     out += [("| iteration | outputs | test accuracy | median best confidence | "
@@ -159,7 +144,8 @@ def markdown_tables(summary: dict) -> str:
     a = summary["ablation"]
     q = a["confidence_quartiles_per_step"]
     steps = len(q) - 1
-    out += [(f"{a['with_repeats']} of {a['images']} CPPN elites have repeated motifs "
+    out += [(f"{a['with_repeats']} of {a['images']} {a.get('elites', 'CPPN elites')} have "
+             "repeated motifs "
              f"(median {a['median_repeats']} repeats, {a['median_components']} "
              "components)."),
             "", "| repeats removed | " + " | ".join(
@@ -181,8 +167,64 @@ def markdown_tables(summary: dict) -> str:
                f"(area matched for {core.pct(a['control_area_matched'])} of them): drop "
                f"quartiles {', '.join(core.pct(x, 2) for x in cd)}; by > 1 point for "
                f"{core.pct(a['control_share_dropped_over_1pct'])}; >= 99.99 % after "
-               f"{core.pct(a['control_share_9999_after'])}."), ""]
+               f"{core.pct(a['control_share_9999_after'])}"
+               + (f"; top-1 label lost for {core.pct(a['control_share_top1_lost'])}; removing "
+                  f"the repeats cost more than the control for "
+                  f"{core.pct(a['share_repeats_drop_more'])} of the images (median paired "
+                  f"difference {core.pct(a['median_drop_difference'], 2)})"
+                  if a.get("share_repeats_drop_more") is not None else "") + "."), ""]
   return "\n".join(out)
+
+
+def _gradient_tables(g: dict) -> list[str]:
+  ev = g["evolved"]
+  o = g.get("original")
+  classes = g.get("classes") or [str(k) for k in range(NUM_REAL)]
+  out = []
+  if len(classes) <= NUM_REAL:   # one column per class
+    out += [(f"Gradient ascent ({g['images']} images, {g['steps']} steps) on "
+             f"{g['classifier']}, median confidence per class (evolved: median over the "
+             "runs' elites):"), "",
+            "| class | " + " | ".join(classes) + " | all | >= 99.99 % |",
+            "|---" * (len(classes) + 3) + "|"]
+    rows = [("gradient (foolingjax)", g)] + ([("gradient (original's rule)", o)] if o else [])
+    rows += [(f"evolved {enc}", ev[enc]) for enc in ("direct", "cppn") if enc in ev]
+    for name, r in rows:
+      out.append(f"| {name} | " + " | ".join(core.confidence(p) for p in r["per_class_median"])
+                 + f" | {core.confidence(r['median_confidence'])} | "
+                 f"{core.pct(r['share_9999'])} |")
+  else:                          # one row per class
+    columns = [("foolingjax's ascent", g)] + ([("the original's ascent", o)] if o else [])
+    columns += [(f"evolved {enc}", ev[enc]) for enc in ("cppn", "direct") if enc in ev]
+    out += [(f"Gradient ascent on {g['classifier']} ({g['images']} images; foolingjax "
+             f"{g['steps']} steps" + (f", the original's {o['steps']}" if o else "")
+             + "): confidence per class, best of the starts; evolved: the class's elite."), "",
+            "| class | " + " | ".join(name for name, _ in columns) + " |",
+            "|---" * (len(columns) + 1) + "|"]
+    for i, label in enumerate(classes):
+      out.append(f"| {label} | " + " | ".join(core.confidence(r["per_class_median"][i])
+                                              for _, r in columns) + " |")
+    out.append("| **median** | " + " | ".join(core.confidence(r["median_confidence"])
+                                              for _, r in columns) + " |")
+    out.append("| **>= 99.99 %** | " + " | ".join(core.pct(r["share_9999"])
+                                                   for _, r in columns) + " |")
+  out.append("")
+  if g.get("other"):
+    out += [(f"The gradient images on {g['other']}: median "
+             f"{core.confidence(g['median_confidence_other_seed'])}, >= 99.99 %: "
+             f"{core.pct(g['share_9999_other_seed'])}."), ""]
+  if o:
+    other = (f"; on {g['other']} median {core.confidence(o['median_confidence_other_seed'])}, "
+             f">= 99.99 %: {core.pct(o['share_9999_other_seed'])}" if g.get("other") else "")
+    out += [(f"The original's ascent ({o['steps']} steps): >= 99 % for "
+             f"{core.pct(o['share_99'])} of the images, after a median of "
+             f"{core.number(o['median_steps_to_99'], 0)} steps; >= 99.99 % for "
+             f"{core.pct(o['share_9999'])}"
+             + (f" (median {core.number(o['median_steps_to_9999'], 0)} steps)"
+                if o.get("median_steps_to_9999") else "")
+             + f"{other}; mean |x - mean image| "
+             f"{core.number(o['mean_abs_from_mean_image'], 3)}."), ""]
+  return out
 
 
 # --------------------------------------------------------------------------
@@ -250,62 +292,143 @@ def _softmax_fn(clf):
 # --------------------------------------------------------------------------
 # 1. Gradient-ascent fooling images
 
+MEAN_IMAGES = ("mnist_train", "imagenet_mean_colour")
+# The average colour of caffe's ilsvrc_2012_mean (BGR 104.01, 116.67, 122.68), in RGB.
+IMAGENET_MEAN_RGB = (122.68 / 255.0, 116.67 / 255.0, 104.01 / 255.0)
 
-def _gradient_original(config, clf, other, targets, out) -> dict:
+
+def mean_image(name: str, shape) -> np.ndarray:
+  """The original's start and decay centre, ``[H, W, C]`` in [0, 1]."""
+  if name == "mnist_train":
+    mean = data.to_float(data.load("mnist", "train")[0]).mean(axis=0)
+  else:
+    mean = np.broadcast_to(np.asarray(IMAGENET_MEAN_RGB, np.float32), shape)
+  if tuple(mean.shape) != tuple(shape):
+    raise ValueError(f"gradient.mean_image={name!r} is {mean.shape}, but the classifier takes "
+                     f"{tuple(shape)} images. Fix: use --config.gradient.mean_image="
+                     f"{'imagenet_mean_colour' if shape[-1] == 3 else 'mnist_train'}.")
+  return np.asarray(mean, np.float32)
+
+
+def _short_label(label: str, width: int = 14) -> str:
+  label = label.split(",")[0]
+  return label if len(label) <= width else label[:width - 1] + "."
+
+
+def _gradient_original(config, clf, other, targets, classes, labels, out) -> dict:
   """The original's ascent on the same classes and nets (see the config's comment)."""
   g = config.gradient
-  mean = data.to_float(data.load("mnist", "train")[0]).mean(axis=0)      # [28, 28, 1]
+  mean = mean_image(g.mean_image, core.input_shape_of(clf.apply_fn))
 
   def ascend(key, params, targets):
     start = fooling.mean_plus_noise(key, mean, targets.shape[0])
     return fooling.gradient_ascent_fooling(
         None, clf.apply_fn, params, targets, steps=g.original_steps, objective="softmax",
         step_rule="progress", early_prog=g.original_early_prog,
-        late_prog_mult=g.original_late_prog_mult, max_lr=g.original_max_lr,
+        late_prog_mult=g.original_late_prog_mult,
+        max_lr=g.original_max_lr / 255.0 ** 2,   # 0-255 pixel units -> [0, 1]
         l2_decay=g.original_decay, decay_center=jnp.asarray(mean), init_images=start,
         keep_best=True)
 
   key = jax.random.fold_in(jax.random.key(config.seed), 2)
-  t0 = time.perf_counter()
+  print(f"[gradient] the original's ascent: {len(targets)} images x {g.original_steps} steps "
+        "in one jitted scan (no progress lines until it ends) ...", flush=True)
+  t0, c0 = time.perf_counter(), time.process_time()
   fooled, metrics = jax.jit(ascend)(key, clf.params, targets)
-  seconds = time.perf_counter() - t0
   confidence = np.asarray(metrics["final_confidence"])
+  seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
+  print(f"[gradient] the original's ascent: median {np.median(confidence):.4f} after "
+        f"{seconds:.0f} s ({cpu:.0f} s CPU)", flush=True)
   trace = np.asarray(metrics["confidence"])                             # [steps, B]
   out_scalars = [{"step": s + 1, "gradient/original/median_confidence": float(v)}
                  for s, v in enumerate(np.median(trace, axis=1))]
-  reached = np.where((trace >= 0.99).any(0), np.argmax(trace >= 0.99, axis=0) + 1, -1)
+
+  def steps_to(level):
+    reached = np.where((trace >= level).any(0), np.argmax(trace >= level, axis=0) + 1, -1)
+    return float(np.median(reached[reached > 0])) if (reached > 0).any() else None
+
   fooled = np.asarray(fooled)
   np.savez(out / "gradient_images_original.npz", images=fooled,
            targets=np.asarray(targets), confidence=confidence)
-  probs_b = np.asarray(_softmax_fn(other)(other.params, jnp.asarray(fooled)))
-  conf_b = probs_b[np.arange(len(confidence)), np.asarray(targets)]
-  per_class = confidence.reshape(NUM_REAL, g.starts_per_class)
-  best_idx = np.argmax(per_class, axis=1) + np.arange(NUM_REAL) * g.starts_per_class
+  conf_b = None
+  if other is not None:
+    probs_b = np.asarray(_softmax_fn(other)(other.params, jnp.asarray(fooled)))
+    conf_b = probs_b[np.arange(len(confidence)), np.asarray(targets)]
+  per_class = confidence.reshape(len(classes), g.starts_per_class)
+  best_idx = np.argmax(per_class, axis=1) + np.arange(len(classes)) * g.starts_per_class
   images.save_grid(out / "gradient_original.png", fooled[best_idx],
-                   titles=[f"{k}\n{images.format_confidence(float(p))}"
-                           for k, p in zip(range(NUM_REAL), confidence[best_idx])],
-                   ncols=NUM_REAL, title=f"The original's ascent ({g.original_steps} steps, "
-                   "progress rule, decay toward the mean image): best per class")
+                   titles=[f"{_short_label(labels[k])}\n{images.format_confidence(float(p))}"
+                           for k, p in zip(classes, confidence[best_idx])],
+                   ncols=min(len(classes), 10),
+                   title=f"The original's ascent ({g.original_steps} steps, "
+                   f"progress rule, decay {g.original_decay} toward the mean image): best per class")
   core.write_tensorboard(out.parent, out_scalars, step="step", name="gradient_original")
   return {
-      "steps": g.original_steps, "ascent_seconds": seconds,
+      "steps": g.original_steps, "ascent_seconds": seconds, "ascent_cpu_seconds": cpu,
+      "decay": g.original_decay, "early_prog": g.original_early_prog,
+      "late_prog_mult": g.original_late_prog_mult, "max_lr": g.original_max_lr,
+      "mean_image": g.mean_image,
       "median_confidence": float(np.median(confidence)),
       "share_9999": float(np.mean(confidence >= 0.9999)),
       "share_99": float(np.mean(confidence >= 0.99)),
       "per_class_median": np.median(per_class, axis=1).tolist(),
-      "median_steps_to_99": (float(np.median(reached[reached > 0]))
-                             if (reached > 0).any() else None),
-      "median_confidence_other_seed": float(np.median(conf_b)),
-      "share_9999_other_seed": float(np.mean(conf_b >= 0.9999)),
+      "median_steps_to_99": steps_to(0.99), "median_steps_to_9999": steps_to(0.9999),
+      "median_confidence_other_seed": None if conf_b is None else float(np.median(conf_b)),
+      "share_9999_other_seed": None if conf_b is None else float(np.mean(conf_b >= 0.9999)),
       "mean_abs_from_mean_image": float(np.abs(fooled - mean[None]).mean()),
   }
+
+
+def _evolved_rows(config, sources: Sources, classes, shape):
+  """Per evolved source: ``(name, best image per class [n, H, W, C], its confidence [n],
+  summary)``: the elites of the fool runs in ``gradient.evolved_from``, or of this
+  config's own sources (the best of their runs per class)."""
+  g = config.gradient
+  rows = []
+  if g.evolved_from:
+    for directory in core.names(g.evolved_from):
+      run = core.load_fool_run(directory)
+      if run.config.classifier != g.classifier:
+        raise ValueError(f"gradient.evolved_from run {directory} evolved against "
+                         f"{run.config.classifier!r}, not gradient.classifier "
+                         f"{g.classifier!r}. Fix: give runs on the same classifier.")
+      imgs, prob, cells = run.elites()
+      where = {int(c): i for i, c in enumerate(cells)}
+      missing = [k for k in classes if k not in where]
+      if missing:
+        raise ValueError(f"{directory} has no elite for classes {missing}. Fix: choose "
+                         "gradient.classes among its filled cells.")
+      pick = np.array([where[k] for k in classes])
+      best = imgs[pick]
+      if best.shape[1:] != tuple(shape):   # a 10-crop run renders at 256
+        best = np.asarray(jax.image.resize(best, (len(pick), *shape), "bilinear"))
+      rows.append((run.config.encoding, best, prob[pick], {
+          "run": str(directory), "generations": int(run.archive.generation),
+          "median_confidence": float(np.median(prob[pick])),
+          "median_all_cells": float(np.median(prob)),
+          "share_9999": float(np.mean(prob[pick] >= 0.9999)),
+          "per_class_median": prob[pick].tolist()}))
+    return rows
+  for encoding in ("direct", "cppn"):
+    imgs, fit, _ = sources.elites(g.classifier, encoding)
+    fit = fit.reshape(-1, NUM_REAL)[:, classes]
+    run_best = np.argmax(fit, axis=0) * NUM_REAL + np.asarray(classes)
+    rows.append((encoding, imgs[run_best], fit.max(axis=0), {
+        "median_confidence": float(np.median(fit)),
+        "share_9999": float(np.mean(fit >= 0.9999)),
+        "per_class_median": np.median(fit, axis=0).tolist()}))
+  return rows
 
 
 def run_gradient(config, workdir, sources: Sources) -> dict:
   g = config.gradient
   out = workdir / "gradient"
   clf = zoo.resolve(g.classifier)
-  targets = jnp.repeat(jnp.arange(NUM_REAL), g.starts_per_class)
+  shape = core.input_shape_of(clf.apply_fn)
+  labels = core.class_labels(num_classes_of(clf.apply_fn, clf.params, shape))
+  classes = (core.parse_classes(g.classes, labels, setting="gradient.classes")
+             if g.classes.strip() else list(range(len(labels))))
+  targets = jnp.repeat(jnp.asarray(classes), g.starts_per_class)
 
   def ascend(key, params, targets):
     return fooling.gradient_ascent_fooling(
@@ -314,10 +437,14 @@ def run_gradient(config, workdir, sources: Sources) -> dict:
         blur_sigma=g.blur_sigma)
 
   key = jax.random.fold_in(jax.random.key(config.seed), 1)
-  t0 = time.perf_counter()
+  print(f"[gradient] foolingjax's ascent: {len(targets)} images x {g.steps} steps in one "
+        "jitted scan (no progress lines until it ends) ...", flush=True)
+  t0, c0 = time.perf_counter(), time.process_time()
   fooled, metrics = jax.jit(ascend)(key, clf.params, targets)
   confidence = np.asarray(metrics["final_confidence"])
-  seconds = time.perf_counter() - t0
+  seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
+  print(f"[gradient] foolingjax's ascent: median {np.median(confidence):.4f} after "
+        f"{seconds:.0f} s ({cpu:.0f} s CPU)", flush=True)
   core.write_tensorboard(workdir, [
       {"step": s + 1, "gradient/median_confidence": float(v)}
       for s, v in enumerate(np.median(np.asarray(metrics["confidence"]), axis=1))],
@@ -327,41 +454,43 @@ def run_gradient(config, workdir, sources: Sources) -> dict:
   np.savez(out / "gradient_images.npz", images=fooled, targets=np.asarray(targets),
            confidence=confidence)
   # The same images through DNN_B (another seed): do gradient fooling images transfer?
-  other = zoo.resolve(g.other)
-  probs_b = np.asarray(_softmax_fn(other)(other.params, jnp.asarray(fooled)))
-  conf_b = probs_b[np.arange(len(confidence)), np.asarray(targets)]
+  other = zoo.resolve(g.other) if g.other else None
+  conf_b = None
+  if other is not None:
+    probs_b = np.asarray(_softmax_fn(other)(other.params, jnp.asarray(fooled)))
+    conf_b = probs_b[np.arange(len(confidence)), np.asarray(targets)]
 
-  per_class = confidence.reshape(NUM_REAL, g.starts_per_class)
-  best_idx = np.argmax(per_class, axis=1) + np.arange(NUM_REAL) * g.starts_per_class
-  rows, titles = [fooled[best_idx]], [f"grad {k}\n" for k in range(NUM_REAL)]
+  n = len(classes)
+  per_class = confidence.reshape(n, g.starts_per_class)
+  best_idx = np.argmax(per_class, axis=1) + np.arange(n) * g.starts_per_class
+  rows, titles = [fooled[best_idx]], [f"grad {_short_label(labels[k])}\n" for k in classes]
   confs = [confidence[best_idx]]
   evolved = {}
-  for encoding in ("direct", "cppn"):
-    imgs, fit, _ = sources.elites(g.classifier, encoding)
-    fit = fit.reshape(-1, NUM_REAL)
-    run_best = np.argmax(fit, axis=0) * NUM_REAL + np.arange(NUM_REAL)
-    rows.append(imgs[run_best])
-    confs.append(fit.max(axis=0))
-    titles += [f"{encoding} {k}\n" for k in range(NUM_REAL)]
-    evolved[encoding] = {"median_confidence": float(np.median(fit)),
-                         "share_9999": float(np.mean(fit >= 0.9999)),
-                         "per_class_median": np.median(fit, axis=0).tolist()}
+  for name, best, prob, summary in _evolved_rows(config, sources, classes, shape):
+    rows.append(best)
+    confs.append(prob)
+    titles += [f"{name} {_short_label(labels[k])}\n" for k in classes]
+    evolved[name] = summary
   all_conf = np.concatenate(confs)
   titles = [t + images.format_confidence(float(p)) for t, p in zip(titles, all_conf)]
   images.save_grid(out / "gradient_vs_evolved.png", np.concatenate(rows), titles=titles,
-                   ncols=NUM_REAL, title=f"Best of {g.starts_per_class} gradient ascents "
+                   ncols=n, title=f"Best of {g.starts_per_class} gradient ascents "
                    f"({g.steps} steps) vs best evolved elite, per class")
-  original = _gradient_original(config, clf, other, targets, out) if g.original_steps else None
+  original = (_gradient_original(config, clf, other, targets, classes, labels, out)
+              if g.original_steps else None)
   return {
       "original": original,
-      "classifier": _display(g.classifier), "other": _display(g.other),
+      "classifier": _display(g.classifier), "other": _display(g.other) if g.other else None,
+      "classes": [labels[k] for k in classes],
       "images": len(confidence), "steps": g.steps, "ascent_seconds": seconds,
+      "ascent_cpu_seconds": cpu,
       "median_confidence": float(np.median(confidence)),
       "share_9999": float(np.mean(confidence >= 0.9999)),
+      "share_99": float(np.mean(confidence >= 0.99)),
       "per_class_median": np.median(per_class, axis=1).tolist(),
       "per_class_min": per_class.min(axis=1).tolist(),
-      "median_confidence_other_seed": float(np.median(conf_b)),
-      "share_9999_other_seed": float(np.mean(conf_b >= 0.9999)),
+      "median_confidence_other_seed": None if conf_b is None else float(np.median(conf_b)),
+      "share_9999_other_seed": None if conf_b is None else float(np.mean(conf_b >= 0.9999)),
       "evolved": evolved,
   }
 
@@ -375,33 +504,77 @@ def transfer_pairs(config) -> list[tuple[str, str, str]]:
   t = config.transfer
   pairs = []
   for encoding in core.names(t.encodings):
-    pairs += [(t.dnn_a, t.dnn_b, encoding), (t.dnn_a, t.cross, encoding),
-              (t.cross, t.dnn_a, encoding)]
+    pairs += [(t.dnn_a, t.dnn_b, encoding)]
+    if t.cross:
+      pairs += [(t.dnn_a, t.cross, encoding), (t.cross, t.dnn_a, encoding)]
   return pairs
 
 
+def _probs(clf, imgs, batch: int = 50) -> np.ndarray:
+  """Softmax of ``clf`` on float images, resized (bilinear) to its input size when they
+  differ, in padded batches of ``batch`` (one compilation)."""
+  shape = core.input_shape_of(clf.apply_fn)
+
+  def fn(params, x):
+    if x.shape[1:] != shape:
+      x = jax.image.resize(x, (x.shape[0], *shape), "bilinear")
+    return jax.nn.softmax(clf.apply_fn(params, x), axis=-1)
+
+  fn = jax.jit(fn)
+  out = []
+  for start in range(0, len(imgs), batch):
+    idx = np.minimum(np.arange(start, start + batch), len(imgs) - 1)
+    out.append(np.asarray(fn(clf.params, jnp.asarray(imgs[idx])))[:min(batch, len(imgs) - start)])
+  return np.concatenate(out)
+
+
+def _transfer_sources(config, sources: Sources):
+  """``(A's name, A under its fitness, B's spec, encoding, images, target cells)`` per row:
+  the fool runs of ``transfer.from_runs`` scored by dnn_b (and cross), or this config's
+  own sources on the pairs of :func:`transfer_pairs`."""
+  t = config.transfer
+  if t.from_runs:
+    for directory in core.names(t.from_runs):
+      run = core.load_fool_run(directory)
+      imgs, _, cells = run.elites()
+      for name_b in [t.dnn_b] + ([t.cross] if t.cross else []):
+        yield (run.config.classifier, run.classifier, name_b, run.config.encoding, imgs,
+               cells)
+    return
+  for name_a, name_b, encoding in transfer_pairs(config):
+    imgs, _, targets = sources.elites(name_a, encoding)
+    yield name_a, zoo.resolve(name_a), name_b, encoding, imgs, targets
+
+
 def run_transfer(config, workdir, sources: Sources) -> dict:
+  t = config.transfer
   out = workdir / "transfer"
   out.mkdir(parents=True, exist_ok=True)
   rows, scatter = [], []
-  pairs = transfer_pairs(config)
-  bar = core.Progress(len(pairs), "[transfer]", unit="pairs")
-  for name_a, name_b, encoding in pairs:
-    imgs, _, targets = sources.elites(name_a, encoding)
-    clf_a = zoo.resolve(name_a)
+  total = (len(core.names(t.from_runs)) * (2 if t.cross else 1) if t.from_runs
+           else len(transfer_pairs(config)))
+  bar = core.Progress(total, "[transfer]", unit="pairs")
+  for name_a, clf_a, name_b, encoding, imgs, targets in _transfer_sources(config, sources):
     clf_b = zoo.resolve(name_b)
-    x = jnp.asarray(imgs)
-    probs_a = _softmax_fn(clf_a)(clf_a.params, x)
-    probs_b = _softmax_fn(clf_b)(clf_b.params, x)
-    stats = jax.device_get(transfer.transfer_statistics(probs_a, probs_b, jnp.asarray(targets)))
+    probs_a = _probs(clf_a, imgs)
+    probs_b = _probs(clf_b, imgs)
+    targets = np.asarray(targets)
+    stats = jax.device_get(transfer.transfer_statistics(
+        jnp.asarray(probs_a), jnp.asarray(probs_b), jnp.asarray(targets)))
     row = {"source": _display(name_a), "target": _display(name_b),
            "encoding": encoding}
     # NaN (no image above the threshold on A) is written as null: result.json stays JSON.
     row.update({k: (int(v) if k == "count" else None if np.isnan(v) else float(v))
                 for k, v in stats.items()})
-    rows.append(row)
     idx = np.arange(len(targets))
-    scatter.append((row, np.asarray(probs_a)[idx, targets], np.asarray(probs_b)[idx, targets]))
+    conf_a, conf_b = probs_a[idx, targets], probs_b[idx, targets]
+    row.update({"a_above_99": float(np.mean(conf_a >= 0.99)),
+                "both_above_99": float(np.mean((conf_a >= 0.99) & (conf_b >= 0.99))),
+                "b_top1_is_target": float(np.mean(np.argmax(probs_b, -1) == targets)),
+                "a_top1_is_target": float(np.mean(np.argmax(probs_a, -1) == targets)),
+                "spearman_a_b": _spearman(conf_a, conf_b)})
+    rows.append(row)
+    scatter.append((row, conf_a, conf_b))
     bar.clear()
     print(f"[transfer] {row['source']} -> {row['target']} ({encoding}): same top-1 "
           f"{row['same_top1']:.0%}, both >= 99.99% {row['both_above']:.0%}, "
@@ -413,8 +586,15 @@ def run_transfer(config, workdir, sources: Sources) -> dict:
       prefix=f"transfer/{row['source']} -> {row['target']}/{row['encoding']}/")}
       for row in rows], step="step", name="transfer")
   _plot_transfer(out / "transfer.png", scatter)
-  return {"rows": rows, "runs_per_source": config.evolve.runs,
-          "generations": config.evolve.generations}
+  return {"rows": rows, "runs_per_source": None if t.from_runs else config.evolve.runs,
+          "generations": None if t.from_runs else config.evolve.generations,
+          "from_runs": core.names(t.from_runs)}
+
+
+def _spearman(a, b) -> float:
+  ra = np.argsort(np.argsort(a)).astype(np.float64)
+  rb = np.argsort(np.argsort(b)).astype(np.float64)
+  return float(np.corrcoef(ra, rb)[0, 1]) if len(a) > 1 else float("nan")
 
 
 def _nines(p):
@@ -648,66 +828,115 @@ def _plot_retrain(path, history, control=None):
 # 4. Repetition ablation
 
 
+def _ablation_elites(config, sources: Sources):
+  """``(images, targets, classifier, what)``: the elites the ablation takes."""
+  a = config.ablation
+  if a.from_run:
+    run = core.load_fool_run(a.from_run)
+    imgs, _, cells = run.elites()
+    return (imgs, cells, run.classifier,
+            f"{run.config.encoding} elites of {a.from_run} ({run.config.classifier})")
+  imgs, _, targets = sources.elites(a.classifier, a.encoding)
+  return imgs, targets, zoo.resolve(a.classifier), f"{a.encoding} elites"
+
+
+def ablate_in_batches(ablate, key, params, imgs, targets, batch_size: int) -> dict:
+  """``ablate`` (``make_ablation_fn(return_images=False)``, jitted) over chunks.
+
+  Image i gets ``jax.random.split(key, N)[i]`` whatever the chunking, so the
+  result equals one call on all images; the last chunk is padded to the batch
+  size (no second compilation) and the padding dropped.
+  """
+  n = len(imgs)
+  size = batch_size or n
+  keys = jax.random.split(key, n)
+  parts = []
+  bar = core.Progress(n, "[ablation]", unit="images")
+  for start in range(0, n, size):
+    idx = np.minimum(np.arange(start, start + size), n - 1)
+    out = jax.device_get(ablate(keys[idx], params, jnp.asarray(imgs[idx]),
+                                jnp.asarray(targets[idx])))
+    parts.append({k: v[:min(size, n - start)] for k, v in out.items()})
+    bar.update(min(start + size, n))
+  bar.close()
+  return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+
 def run_ablation(config, workdir, sources: Sources) -> dict:
   a = config.ablation
   out = workdir / "ablation"
   out.mkdir(parents=True, exist_ok=True)
-  imgs, _, targets = sources.elites(a.classifier, a.encoding)
-  clf = zoo.resolve(a.classifier)
-  ablate = jax.jit(motifs.make_ablation_fn(
-      apply_fn=clf.apply_fn, steps=a.steps, max_components=a.max_components,
-      iou_threshold=a.iou_threshold, min_area=a.min_area))
+  imgs, targets, clf, what = _ablation_elites(config, sources)
+  targets = np.asarray(targets)
+  options = dict(apply_fn=clf.apply_fn, steps=a.steps, max_components=a.max_components,
+                 iou_threshold=a.iou_threshold, min_area=a.min_area)
+  ablate = jax.jit(motifs.make_ablation_fn(**options, return_images=False))
   key = jax.random.fold_in(jax.random.key(config.seed), 4)
-  res = jax.device_get(ablate(key, clf.params, jnp.asarray(imgs), jnp.asarray(targets)))
+  t0, c0 = time.perf_counter(), time.process_time()
+  print(f"[ablation] {len(imgs)} {what}, in batches of {a.batch_size or len(imgs)} ...",
+        flush=True)
+  res = ablate_in_batches(ablate, key, clf.params, imgs, targets, a.batch_size)
+  seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
   repeated = np.flatnonzero(res["repeats"] >= 1)
   conf = res["confidence"][repeated]                   # [n, steps + 1]
   np.savez(out / "ablation.npz", confidence=res["confidence"], repeats=res["repeats"],
            components=res["components"], removed=res["removed"], targets=targets,
            removed_area=res["removed_area"], control_area=res["control_area"],
-           control_confidence=res["control_confidence"])
+           control_confidence=res["control_confidence"], top1=res["top1"],
+           control_top1=res["control_top1"])
   drop = conf[:, 0] - conf[:, -1]
   nines_drop = _nines(conf[:, 0]) - _nines(conf[:, -1])
   quant = lambda v: ([float(q) for q in np.quantile(v, [0.25, 0.5, 0.75])]
                      if len(v) else None)
+  share = lambda v: float(np.mean(v)) if len(repeated) else None
+  top1 = res["top1"][repeated]
   result = {
-      "images": len(targets), "with_repeats": len(repeated),
+      "elites": what, "images": len(targets), "with_repeats": len(repeated),
+      "seconds": seconds, "cpu_seconds": cpu,
       "median_components": float(np.median(res["components"])),
       "median_repeats": float(np.median(res["repeats"][repeated])) if len(repeated) else None,
       "confidence_quartiles_per_step": [quant(conf[:, s]) for s in range(a.steps + 1)],
       "drop_quartiles": quant(drop), "nines_drop_quartiles": quant(nines_drop),
-      "share_dropped": float(np.mean(drop > 0)) if len(repeated) else None,
-      "share_dropped_over_1pct": float(np.mean(drop > 0.01)) if len(repeated) else None,
-      "share_9999_before": float(np.mean(conf[:, 0] >= 0.9999)) if len(repeated) else None,
-      "share_9999_after": float(np.mean(conf[:, -1] >= 0.9999)) if len(repeated) else None,
-      "share_top1_lost": None,
+      "share_dropped": share(drop > 0), "share_dropped_over_1pct": share(drop > 0.01),
+      "share_9999_before": share(conf[:, 0] >= 0.9999),
+      "share_9999_after": share(conf[:, -1] >= 0.9999),
+      "share_top1_before": share(top1[:, 0] == targets[repeated]),
+      "share_top1_lost": share((top1[:, 0] == targets[repeated])
+                               & (top1[:, -1] != targets[repeated])),
   }
   # The control: the same area of non-repeated foreground removed from the same images.
   control = res["control_confidence"][repeated]
   control_drop = control[:, 0] - control[:, -1]
+  control_top1 = res["control_top1"][repeated]
   area_matched = (res["control_area"][repeated, -1] == res["removed_area"][repeated, -1])
   result.update({
       "control_confidence_quartiles_per_step": [quant(control[:, s])
                                                 for s in range(a.steps + 1)],
       "control_drop_quartiles": quant(control_drop),
-      "control_share_dropped_over_1pct": (float(np.mean(control_drop > 0.01))
-                                          if len(repeated) else None),
-      "control_share_9999_after": (float(np.mean(control[:, -1] >= 0.9999))
-                                   if len(repeated) else None),
-      "control_area_matched": float(np.mean(area_matched)) if len(repeated) else None,
+      "control_share_dropped_over_1pct": share(control_drop > 0.01),
+      "control_share_9999_after": share(control[:, -1] >= 0.9999),
+      "control_share_top1_lost": share((control_top1[:, 0] == targets[repeated])
+                                       & (control_top1[:, -1] != targets[repeated])),
+      "control_area_matched": share(area_matched),
       "median_removed_area": (float(np.median(res["removed_area"][repeated, -1]))
                               if len(repeated) else None),
+      # Paired: how often removing the repeats costs more than the same area of other content.
+      "share_repeats_drop_more": share(drop > control_drop),
+      "median_drop_difference": (float(np.median(drop - control_drop))
+                                 if len(repeated) else None),
   })
-  if len(repeated):
-    last = np.asarray(ablate_top1(clf, res["images"][repeated, -1]))
-    result["share_top1_lost"] = float(np.mean(last != targets[repeated]))
   core.write_tensorboard(workdir, [
       {"step": s, "ablation/confidence_median": float(np.median(conf[:, s])),
        "ablation/control_confidence_median": float(np.median(control[:, s]))}
       for s in range(a.steps + 1) if len(repeated)], step="step", name="ablation")
-  _plot_ablation(out / "ablation.png", conf, a.steps)
+  _plot_ablation(out / "ablation.png", conf, a.steps, control)
   if len(repeated):
+    # The examples, ablated again (same per-image keys) with their images kept.
     show = repeated[np.argsort(-res["repeats"][repeated], kind="stable")[:a.examples]]
-    tiles = res["images"][show].reshape(-1, *imgs.shape[1:])
+    keys = jax.random.split(key, len(targets))[show]
+    shown = jax.device_get(jax.jit(motifs.make_ablation_fn(**options))(
+        keys, clf.params, jnp.asarray(imgs[show]), jnp.asarray(targets[show])))
+    tiles = shown["images"].reshape(-1, *imgs.shape[1:])
     titles = [f"{targets[i]}: -{res['removed'][i, s]}/{res['repeats'][i]}\n"
               + images.format_confidence(float(res["confidence"][i, s]))
               for i in show for s in range(a.steps + 1)]
@@ -716,11 +945,7 @@ def run_ablation(config, workdir, sources: Sources) -> dict:
   return result
 
 
-def ablate_top1(clf, images_f32) -> np.ndarray:
-  return np.argmax(np.asarray(clf.apply_fn(clf.params, jnp.asarray(images_f32))), -1)
-
-
-def _plot_ablation(path, conf, steps):
+def _plot_ablation(path, conf, steps, control=None):
   plt = core.pyplot()
   frac = np.arange(steps + 1) / steps
   fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.4))
@@ -728,6 +953,9 @@ def _plot_ablation(path, conf, steps):
     ax1.plot(frac, _nines(c), color="tab:blue", alpha=0.25, lw=1)
   if len(conf):
     ax1.plot(frac, np.median(_nines(conf), axis=0), "k-o", lw=2, label="median")
+  if control is not None and len(control):
+    ax1.plot(frac, np.median(_nines(control), axis=0), "-s", color="tab:orange", lw=2,
+             label="median, control (same area\nof non-repeated content)")
   ax1.axhline(4, color="gray", ls=":", label="99.99 %")
   ax1.set(xlabel="share of repeated copies removed", ylabel="-log10(1 - p)",
           title="Confidence as repeats are removed")

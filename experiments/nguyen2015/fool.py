@@ -28,27 +28,10 @@ from foolingjax.evolution import driver, map_elites
 ENCODINGS = evolution.ENCODINGS
 
 
-def with_fitness(base: Classifier, ten_crop: bool) -> Classifier:
-  """``base`` as the evolution scores images: one rendering at its input size, or
-  the original's ImageNet fitness (softmax averaged over 10 crops of a 256x256
-  rendering; the wrapper's softmax is that average)."""
-  if not ten_crop:
-    return base
-  from foolingjax import imagenet
-  return Classifier(imagenet.make_ten_crop_apply_fn(base.apply_fn), base.params)
-
-
-def input_shape_of(apply_fn) -> tuple[int, int, int]:
-  shape = getattr(apply_fn, "input_shape", None)
-  if shape is None or any(d is None for d in shape):
-    raise ValueError("The classifier's apply_fn does not declare its input_shape. Fix: wrap "
-                     "it with foolingjax.models.from_linen/from_nnx(..., input_shape=(H, W, C)).")
-  return tuple(shape)
-
-
-def make_encoding(config, image_shape):
-  options = config.direct if config.encoding == "direct" else config.cppn
-  return evolution.make_encoding(config.encoding, image_shape, **options.to_dict())
+with_fitness = core.with_fitness
+input_shape_of = core.input_shape_of
+make_encoding = core.fool_encoding
+class_labels = core.class_labels
 
 
 def validate(config) -> None:
@@ -74,30 +57,7 @@ RESUMABLE = ("generations", "grid_classes", "cross_score")
 
 def parse_grid_classes(text: str, labels: list[str]) -> list[int]:
   """``config.grid_classes`` ("king penguin,starfish" or "145,327") -> cell indices."""
-  cells = []
-  for item in (t.strip() for t in text.split(",")):
-    if not item:
-      continue
-    if item.isdigit() and int(item) < len(labels):
-      cells.append(int(item))
-    elif item in labels:
-      cells.append(labels.index(item))
-    else:
-      near = [name for name in labels if item.lower() in name.lower()][:5]
-      raise ValueError(f"config.grid_classes names {item!r}, which is not a class of this "
-                       f"classifier. Fix: use class names or indices 0-{len(labels) - 1}"
-                       + (f" (close: {', '.join(near)})" if near else "") + ".")
-  return cells
-
-
-def class_labels(num_classes: int) -> list[str]:
-  if num_classes == 1000:
-    try:
-      from foolingjax import imagenet
-      return list(imagenet.class_names())
-    except (ImportError, FileNotFoundError):
-      pass
-  return [str(k) for k in range(num_classes)]
+  return core.parse_classes(text, labels, setting="config.grid_classes")
 
 
 @core.reported

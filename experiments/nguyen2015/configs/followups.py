@@ -14,6 +14,11 @@ Presets:
             iterations, full training set, 5 epochs per DNN.
   ablation  repetition ablation on the CPPN elites of the transfer runs.
   all       the four above at the paper's scale.
+  imagenet  gradient ascent and the repetition ablation on EfficientNet-Lite0
+            (standing in for CaffeNet): the original's gradient-ascent setting
+            on the 20 classes of its supplementary images, beside the elites of
+            the CPU-scale ImageNet fooling runs, which must exist first
+            (runs/imagenet_study/{cppn,direct}, see the README's ImageNet section).
   reduced   all four at the reduced scale measured for the README on a shared
             2-core CPU (see the README's nguyen section).
   smoke     everything tiny, for the tests.
@@ -24,7 +29,12 @@ import ml_collections
 PARTS = ("gradient", "transfer", "retrain", "ablation")
 
 
-PRESETS = (*PARTS, "all", "reduced", "smoke")
+PRESETS = (*PARTS, "all", "imagenet", "reduced", "smoke")
+
+# The 20 classes of the original's supplementary gradient-ascent images
+# (caffe/ascent/run_chosen_supplementary.sh, ascent branch).
+ORIGINAL_SUPPLEMENTARY_CLASSES = (
+    "200,207,215,279,366,367,390,414,445,500,509,580,643,657,704,713,782,805,826,906")
 
 
 def get_config(preset: str = "all"):
@@ -46,18 +56,30 @@ def get_config(preset: str = "all"):
   # no decay) and, when original_steps > 0, the original's beside it
   # (caffe/ascent/find_fooling_image.py: mean image + N(0, 1) in 0-255 units,
   # the "progress" step rule on the probability, decay 0.01 toward the mean, no
-  # blur, 300 steps, the best iterate kept).
+  # blur, 300 steps, the best iterate kept). original_max_lr is in the original's
+  # units (0-255 pixels): the ascent divides it by 255^2 for [0, 1] pixels.
+  # classes: "" is every class of the classifier, else names or indices.
+  # other: a second classifier that scores the same images ("" for none).
+  # mean_image: the original's start and decay centre: "mnist_train" (the mean
+  # training digit) or "imagenet_mean_colour" (a constant image of ImageNet's
+  # mean colour; the original's per-pixel ilsvrc_2012_mean is not available here).
+  # evolved_from: fool run work directories whose elites are the evolved rows
+  # ("" evolves this config's own sources).
   c.gradient = ml_collections.ConfigDict(dict(
-      classifier="lenet_mnist", other="lenet_mnist@1", starts_per_class=10, steps=200,
-      step_size=0.1, objective="log_softmax", l2_decay=0.0, blur_every=0, blur_sigma=0.5,
-      original_steps=300, original_decay=0.01, original_early_prog=0.03,
-      original_late_prog_mult=0.1, original_max_lr=1e12))
+      classifier="lenet_mnist", other="lenet_mnist@1", classes="", starts_per_class=10,
+      steps=200, step_size=0.1, objective="log_softmax", l2_decay=0.0, blur_every=0,
+      blur_sigma=0.5, original_steps=300, original_decay=0.01, original_early_prog=0.03,
+      original_late_prog_mult=0.1, original_max_lr=1e12, mean_image="mnist_train",
+      evolved_from=""))
 
   # DNN_A -> DNN_B (same architecture, another seed) and the cross-architecture pairs.
   # Classifiers are foolingjax.zoo.resolve specs (a user's package.module:function too).
+  # from_runs: fool run work directories whose elites (evolved on the run's
+  # classifier) dnn_b and cross score, instead of this config's own sources; cross
+  # "" leaves the cross-architecture rows out.
   c.transfer = ml_collections.ConfigDict(dict(
       dnn_a="lenet_mnist", dnn_b="lenet_mnist@1", cross="fc100_100_10_mnist",
-      encodings="direct,cppn"))
+      encodings="direct,cppn", from_runs=""))
 
   c.retrain = ml_collections.ConfigDict(dict(
       iterations=15,           # DNN_1 .. DNN_k
@@ -72,14 +94,42 @@ def get_config(preset: str = "all"):
       control=True,            # also train a 10-class LeNet with the same budget
   ))
 
+  # from_run: a fool run's work directory whose elites are ablated (its classifier
+  # and fitness) instead of this config's own CPPN sources; batch_size: images per
+  # jitted call (0: all at once).
   c.ablation = ml_collections.ConfigDict(dict(
       classifier="lenet_mnist", encoding="cppn", steps=4,
-      max_components=64, iou_threshold=0.75, min_area=4, examples=8))
+      max_components=64, iou_threshold=0.75, min_area=4, examples=8, from_run="",
+      batch_size=0))
 
   if preset in ("all",):
     pass
   elif preset in PARTS:
     c.parts = preset
+  elif preset == "imagenet":
+    c.parts = "gradient,transfer,ablation"
+    # Table S1 on ImageNet: no two CaffeNets differing only in seed can be had here,
+    # so DNN_B is EfficientNet-Lite1 (the same family, deeper, trained at 240x240).
+    c.transfer.from_runs = "runs/imagenet_study/cppn,runs/imagenet_study/direct"
+    c.transfer.dnn_b, c.transfer.cross = "efficientnet_lite1_imagenet", ""
+    g = c.gradient
+    g.classifier, g.other = "efficientnet_lite0_imagenet", ""
+    g.classes = ORIGINAL_SUPPLEMENTARY_CLASSES
+    g.starts_per_class = 1            # the original: 5 start seeds per class
+    g.steps = 100                     # foolingjax's ascent: fixed 0.1 on log p
+    g.mean_image = "imagenet_mean_colour"
+    # The original's unregularised setting of its supplementary images
+    # (hyperparam_search.py --hp_seed -1): no decay, 500 steps, early_prog 0.02,
+    # late_prog_mult 0.1, max_lr 1e7. Its --hp_seed 169 draw is decay 0.01, 1500
+    # steps, early_prog 0.03, late_prog_mult 0.02 (no blur): set those to run it.
+    g.original_steps, g.original_decay = 500, 0.0
+    g.original_early_prog, g.original_late_prog_mult, g.original_max_lr = 0.02, 0.1, 1e7
+    g.evolved_from = "runs/imagenet_study/cppn,runs/imagenet_study/direct"
+    a = c.ablation
+    a.from_run = "runs/imagenet_study/cppn"
+    a.batch_size = 20
+    a.max_components = 128
+    a.min_area = 256                  # 4 of 784 pixels on MNIST: the same share of 224x224
   elif preset == "reduced":
     c.evolve.population = 100
     c.evolve.generations = 100
@@ -113,5 +163,5 @@ def get_config(preset: str = "all"):
     c.ablation.steps = 2
     c.ablation.examples = 4
   else:
-    raise ValueError(f"Unknown preset {preset!r}; use one of {PARTS}, all, reduced or smoke.")
+    raise ValueError(f"Unknown preset {preset!r}; use one of {PRESETS}.")
   return c
