@@ -243,6 +243,12 @@ def test_smoke_gradient(smoke_cppn_run):
     assert 0.0 <= result["evolved"][encoding]["median_confidence"] <= 1.0
   width, height = _png(workdir / "gradient" / "gradient_vs_evolved.png")
   assert width > height  # 3 rows of 10
+  for name in ("gradient_original.png", "gradient_original_stretched.png"):
+    _png(workdir / "gradient" / name)
+  # The original's view of X = image - mean: 0 at 0.5, the largest |X| at 0 or 1.
+  x = np.array([[[[-0.2]], [[0.1]]], [[[0.0]], [[0.05]]]])
+  np.testing.assert_allclose(nguyen_experiment.norm01c(x)[..., 0, 0],
+                             [[0.0, 0.75], [0.5, 1.0]])
   # TensorBoard: the median confidence per ascent step, ending at result.json's.
   scalars = read_scalars(workdir / "tensorboard")
   steps = config.gradient.steps
@@ -265,6 +271,13 @@ def test_smoke_transfer(smoke_run):
       assert 0.0 <= row[share] <= 1.0
     assert row["both_above"] <= row["a_above"]
   _png(workdir / "transfer" / "transfer.png")
+  # Each image's confidence on A and B: the rows' medians come from them.
+  with np.load(workdir / "transfer" / "transfer.npz") as f:
+    a = f["direct_lenet_seed_0_to_lenet_seed_1_a"]
+    b = f["direct_lenet_seed_0_to_lenet_seed_1_b"]
+  [row] = [r for r in result["rows"] if r["target"] == "lenet_mnist seed 1"]
+  assert np.median(a) == pytest.approx(row["median_conf_a"], rel=1e-5)
+  assert np.median(b) == pytest.approx(row["median_conf_b"], rel=1e-5)
   scalars = read_scalars(workdir / "tensorboard")
   for row in result["rows"]:
     tag = f"transfer/{row['source']} -> {row['target']}/{row['encoding']}/same_top1"

@@ -108,25 +108,22 @@ def markdown_tables(summary: dict) -> str:
   if "gradient" in summary:
     out += _gradient_tables(summary["gradient"])
   if "transfer" in summary:
-    out += [("| evolved on (A) | scored by (B) | encoding | images | A >= 99.99 % | "
-             "same top-1 | both >= 99.99 % | B less confident | median A | median B |"),
-            "|---|---|---|---|---|---|---|---|---|---|"]
-    for r in summary["transfer"]["rows"]:
-      out.append(f"| {r['source']} | {r['target']} | {r['encoding']} | {r['count']} | "
-                 f"{core.pct(r['a_above'])} | {core.pct(r['same_top1'])} | {core.pct(r['both_above'])} | "
-                 f"{core.pct(r['b_less_confident'])} | {core.confidence(r['median_conf_a'])} | "
-                 f"{core.confidence(r['median_conf_b'])} |")
-    out.append("")
-    if all("a_above_99" in r for r in summary["transfer"]["rows"]):
-      out += [("| evolved on (A) | scored by (B) | encoding | A top-1 = target | "
-               "B top-1 = target | A >= 99 % | both >= 99 % | rank correlation A, B |"),
-              "|---|---|---|---|---|---|---|---|"]
-      for r in summary["transfer"]["rows"]:
-        out.append(f"| {r['source']} | {r['target']} | {r['encoding']} | "
-                   f"{core.pct(r['a_top1_is_target'])} | {core.pct(r['b_top1_is_target'])} | "
-                   f"{core.pct(r['a_above_99'])} | {core.pct(r['both_above_99'])} | "
-                   f"{core.number(r['spearman_a_b'], 2)} |")
-      out.append("")
+    rows = summary["transfer"]["rows"]
+    out += [core.markdown_table(
+        ["evolved on (A)", "scored by (B)", "encoding", "images", "A >= 99.99 %",
+         "same top-1", "both >= 99.99 %", "B less confident", "median A", "median B"],
+        [[r["source"], r["target"], r["encoding"], str(r["count"]), core.pct(r["a_above"]),
+          core.pct(r["same_top1"]), core.pct(r["both_above"]),
+          core.pct(r["b_less_confident"]), core.confidence(r["median_conf_a"]),
+          core.confidence(r["median_conf_b"])] for r in rows]), ""]
+    if all("a_above_99" in r for r in rows):
+      out += [core.markdown_table(
+          ["evolved on (A)", "scored by (B)", "encoding", "A top-1 = target",
+           "B top-1 = target", "A >= 99 %", "both >= 99 %", "rank correlation A, B"],
+          [[r["source"], r["target"], r["encoding"], core.pct(r["a_top1_is_target"]),
+            core.pct(r["b_top1_is_target"]), core.pct(r["a_above_99"]),
+            core.pct(r["both_above_99"]), core.number(r["spearman_a_b"], 2)] for r in rows]),
+          ""]
   if "retrain" in summary:
     rt = summary["retrain"]
     out += [("| iteration | outputs | test accuracy | median best confidence | "
@@ -285,10 +282,6 @@ class Sources:
     return self._cache[name]
 
 
-def _softmax_fn(clf):
-  return jax.jit(lambda params, x: jax.nn.softmax(clf.apply_fn(params, x), axis=-1))
-
-
 # --------------------------------------------------------------------------
 # 1. Gradient-ascent fooling images
 
@@ -352,16 +345,10 @@ def _gradient_original(config, clf, other, targets, classes, labels, out) -> dic
            targets=np.asarray(targets), confidence=confidence)
   conf_b = None
   if other is not None:
-    probs_b = np.asarray(_softmax_fn(other)(other.params, jnp.asarray(fooled)))
+    probs_b = _probs(other, fooled)
     conf_b = probs_b[np.arange(len(confidence)), np.asarray(targets)]
   per_class = confidence.reshape(len(classes), g.starts_per_class)
-  best_idx = np.argmax(per_class, axis=1) + np.arange(len(classes)) * g.starts_per_class
-  images.save_grid(out / "gradient_original.png", fooled[best_idx],
-                   titles=[f"{_short_label(labels[k])}\n{images.format_confidence(float(p))}"
-                           for k, p in zip(classes, confidence[best_idx])],
-                   ncols=min(len(classes), 10),
-                   title=f"The original's ascent ({g.original_steps} steps, "
-                   f"progress rule, decay {g.original_decay} toward the mean image): best per class")
+  save_original_grids(out, fooled, mean, confidence, classes, labels, g)
   core.write_tensorboard(out.parent, out_scalars, step="step", name="gradient_original")
   return {
       "steps": g.original_steps, "ascent_seconds": seconds, "ascent_cpu_seconds": cpu,
@@ -377,6 +364,29 @@ def _gradient_original(config, clf, other, targets, classes, labels, out) -> dic
       "share_9999_other_seed": None if conf_b is None else float(np.mean(conf_b >= 0.9999)),
       "mean_abs_from_mean_image": float(np.abs(fooled - mean[None]).mean()),
   }
+
+
+def norm01c(x: np.ndarray) -> np.ndarray:
+  """The original's ``norm01c(x, 0)`` per image: 0 -> 0.5, scaled by the largest |x|."""
+  scale = 2.0 * np.abs(x).reshape(len(x), -1).max(axis=1)
+  return 0.5 + x / np.maximum(scale, 1e-12).reshape((-1,) + (1,) * (x.ndim - 1))
+
+
+def save_original_grids(out, fooled, mean, confidence, classes, labels, g) -> None:
+  """The best image per class as it is, and its difference from the mean image
+  contrast-stretched around 0 (how the original saves ``X``, its ``*_X.jpg``)."""
+  per_class = confidence.reshape(len(classes), g.starts_per_class)
+  best_idx = np.argmax(per_class, axis=1) + np.arange(len(classes)) * g.starts_per_class
+  titles = [f"{_short_label(labels[k])}\n{images.format_confidence(float(p))}"
+            for k, p in zip(classes, confidence[best_idx])]
+  what = (f"The original's ascent ({g.original_steps} steps, progress rule, decay "
+          f"{g.original_decay} toward the mean image)")
+  images.save_grid(out / "gradient_original.png", fooled[best_idx], titles=titles,
+                   ncols=min(len(classes), 10), title=f"{what}: best per class")
+  images.save_grid(out / "gradient_original_stretched.png",
+                   norm01c(fooled[best_idx] - mean[None]), titles=titles,
+                   ncols=min(len(classes), 10),
+                   title=f"{what}: image - mean, stretched around 0 as the original saves it")
 
 
 def _evolved_rows(config, sources: Sources, classes, shape):
@@ -457,7 +467,7 @@ def run_gradient(config, workdir, sources: Sources) -> dict:
   other = zoo.resolve(g.other) if g.other else None
   conf_b = None
   if other is not None:
-    probs_b = np.asarray(_softmax_fn(other)(other.params, jnp.asarray(fooled)))
+    probs_b = _probs(other, fooled)
     conf_b = probs_b[np.arange(len(confidence)), np.asarray(targets)]
 
   n = len(classes)
@@ -586,6 +596,9 @@ def run_transfer(config, workdir, sources: Sources) -> dict:
       prefix=f"transfer/{row['source']} -> {row['target']}/{row['encoding']}/")}
       for row in rows], step="step", name="transfer")
   _plot_transfer(out / "transfer.png", scatter)
+  np.savez(out / "transfer.npz", **{
+      f"{r['encoding']}_{_short(r['source'])}_to_{_short(r['target'])}_{side}".replace(" ", "_"): v
+      for r, a, b in scatter for side, v in (("a", a), ("b", b))})
   return {"rows": rows, "runs_per_source": None if t.from_runs else config.evolve.runs,
           "generations": None if t.from_runs else config.evolve.generations,
           "from_runs": core.names(t.from_runs)}
@@ -602,15 +615,25 @@ def _nines(p):
 
 
 def _plot_transfer(path, scatter):
+  """B's confidence against A's per image: in nines (-log10(1 - p)) when A's median
+  is at least 90 % (MNIST), else as probabilities (ImageNet at a CPU budget)."""
   plt = core.pyplot()
   n = len(scatter)
   fig, axes = plt.subplots(1, n, figsize=(3.2 * n, 3.4), squeeze=False)
+  nines = bool(scatter) and min(float(np.median(a)) for _, a, _ in scatter) >= 0.9
   for ax, (row, conf_a, conf_b) in zip(axes[0], scatter):
-    ax.scatter(_nines(conf_a), _nines(conf_b), s=10, alpha=0.6)
-    ax.plot([0, 7], [0, 7], "k:", lw=1)
-    ax.axhline(4, color="gray", lw=0.5)
-    ax.axvline(4, color="gray", lw=0.5)
-    ax.set(xlim=(0, 7.2), ylim=(0, 7.2), xlabel="A: -log10(1 - p)", ylabel="B: -log10(1 - p)")
+    if nines:
+      ax.scatter(_nines(conf_a), _nines(conf_b), s=10, alpha=0.6)
+      ax.plot([0, 7], [0, 7], "k:", lw=1)
+      ax.axhline(4, color="gray", lw=0.5)
+      ax.axvline(4, color="gray", lw=0.5)
+      ax.set(xlim=(0, 7.2), ylim=(0, 7.2), xlabel="A: -log10(1 - p)",
+             ylabel="B: -log10(1 - p)")
+    else:
+      ax.scatter(conf_a, conf_b, s=6, alpha=0.4)
+      ax.plot([0, 1], [0, 1], "k:", lw=1)
+      ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="A: p(evolved class)",
+             ylabel="B: p(evolved class)")
     ax.set_title(f"{row['encoding']}: {_short(row['source'])}\n-> {_short(row['target'])}",
                  fontsize=8)
   fig.tight_layout()
@@ -618,7 +641,8 @@ def _plot_transfer(path, scatter):
 
 
 def _short(name: str) -> str:
-  return name.replace("_mnist", "").replace("fc100_100_10", "FC100")
+  return (name.replace("_mnist", "").replace("fc100_100_10", "FC100")
+          .replace("efficientnet_", "").replace("_imagenet", ""))
 
 
 def _display(spec: str) -> str:
@@ -852,12 +876,16 @@ def ablate_in_batches(ablate, key, params, imgs, targets, batch_size: int) -> di
   keys = jax.random.split(key, n)
   parts = []
   bar = core.Progress(n, "[ablation]", unit="images")
+  t0 = time.perf_counter()
   for start in range(0, n, size):
     idx = np.minimum(np.arange(start, start + size), n - 1)
     out = jax.device_get(ablate(keys[idx], params, jnp.asarray(imgs[idx]),
                                 jnp.asarray(targets[idx])))
     parts.append({k: v[:min(size, n - start)] for k, v in out.items()})
-    bar.update(min(start + size, n))
+    done = min(start + size, n)
+    bar.update(done)
+    if not bar.enabled and (len(parts) % 10 == 0 or done == n):   # a log: a line now and then
+      print(f"[ablation] {done}/{n} images, {time.perf_counter() - t0:.0f} s", flush=True)
   bar.close()
   return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
