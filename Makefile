@@ -44,4 +44,8 @@ test: install-test
 benchmarks: install-test
 	# torchattacks, the peer of bench_attacks: --no-deps keeps this project's torch.
 	$(PY) -m pip install --quiet --no-deps torchattacks==3.5.1
+	# QDax, the peer of bench_evolution: --no-deps keeps this project's jax and skips brax,
+	# jumanji and tensorflow-probability, which its MAP-Elites core does not import.
+	$(PY) -m pip install --quiet --no-deps qdax==0.5.0
+	$(PY) -m pip install --quiet scikit-learn cloudpickle
 	$(PY) -m benchmarks.run_all

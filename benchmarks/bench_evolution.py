@@ -6,7 +6,14 @@ Prints evaluations/s of a whole generation (select + SBX + mutation + render +
 classify + archive insert, as one jitted scan, log-odds score) against
   * the same generation with the original's softmax-probability score;
   * the bare batched LeNet forward + softmax on the same batch size (target ratio >= 0.5);
-  * evaluating one individual at a time, as the original code did (jitted per-image forward).
+  * evaluating one individual at a time, as the original code did (jitted per-image forward);
+  * QDax 0.5.0 (when importable: a benchmark extra, ``make benchmarks`` installs it) on the
+    same operators (foolingjax's SBX + mutation as QDax's variation function), the same
+    rendering and the same log-odds score: its ``MAPElites.scan_update`` (each offspring
+    enters the cell of its top class), and QDax's repertoire ``add`` with every offspring
+    offered to all 10 cells (the paper's semantics, foolingjax's insert);
+  * the parts of foolingjax's generation alone (variation, render + forward, insert +
+    metrics), to say where the time goes.
 """
 
 from __future__ import annotations
@@ -18,9 +25,74 @@ import time
 
 import jax
 
-from benchmarks.timing import interleaved_best
+import jax.numpy as jnp
+
+from benchmarks.timing import interleaved_best_cpu
 from foolingjax import zoo
 from foolingjax.evolution import direct, map_elites
+
+
+def qdax_contenders(clf, encoding, population: int, generations: int, key) -> dict:
+  """QDax's MAP-Elites on foolingjax's operators and score; {} when QDax is missing."""
+  try:
+    from qdax.core.map_elites import MAPElites
+    from qdax.core.emitters.standard_emitters import MixingEmitter
+  except ImportError as e:
+    print(f"QDax is not importable ({e}): its contenders are left out. Fix: make benchmarks "
+          "(pip install --no-deps qdax==0.5.0 scikit-learn).")
+    return {}
+  num_cells = 10
+
+  # Built inside the jitted functions from traced params, as foolingjax's run takes
+  # them: neither side gets the weights as compile-time constants.
+  def build(params):
+    score = map_elites.log_odds_score_fn(clf.apply_fn, params)
+
+    def scores_of(genotypes):
+      return score(jax.vmap(encoding.render)(genotypes))               # [B, K]
+
+    def scoring(genotypes, key):
+      s = scores_of(genotypes)
+      return jnp.max(s, -1), jax.nn.one_hot(jnp.argmax(s, -1), num_cells), {}
+
+    def variation(x1, x2, key):  # foolingjax's whole vary: SBX w.p. 0.5, then mutation
+      keys = jax.random.split(key, x1.shape[0])
+      return jax.vmap(encoding.vary, in_axes=(0, 0, 0, None))(keys, x1, x2, 0)[0]
+
+    emitter = MixingEmitter(mutation_fn=lambda x, k: x, variation_fn=variation,
+                            variation_percentage=1.0, batch_size=population)
+    me = MAPElites(scoring_function=scoring, emitter=emitter, metrics_function=metrics)
+    return me, emitter, scores_of
+
+  def metrics(repertoire):      # what foolingjax logs each generation: best per cell, median
+    best = jnp.where(repertoire.fitnesses[:, 0] > -jnp.inf, repertoire.fitnesses[:, 0], 0.0)
+    return {"best": best, "median": jnp.median(best)}
+
+  genotypes = jax.vmap(encoding.init)(jax.random.split(key, population))
+  repertoire, emitter_state, _ = jax.jit(
+      lambda g, k, p: build(p)[0].init(g, jnp.eye(num_cells), k))(genotypes, key, clf.params)
+
+  def scan_update(rep, es, k, params):
+    return jax.lax.scan(build(params)[0].scan_update, (rep, es, k), None, length=generations)
+
+  def all_cells(rep, k, params):
+    _, emitter, scores_of = build(params)
+
+    def step(carry, _):
+      rep, k = carry
+      k, k_emit = jax.random.split(k)
+      offspring, _ = emitter.emit(rep, None, k_emit)
+      s = scores_of(offspring)                                            # [B, K]
+      copies = jnp.tile(offspring, (num_cells, 1, 1, 1))                  # copy k: cell k
+      cells = jnp.repeat(jnp.eye(num_cells), population, axis=0)
+      rep = rep.add(copies, cells, s.T.reshape(-1))
+      return (rep, k), metrics(rep)
+
+    return jax.lax.scan(step, (rep, k), None, length=generations)
+
+  scan_update, all_cells = jax.jit(scan_update), jax.jit(all_cells)
+  return {"qdax_scan_update": lambda: scan_update(repertoire, emitter_state, key, clf.params),
+          "qdax_all_cells": lambda: all_cells(repertoire, key, clf.params)}
 
 
 def measure(population: int = 200, generations: int = 25, repeats: int = 5,
@@ -56,18 +128,59 @@ def measure(population: int = 200, generations: int = 25, repeats: int = 5,
       out.block_until_ready()
     return out
 
+  # The parts of one generation, each as a scan of ``generations`` steps, with every
+  # array an argument (no constant folding).
+  parents = jax.vmap(encoding.init)(jax.random.split(key, population))
+
+  def vary_only(k, parents):
+    def step(k, _):
+      keys = jax.random.split(k, population + 1)
+      child = jax.vmap(encoding.vary, in_axes=(0, 0, 0, None))(keys[1:], parents,
+                                                               parents[::-1], 0)[0]
+      return keys[0], child[0, 0, 0, 0]
+    return jax.lax.scan(step, k, None, length=generations)
+
+  def evaluate_only(x, params):
+    score = map_elites.log_odds_score_fn(clf.apply_fn, params)
+
+    def step(x, _):
+      s = map_elites.evaluate(x, encoding=encoding, score_fn=score)
+      return x + 1e-7 * s[:, :1, None, None], None
+    return jax.lax.scan(step, x, None, length=generations)
+
+  def insert_only(a, candidates, scores):
+    def step(a, _):
+      a = map_elites.insert(a, candidates, scores + 1e-3 * a.fitness[0])
+      return a, map_elites.archive_metrics(a)["median"]
+    return jax.lax.scan(step, a, None, length=generations)
+
+  parts = {"part_variation": jax.jit(vary_only), "part_render_forward": jax.jit(evaluate_only),
+           "part_insert_metrics": jax.jit(insert_only)}
+  candidate_scores = jax.random.normal(key, (population, 10))
   fns = {"generation": lambda: run(key, archive, clf.params),
          "generation_probability": lambda: run_p(key, archive_p, clf.params),
          "forward": forwards,
-         "single": one_at_a_time}
+         "single": one_at_a_time,
+         **qdax_contenders(clf, encoding, population, generations, key),
+         "part_variation": lambda: parts["part_variation"](key, parents),
+         "part_render_forward": lambda: parts["part_render_forward"](images, clf.params),
+         "part_insert_metrics": lambda: parts["part_insert_metrics"](archive, parents,
+                                                                     candidate_scores)}
   for fn in fns.values():  # compile
     jax.block_until_ready(fn())
-  best = interleaved_best(fns, repeats)
+  timed = interleaved_best_cpu(fns, repeats)
+  best = {name: wall for name, (wall, _) in timed.items()}
   t_generation = best["generation"] / generations
   t_forward = best["forward"] / generations
   t_single = best["single"] / single_images * population
+  qdax = {name: t_forward / (best[name] / generations) for name in best
+          if name.startswith("qdax")}
 
   return {
+      "timed": timed, "generations": generations, "qdax_ratio_vs_forward": qdax,
+      "qdax_ratio_vs_foolingjax": {n: best["generation"] / best[n] for n in qdax},
+      "parts_share_of_generation": {n: best[n] / best["generation"] for n in best
+                                    if n.startswith("part_")},
       "generation_evals_per_s": population / t_generation,
       "probability_score_evals_per_s": population * generations / best["generation_probability"],
       "forward_evals_per_s": population / t_forward,
@@ -93,7 +206,15 @@ def main():
   print(f"same, probability score {r['probability_score_evals_per_s']:8,.0f} evals/s")
   print(f"bare LeNet forward    {r['forward_evals_per_s']:10,.0f} evals/s")
   print(f"one at a time         {r['one_at_a_time_evals_per_s']:10,.0f} evals/s")
-  print(f"ratio generation / forward        {r['ratio_vs_forward']:.2f}  (target >= 0.5)")
+  print(f"ratio generation / forward        {r['ratio_vs_forward']:.2f}  (target >= 0.8)")
+  for name, ratio in r["qdax_ratio_vs_forward"].items():
+    print(f"ratio {name} / forward   {ratio:.2f}; foolingjax's generation / {name} time "
+          f"{r['qdax_ratio_vs_foolingjax'][name]:.2f} (< 1: foolingjax ahead)")
+  for name, share in r["parts_share_of_generation"].items():
+    print(f"{name:22s} {share:6.1%} of a whole generation's time (timed alone)")
+  print("best round per contender (wall s / CPU s, all generations of the scan):")
+  for name, (best_wall, best_cpu) in r["timed"].items():
+    print(f"  {name:24s} {best_wall:8.4f} s wall {best_cpu:8.4f} s CPU")
   print(f"speed-up over one at a time       {r['speedup_vs_one_at_a_time']:.1f}x")
   print(f"projected 1001 x 200 run          {r['seconds_for_1001x200']:.0f} s")
   print(f"this benchmark: wall {wall:.1f} s, CPU {cpu:.1f} s, load average "

@@ -22,3 +22,18 @@ def test_clock_measures_wall_cpu_and_load():
   assert clock.wall > 0 and clock.cpu > 0
   assert "s CPU" in str(clock) and "load average" in str(clock)
   assert timing.load().startswith("load average ")
+
+
+def test_bench_evolution_measures_every_contender_at_a_tiny_scale():
+  """The evolution benchmark runs end to end (QDax's contenders when it is importable)."""
+  import importlib.util
+  from benchmarks import bench_evolution
+  r = bench_evolution.measure(population=8, generations=2, repeats=1, single_images=2)
+  names = set(r["timed"])
+  assert {"generation", "forward", "single", "part_variation", "part_render_forward",
+          "part_insert_metrics"} <= names
+  has_qdax = importlib.util.find_spec("qdax") is not None
+  assert ({"qdax_scan_update", "qdax_all_cells"} <= names) == has_qdax
+  assert r["ratio_vs_forward"] > 0 and all(v > 0 for v in r["parts_share_of_generation"].values())
+  for wall, cpu in r["timed"].values():
+    assert wall > 0 and cpu >= 0

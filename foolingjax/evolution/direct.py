@@ -58,6 +58,8 @@ genes column-major, which per-gene operators do not see.
 
 from __future__ import annotations
 
+import math
+
 import jax
 import jax.numpy as jnp
 
@@ -76,6 +78,18 @@ SWITCH_VALUES = {"sbx_genes": ("half", "all"), "sbx_equal_genes": ("parent", "gr
 FLOAT32_EPS = float(jnp.finfo(jnp.float32).eps)  # std::numeric_limits<float>::epsilon()
 
 
+def uniform(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
+  """``jax.random.uniform(key, shape)``, drawn flat and reshaped.
+
+  The same numbers: threefry's bits (``jax_threefry_partitionable``, JAX's
+  default) follow each element's flat index, so the draw does not depend on
+  the shape it is reshaped to (``tests/test_evolution.py`` checks it). On
+  XLA:CPU a flat draw costs about a quarter of one shaped ``[28, 28, 1]``
+  (``benchmarks/bench_evolution.py``), and a generation draws three per gene.
+  """
+  return jax.random.uniform(key, (math.prod(shape),)).reshape(shape)
+
+
 def polynomial_mutation(key: jax.Array, genes: jax.Array, *, rate: float | jax.Array,
                         eta: float) -> jax.Array:
   """sferes2's polynomial mutation on genes in [0, 1].
@@ -86,12 +100,15 @@ def polynomial_mutation(key: jax.Array, genes: jax.Array, *, rate: float | jax.A
   """
   # One uniform draw serves both the mask and u: given v < rate, v / rate is
   # uniform on [0, 1). Random bits dominate a generation's cost on CPU.
-  v = jax.random.uniform(key, genes.shape)
+  v = uniform(key, genes.shape)
   mask = v < rate
   u = v / jnp.maximum(rate, 1e-12)
   power = 1.0 / (eta + 1.0)
-  delta = jnp.where(u < 0.5, jnp.power(2.0 * u, power) - 1.0,
-                    1.0 - jnp.power(jnp.maximum(2.0 * (1.0 - u), 0.0), power))
+  # One power per gene: the branch's base is picked first (the same numbers as
+  # computing both powers and picking one).
+  low = u < 0.5
+  r = jnp.power(jnp.where(low, 2.0 * u, jnp.maximum(2.0 * (1.0 - u), 0.0)), power)
+  delta = jnp.where(low, r - 1.0, 1.0 - r)
   return jnp.clip(jnp.where(mask, genes + delta, genes), 0.0, 1.0)
 
 
@@ -110,7 +127,7 @@ def sbx_crossover(key: jax.Array, a: jax.Array, b: jax.Array, *, eta: float,
   k_gene, k_u = jax.random.split(key)
   y1, y2 = jnp.minimum(a, b), jnp.maximum(a, b)
   spread = jnp.maximum(y2 - y1, 1e-14)
-  u = jax.random.uniform(k_u, a.shape)
+  u = uniform(k_u, a.shape)
   power = 1.0 / (eta + 1.0)
 
   def betaq(beta):
@@ -122,7 +139,7 @@ def sbx_crossover(key: jax.Array, a: jax.Array, b: jax.Array, *, eta: float,
   c2 = 0.5 * ((y1 + y2) + betaq(1.0 + 2.0 * (1.0 - y2) / spread) * (y2 - y1))
   # One draw picks the genes (m < gene_rate) and, given that, the side
   # (m < gene_rate / 2 is a fair coin): fewer random bits, same distribution.
-  m = jax.random.uniform(k_gene, a.shape)
+  m = uniform(k_gene, a.shape)
   child = jnp.clip(jnp.where(m < 0.5 * gene_rate, c1, c2), 0.0, 1.0)
   unset = a if equal_value is None else jnp.full_like(a, equal_value)
   child = jnp.where(jnp.abs(a - b) > tolerance, child, unset)
@@ -192,7 +209,7 @@ def make_encoding(*, height: int, width: int, channels: int, variant: str = "foo
                       tolerance=FLOAT32_EPS if s["sbx_genes"] == "all" else 1e-14)
 
   def init(key):
-    return jax.random.uniform(key, shape)
+    return uniform(key, shape)
 
   def vary(key, parent, mate, generation):
     k_cross, k_do_cross, k_mut = jax.random.split(key, 3)
