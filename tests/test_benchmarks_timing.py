@@ -1,6 +1,7 @@
 """The benchmarks' timing helpers report wall and CPU time, measured round-robin."""
 
 import jax.numpy as jnp
+import pytest
 
 from benchmarks import timing
 
@@ -24,6 +25,7 @@ def test_clock_measures_wall_cpu_and_load():
   assert timing.load().startswith("load average ")
 
 
+@pytest.mark.slow
 def test_bench_evolution_measures_every_contender_at_a_tiny_scale():
   """The evolution benchmark runs end to end (QDax's contenders when it is importable)."""
   import importlib.util

@@ -388,7 +388,9 @@ def test_gradient_and_ablation_take_the_elites_of_a_fool_run(tmp_path):
   from experiments.nguyen2015 import fool
   from experiments.nguyen2015.configs import fool as fool_config
   fool_dir = tmp_path / "fool"
-  fool_summary = fool.run(fool_config.get_config("smoke"), fool_dir)
+  fool_cfg = fool_config.get_config("smoke")
+  fool_cfg.update(generations=2, log_every=1, checkpoint_every=2)
+  fool_summary = fool.run(fool_cfg, fool_dir)
   config = nguyen_config.get_config("smoke")
   config.parts = "gradient,transfer,ablation"
   config.gradient.update(classes="3,7", evolved_from=str(fool_dir), other="")
@@ -416,26 +418,17 @@ def test_gradient_and_ablation_take_the_elites_of_a_fool_run(tmp_path):
       float(np.median(list(fool_summary["best"].values()))), rel=1e-4)
   tables = (tmp_path / "followups" / "tables.md").read_text()
   assert "| class | 3 | 7 | all |" in tables and "rank correlation A, B" in tables
-
-
-def test_load_fool_run_refuses_other_weights_and_a_missing_run(tmp_path):
-  import json as json_lib
-  from experiments import core
-  from experiments.nguyen2015 import fool
-  from experiments.nguyen2015.configs import fool as fool_config
-  config = fool_config.get_config("smoke")
-  config.generations = 2
-  fool.run(config, tmp_path / "fool")
-  run = core.load_fool_run(tmp_path / "fool")
+  # core.load_fool_run: the elites' probabilities are the classifier's on their images;
+  # weights other than the run's, and a directory without a run, are refused.
+  run = core.load_fool_run(fool_dir)
   images_, prob, cells = run.elites()
   assert images_.shape == (10, 28, 28, 1) and list(cells) == list(range(10))
   probs = jax.nn.softmax(run.classifier.apply_fn(run.classifier.params, jnp.asarray(images_)))
   np.testing.assert_allclose(prob, np.asarray(probs)[np.arange(10), cells], rtol=1e-4,
                              atol=1e-7)
-  path = tmp_path / "fool" / "config.json"
-  path.write_text(json_lib.dumps({**json_lib.loads(path.read_text()),
-                                  "classifier": "lenet_mnist@1"}))
+  path = fool_dir / "config.json"
+  path.write_text(json.dumps({**json.loads(path.read_text()), "classifier": "lenet_mnist@1"}))
   with pytest.raises(ValueError, match="other parameters.*Fix"):
-    core.load_fool_run(tmp_path / "fool")
+    core.load_fool_run(fool_dir)
   with pytest.raises(FileNotFoundError, match="no fool run.*Fix"):
     core.load_fool_run(tmp_path / "nothing")
