@@ -5,7 +5,7 @@
 Prints evaluations/s of a whole generation (select + SBX + mutation + render +
 classify + archive insert, as one jitted scan, log-odds score) against
   * the same generation with the original's softmax-probability score;
-  * the bare batched LeNet forward + softmax on the same batch size (target ratio >= 0.5);
+  * the bare batched LeNet forward + softmax on the same batch size (target ratio >= 0.8);
   * evaluating one individual at a time, as the original code did (jitted per-image forward);
   * QDax 0.5.0 (when importable: a benchmark extra, ``make benchmarks`` installs it) on the
     same operators (foolingjax's SBX + mutation as QDax's variation function), the same
@@ -14,19 +14,21 @@ classify + archive insert, as one jitted scan, log-odds score) against
     offered to all 10 cells (the paper's semantics, foolingjax's insert);
   * the same generation with a variation that returns the parent, and the parts of the
     generation alone (variation, render + forward, insert + metrics), to say where the
-    time goes.
+    time goes; and one generation's uniform draws (3 per gene), shaped ``[28, 28, 1]``
+    per offspring as ``jax.random.uniform`` draws them, and flat as ``direct.uniform``
+    does (the same numbers).
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import os
 import platform
 import time
 
 import jax
-
 import jax.numpy as jnp
 
 from benchmarks.timing import interleaved_best_cpu
@@ -41,7 +43,7 @@ def qdax_contenders(clf, encoding, population: int, generations: int, key) -> di
     from qdax.core.emitters.standard_emitters import MixingEmitter
   except ImportError as e:
     print(f"QDax is not importable ({e}): its contenders are left out. Fix: make benchmarks "
-          "(pip install --no-deps qdax==0.5.0 scikit-learn).")
+          "(pip install --no-deps qdax==0.5.0, then pip install scikit-learn cloudpickle).")
     return {}
   num_cells = 10
 
@@ -162,8 +164,20 @@ def measure(population: int = 200, generations: int = 25, repeats: int = 5,
       return a, map_elites.archive_metrics(a)["median"]
     return jax.lax.scan(step, a, None, length=generations)
 
+  def draws(k, flat):
+    shape = encoding.image_shape
+    draw = (lambda kk: direct.uniform(kk, shape)) if flat else (
+        lambda kk: jax.random.uniform(kk, shape))
+
+    def step(k, _):
+      keys = jax.random.split(k, 3 * population + 1)
+      return keys[0], jnp.sum(jax.vmap(draw)(keys[1:]))
+    return jax.lax.scan(step, k, None, length=generations)
+
   parts = {"part_variation": jax.jit(vary_only), "part_render_forward": jax.jit(evaluate_only),
-           "part_insert_metrics": jax.jit(insert_only)}
+           "part_insert_metrics": jax.jit(insert_only),
+           "draws_shaped": jax.jit(functools.partial(draws, flat=False)),
+           "draws_flat": jax.jit(functools.partial(draws, flat=True))}
   candidate_scores = jax.random.normal(key, (population, 10))
   fns = {"generation": lambda: run(key, archive, clf.params),
          "generation_probability": lambda: run_p(key, archive_p, clf.params),
@@ -174,7 +188,9 @@ def measure(population: int = 200, generations: int = 25, repeats: int = 5,
          "part_variation": lambda: parts["part_variation"](key, parents),
          "part_render_forward": lambda: parts["part_render_forward"](images, clf.params),
          "part_insert_metrics": lambda: parts["part_insert_metrics"](archive, parents,
-                                                                     candidate_scores)}
+                                                                     candidate_scores),
+         "draws_shaped": lambda: parts["draws_shaped"](key),
+         "draws_flat": lambda: parts["draws_flat"](key)}
   for fn in fns.values():  # compile
     jax.block_until_ready(fn())
   timed = interleaved_best_cpu(fns, repeats)
@@ -190,6 +206,7 @@ def measure(population: int = 200, generations: int = 25, repeats: int = 5,
       "qdax_ratio_vs_foolingjax": {n: best["generation"] / best[n] for n in qdax},
       "parts_share_of_generation": {n: best[n] / best["generation"] for n in best
                                     if n.startswith("part_")},
+      "shaped_over_flat_draws": best["draws_shaped"] / best["draws_flat"],
       "generation_evals_per_s": population / t_generation,
       "probability_score_evals_per_s": population * generations / best["generation_probability"],
       "forward_evals_per_s": population / t_forward,
@@ -224,6 +241,8 @@ def main():
           f"{r['qdax_ratio_vs_foolingjax'][name]:.2f} (< 1: foolingjax ahead)")
   for name, share in r["parts_share_of_generation"].items():
     print(f"{name:22s} {share:6.1%} of a whole generation's time (timed alone)")
+  print(f"uniform draws shaped [28, 28, 1] / flat: {r['shaped_over_flat_draws']:.1f}x the time "
+        "(the same numbers)")
   print("best round per contender (wall s / CPU s, all generations of the scan):")
   for name, (best_wall, best_cpu) in r["timed"].items():
     print(f"  {name:24s} {best_wall:8.4f} s wall {best_cpu:8.4f} s CPU")

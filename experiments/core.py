@@ -319,17 +319,14 @@ def parse_classes(text: str, labels: Sequence[str], *, setting: str) -> list[int
 class FoolRun:
   """A fool experiment's work directory, read back.
 
-  ``base`` is its classifier, ``classifier`` the same under the run's fitness
-  (10 crops when ``config.ten_crop``), ``archive`` its latest checkpoint and
-  ``evolver`` renders the archive's genomes at the fitness's input size.
+  ``classifier`` is the run's classifier under its fitness (10 crops when
+  ``config.ten_crop``), ``archive`` its latest checkpoint, and ``evolver``
+  renders the archive's genomes at the fitness's input size.
   """
-  workdir: pathlib.Path
   config: ml_collections.ConfigDict
-  base: Classifier
   classifier: Classifier
   evolver: driver.Evolver
   archive: map_elites.Archive
-  labels: list[str]
 
   def elites(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(images [M, H, W, C], probability [M], cell [M])`` of the filled cells."""
@@ -355,8 +352,7 @@ def load_fool_run(workdir) -> FoolRun:
   last = checkpoint.latest(workdir / "checkpoints", prefix=driver.PREFIX)
   if last is None:
     raise FileNotFoundError(f"{workdir} holds no archive checkpoint yet. {fix}")
-  base = zoo.resolve(config.classifier)
-  classifier = with_fitness(base, config.ten_crop)
+  classifier = with_fitness(zoo.resolve(config.classifier), config.ten_crop)
   shape = input_shape_of(classifier.apply_fn)
   num_classes = num_classes_of(classifier.apply_fn, classifier.params, shape)
   recorded = checkpoint.read_fingerprint(last).get("params")
@@ -370,9 +366,8 @@ def load_fool_run(workdir) -> FoolRun:
                            fitness=config.fitness)
   init_key, _ = evolver.keys(jax.random.key(config.seed))
   archive, _ = checkpoint.restore(last, evolver.template(init_key, classifier.params))
-  return FoolRun(workdir=workdir, config=config, base=base, classifier=classifier,
-                 evolver=evolver, archive=jax.device_put(archive),
-                 labels=class_labels(num_classes))
+  return FoolRun(config=config, classifier=classifier, evolver=evolver,
+                 archive=jax.device_put(archive))
 
 
 # --------------------------------------------------------------------------

@@ -81,8 +81,8 @@ PRESETS: dict[str, dict] = {
 # λ/k·Σw² (k = the layer's units), λ = 1e-5, 1e-5, 1e-6 for the two-hidden-layer
 # nets, SGD and the encoder frozen under the softmax are how third-party
 # reproductions read the paper (its PDF was not read here). Our choices where
-# the paper is silent: SGD with momentum 0.9, learning rate 0.1 decayed by a cosine, batches of 100, the epochs below; the
-# sparse autoencoder of Ng's UFLDL notes (ρ 0.1, β 3, λ 3e-3/2, their MNIST
+# the paper is silent: SGD with momentum 0.9, learning rate 0.1 decayed by a
+# cosine, batches of 100, the epochs below; the sparse autoencoder of Ng's UFLDL notes (ρ 0.1, β 3, λ 3e-3/2, their MNIST
 # exercise), pre-trained with SGD at learning rate 0.01; λ 1e-6 for AE400-10's
 # softmax.
 _SGD = dict(optimizer="sgd", learning_rate=0.1, momentum=0.9, batch_size=100)
@@ -123,8 +123,8 @@ PRESETS.update({
 _LABEL_SUFFIX = {"_paper_": " paper", "_sgd_": " SGD"}
 
 
-# Pretrained networks that are converted, not trained, here.
-PRETRAINED = ("efficientnet_lite0_imagenet", "efficientnet_lite1_imagenet")
+# Pretrained networks that are converted, not trained, here: spec -> EfficientNet-Lite variant.
+PRETRAINED = {"efficientnet_lite0_imagenet": "lite0", "efficientnet_lite1_imagenet": "lite1"}
 
 
 def preset_config(name: str, *, seed: int = 0) -> ml_collections.ConfigDict:
@@ -170,7 +170,7 @@ def load_classifier(name: str = "lenet_mnist", seed: int = 0, *, train_if_missin
   """
   if name in PRETRAINED:
     from foolingjax.models import efficientnet
-    return efficientnet.load_efficientnet_lite(name.split("_")[1])
+    return efficientnet.load_efficientnet_lite(PRETRAINED[name])
   config = config if config is not None else preset_config(name, seed=seed)
   digest = config_hash(config)
   filename = f"{name}_seed{seed}_{digest}.msgpack"

@@ -33,7 +33,8 @@ def test_bench_evolution_measures_every_contender_at_a_tiny_scale():
   r = bench_evolution.measure(population=8, generations=2, repeats=1, single_images=2)
   names = set(r["timed"])
   assert {"generation", "forward", "single", "part_variation", "part_render_forward",
-          "part_insert_metrics"} <= names
+          "part_insert_metrics", "draws_shaped", "draws_flat"} <= names
+  assert r["shaped_over_flat_draws"] > 0
   has_qdax = importlib.util.find_spec("qdax") is not None
   assert ({"qdax_scan_update", "qdax_all_cells"} <= names) == has_qdax
   assert r["ratio_vs_forward"] > 0 and all(v > 0 for v in r["parts_share_of_generation"].values())

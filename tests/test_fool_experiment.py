@@ -117,7 +117,7 @@ def test_cross_score_per_class_plot_and_chosen_grid(tmp_path, encoding):
   classifier = zoo.resolve(user)
   archive, _ = _final_archive(tmp_path)
   shape = (imagenet.RENDER_SIZE, imagenet.RENDER_SIZE, 3)
-  encoding_fn = fool.make_encoding(config, (224, 224, 3) if encoding == "direct" else shape)
+  encoding_fn = core.fool_encoding(config, (224, 224, 3) if encoding == "direct" else shape)
   ten = imagenet.make_ten_crop_apply_fn(classifier.apply_fn)
   for cell in range(5):
     genome = serialization.from_state_dict(

@@ -75,25 +75,28 @@ def test_keep_best_returns_the_most_confident_iterate():
 
 
 @pytest.mark.parametrize("keep_best", [False, True])
-def test_trace_and_best_iterate_equal_a_step_by_step_loop(keep_best):
+@pytest.mark.parametrize("early_prog, decay", [(0.3, 0.05), (0.02, 0.2)])
+def test_trace_and_best_iterate_equal_a_step_by_step_loop(keep_best, early_prog, decay):
   """One forward-backward pass per step: the trace is p after each step, as a plain loop
-  of the original's update (step, decay toward the centre, clip) computes it."""
+  of the original's update (step, decay toward the centre, clip) computes it. With
+  decay 0.2 the pull toward the centre wins and p falls, so the best iterate is not
+  the last one."""
   w = jax.random.normal(jax.random.key(1), (12, 4)) * 2.0
   x0 = jax.random.uniform(jax.random.key(2), (2, 2, 2, 3))
   center = jnp.full((2, 2, 3), 0.4)
   target = jnp.array([1, 3])
   images, metrics = attacks.gradient_ascent_fooling(
       None, _linear, {"w": w}, target, steps=6, objective="softmax", init_images=x0,
-      step_rule="progress", early_prog=0.3, late_prog_mult=0.5, l2_decay=0.05,
+      step_rule="progress", early_prog=early_prog, late_prog_mult=0.5, l2_decay=decay,
       decay_center=center, keep_best=keep_best)
   for b in range(2):
     p = lambda x: jax.nn.softmax(_linear({"w": w}, x[None]))[0, target[b]]
     x, trace, best_x, best_p = x0[b], [], x0[b], float(p(x0[b]))
     for _ in range(6):
       g = jax.grad(p)(x)
-      lr = _original_lr(np.asarray(g, np.float64), float(p(x)), early_prog=0.3,
+      lr = _original_lr(np.asarray(g, np.float64), float(p(x)), early_prog=early_prog,
                         late_prog_mult=0.5)
-      x = jnp.clip(center + 0.95 * (x + lr * g - center), 0.0, 1.0)
+      x = jnp.clip(center + (1 - decay) * (x + lr * g - center), 0.0, 1.0)
       trace.append(float(p(x)))
       if trace[-1] > best_p:
         best_x, best_p = x, trace[-1]
@@ -101,3 +104,5 @@ def test_trace_and_best_iterate_equal_a_step_by_step_loop(keep_best):
     want_x, want_p = (best_x, best_p) if keep_best else (x, trace[-1])
     np.testing.assert_allclose(images[b], want_x, atol=1e-5)
     assert float(metrics["final_confidence"][b]) == pytest.approx(want_p, rel=1e-4)
+    if keep_best and decay == 0.2:   # the case keep_best is for: p fell after its best
+      assert best_p > trace[-1] + 0.01

