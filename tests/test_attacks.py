@@ -141,7 +141,8 @@ def _minimal_box_perturbation(a, offset, x):
   return r_of(high)
 
 
-def test_lbfgs_finds_minimal_perturbation_of_linear_model(key):
+@pytest.mark.parametrize("solver", attacks.lbfgs.SOLVERS)
+def test_lbfgs_finds_minimal_perturbation_of_linear_model(key, solver):
   params = linear_params(jax.random.split(key)[0], 2)
   a = np.asarray(params["w"][:, 1] - params["w"][:, 0], np.float64)
   # At the grey image class 0 wins by a margin of 1: the boundary is
@@ -161,7 +162,8 @@ def test_lbfgs_finds_minimal_perturbation_of_linear_model(key):
   assert expected[1] > 1.4 * np.abs(a @ x_box + offset) / np.linalg.norm(a)
   x_img = jnp.asarray(x.reshape(2, *SHAPE), jnp.float32)
   attack = jax.jit(lambda p, x, t: attacks.lbfgs_attack(
-      linear_apply, p, x, t, c_search_steps=14, max_iters=200, tol=1e-6))
+      linear_apply, p, x, t, c_search_steps=14, max_iters=200, tol=1e-6,
+      solver=solver))
   adv, info = attack(params, x_img, jnp.array([1, 1]))
   assert np.all(np.asarray(info.success))
   assert float(adv.min()) >= 0.0 and float(adv.max()) <= 1.0
@@ -281,6 +283,8 @@ def test_bad_arguments_give_one_clear_error_each(key):
     attacks.fgsm(apply_fn, params, x[0], y, eps=0.1)
   with pytest.raises(ValueError, match=r"\[B, 28, 28, 1\]"):
     attacks.lbfgs_attack(apply_fn, params, jnp.zeros((2, 32, 32, 1)), y)
+  with pytest.raises(ValueError, match=r"solver must be one of \('zoom', 'armijo'\); got 'lbfgsb'"):
+    attacks.lbfgs_attack(apply_fn, params, x, y, solver="lbfgsb")
   with pytest.raises(TypeError, match=r"uint8"):
     attacks.fgsm(apply_fn, params, (x * 255).astype(jnp.uint8), y, eps=0.1)
   with pytest.raises(ValueError, match=r"norm must be one of"):
@@ -291,16 +295,18 @@ def test_bad_arguments_give_one_clear_error_each(key):
 
 @pytest.mark.slow
 def test_lbfgs_matches_scipy_on_100_mnist_images():
-  """Mean distortion within 5 % of scipy's L-BFGS-B on the same objective."""
+  """Mean distortion within 5 % of scipy's L-BFGS-B on the same objective, both
+  solvers."""
   from benchmarks import bench_lbfgs
   from foolingjax import data, zoo
   apply_fn, params = zoo.load_classifier("fc100_100_10_mnist", seed=0)
   images, labels = data.load("mnist", "test")
   x = images[:100].astype(np.float32) / 255.0
   result = bench_lbfgs.compare(apply_fn, params, x, (labels[:100] + 1) % 10,
-                               chunk_sizes=(1,))
+                               rounds=1)
   assert result["scipy_success_rate"] >= 0.99
-  assert result["jax_success_rate_chunk1"] >= 0.99
-  assert result["jax_in_box_chunk1"]
-  ratio = result["jax_mean_l2_chunk1"] / result["scipy_mean_l2_chunk1"]
-  assert abs(ratio - 1) < 0.05, result
+  for tag in bench_lbfgs.CONTENDERS:
+    assert result[f"jax_success_rate_{tag}"] >= 0.99
+    assert result[f"jax_in_box_{tag}"]
+    ratio = result[f"jax_mean_l2_{tag}"] / result[f"scipy_mean_l2_{tag}"]
+    assert abs(ratio - 1) < 0.05, result

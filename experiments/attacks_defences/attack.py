@@ -204,7 +204,7 @@ def lbfgs_grid(classifier, x, y, config, workdir, *, log) -> dict:
   attack = jax.jit(lambda p, x, t: attacks.lbfgs_attack(
       apply_fn, p, x, t, c_search_steps=config.lbfgs_c_search_steps,
       max_iters=config.lbfgs_max_iters, tol=config.lbfgs_tol,
-      chunk_size=config.lbfgs_chunk_size or None))
+      chunk_size=config.lbfgs_chunk_size or None, solver=config.lbfgs_solver))
   t0 = time.perf_counter()
   adv, info = jax.block_until_ready(attack(params, jnp.asarray(x), jnp.asarray(targets)))
   seconds = time.perf_counter() - t0

@@ -262,7 +262,8 @@ def lbfgs_results(apply_fn, params, x, y, config) -> dict:
   """Targeted L-BFGS (target = label + 1): robust accuracy under an L2 budget."""
   attack = jax.jit(lambda p, x, t: attacks.lbfgs_attack(
       apply_fn, p, x, t, c_search_steps=config.lbfgs_c_search_steps,
-      max_iters=config.lbfgs_max_iters, chunk_size=config.lbfgs_chunk_size or None))
+      max_iters=config.lbfgs_max_iters, chunk_size=config.lbfgs_chunk_size or None,
+      solver=config.lbfgs_solver))
   out = {}
   for name, p in params.items():
     clean_ok = np.asarray(jnp.argmax(apply_fn(p, jnp.asarray(x)), -1)) == y

@@ -137,7 +137,8 @@ def measure(key, name, classifier, config, *, log) -> tuple[dict, dict]:
       c_search_steps=(config.imagenet_lbfgs_c_search_steps if imagenet
                       else config.lbfgs_c_search_steps),
       max_iters=(config.imagenet_lbfgs_max_iters if imagenet else config.lbfgs_max_iters),
-      tol=config.lbfgs_tol, chunk_size=config.lbfgs_chunk_size or None))
+      tol=config.lbfgs_tol, chunk_size=config.lbfgs_chunk_size or None,
+      solver=config.lbfgs_solver))
   t0 = time.perf_counter()
   adv, info = jax.block_until_ready(attack(params, x, targets))
   attack_seconds = time.perf_counter() - t0

@@ -329,7 +329,7 @@ def adversarial_set(name: str, classifier, x: np.ndarray, y: np.ndarray, targets
   cfg = config.attack
   attack = jax.jit(lambda p, xb, tb: attacks.lbfgs_attack(
       apply_fn, p, xb, tb, c_search_steps=cfg.c_search_steps, max_iters=cfg.max_iters,
-      tol=cfg.tol, chunk_size=cfg.chunk_size or None))
+      tol=cfg.tol, chunk_size=cfg.chunk_size or None, solver=cfg.solver))
   chunk = cfg.chunk_images
   t0 = time.perf_counter()
   bar = core.Progress(n, f"[attack] {display(name)}", unit="images",

@@ -18,7 +18,7 @@
   accuracy.
 * :func:`gradient_ascent_fooling`: class-score ascent from noise or an image.
 * :func:`lbfgs_attack`: Szegedy et al.'s box-constrained L-BFGS attack with a
-  per-image search over ``c``, driven by ``optax.lbfgs``.
+  per-image search over ``c``, driven by ``optax.lbfgs`` or its own Armijo L-BFGS loop.
 * :mod:`~foolingjax.attacks.metrics`: success rate, L2 / L∞ distortion and
   Szegedy's average minimum distortion.
 * :mod:`~foolingjax.attacks.losses`: per-example losses ``loss_fn(logits [K],

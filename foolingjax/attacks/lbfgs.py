@@ -8,10 +8,15 @@ with ``D = ||.||_2^2`` (default) or ``||.||_2``, and searches, per image, for
 the largest ``c`` (the smallest distortion) whose minimiser is still classified
 as ``l``.
 
-The inner problem is solved by ``optax.lbfgs`` with its zoom line search inside
-a ``lax.while_loop`` (stopped by a gradient tolerance or an iteration cap);
-the search over ``c`` is a ``lax.scan``; the whole attack is ``jax.vmap``-ed
-over images, so a batch runs as one compiled program.
+The inner problem is solved inside a ``lax.while_loop`` (stopped by a
+gradient tolerance or an iteration cap) by one of two L-BFGS loops
+(``solver``): ``"zoom"`` is ``optax.lbfgs`` with its strong-Wolfe zoom line
+search; ``"armijo"`` is this module's own loop (:func:`minimize_lbfgs_armijo`:
+the two-loop recursion unrolled over the memory, Armijo backtracking by
+safeguarded quadratic interpolation, a curvature pair kept only when
+``s . y > 0``), which does one objective evaluation on most iterations and
+little else. The search over ``c`` is a ``lax.scan``; the whole attack is
+``jax.vmap``-ed over images, so a batch runs as one compiled program.
 
 How the box is handled
 ----------------------
@@ -49,6 +54,7 @@ from foolingjax import checks
 from foolingjax.attacks.losses import LossFn, cross_entropy
 
 DISTANCES = ("l2_squared", "l2")
+SOLVERS = ("zoom", "armijo")
 
 
 @struct.dataclass
@@ -134,23 +140,123 @@ def minimize_lbfgs(fun, w0: jax.Array, *, max_iters: int, tol: float,
   def keep_going(carry):
     # previous: the objective before the last step; state: after it.
     w, state, previous = carry
-    count = otu.tree_get(state, "count")
-    value = otu.tree_get(state, "value")
-    # L-BFGS-B's two stopping rules. (1) The largest entry of the projected
-    # gradient w - clip(w - g) over the pixels inside the box; pixels outside
-    # it are held on their bound by the pull-back and count as converged.
-    grad = otu.tree_get(state, "grad")
-    inside = (w >= 0.0) & (w <= 1.0)
-    projected = jnp.where(inside, w - jnp.clip(w - grad, 0.0, 1.0), 0.0)
-    small_gradient = jnp.max(jnp.abs(projected)) < tol
-    # (2) A relative decrease of the objective below ftol.
-    stalled = (previous - value) <= ftol * jnp.maximum(
-        jnp.maximum(jnp.abs(previous), jnp.abs(value)), 1.0)
-    return (count == 0) | ((count < max_iters) & ~small_gradient & ~stalled)
+    return _stop_rules(w, otu.tree_get(state, "grad"), otu.tree_get(state, "value"),
+                       previous, otu.tree_get(state, "count"), max_iters=max_iters,
+                       tol=tol, ftol=ftol)
 
   w, state, _ = jax.lax.while_loop(keep_going, body,
                                    (w0, solver.init(w0), jnp.array(jnp.inf)))
   return w, otu.tree_get(state, "value"), otu.tree_get(state, "count")
+
+
+def _stop_rules(w, grad, value, previous, count, *, max_iters: int, tol: float,
+                ftol: float) -> jax.Array:
+  """True while an inner solve goes on: L-BFGS-B's two stopping rules.
+
+  (1) The largest entry of the projected gradient ``w - clip(w - g)`` over the
+  pixels inside the box is below ``tol``; pixels outside it are held on their
+  bound by the pull-back and count as converged. (2) The objective's relative
+  decrease (``previous`` before the last step, ``value`` after it) is below
+  ``ftol``. Or ``count`` reached ``max_iters``. The first iteration always runs.
+  """
+  inside = (w >= 0.0) & (w <= 1.0)
+  projected = jnp.where(inside, w - jnp.clip(w - grad, 0.0, 1.0), 0.0)
+  small_gradient = jnp.max(jnp.abs(projected)) < tol
+  stalled = (previous - value) <= ftol * jnp.maximum(
+      jnp.maximum(jnp.abs(previous), jnp.abs(value)), 1.0)
+  return (count == 0) | ((count < max_iters) & ~small_gradient & ~stalled)
+
+
+def minimize_lbfgs_armijo(fun, w0: jax.Array, *, max_iters: int, tol: float,
+                          ftol: float = 1e-6, memory_size: int = 10,
+                          max_linesearch_steps: int = 20, armijo: float = 1e-4):
+  """Minimises ``fun`` by L-BFGS with Armijo backtracking (``solver="armijo"``).
+
+  Each iteration takes the direction ``d = -H g`` of the two-loop recursion
+  (Nocedal & Wright, Alg. 7.4) over the last ``memory_size`` curvature pairs,
+  newest first, unrolled (the memory is a static size), with ``H_0 = gamma I``,
+  ``gamma = s.y / y.y`` of the newest pair; ``-g`` when ``d`` is not a descent
+  direction. It tries the step ``t = 1`` (``min(1, 1 / ||g||)`` on the first
+  iteration, as ``optax.lbfgs`` does) and, while ``f(w + t d) > f(w) + armijo
+  * t * g.d``, moves ``t`` to the minimiser of the quadratic through ``f(w)``,
+  ``g.d`` and ``f(w + t d)``, kept within ``[0.1 t, 0.5 t]``. A step that
+  never satisfies the Armijo condition is not taken (the stall rule then ends
+  the solve). The pair ``(s, y)`` enters the memory only when ``s.y > 1e-10
+  y.y``, which keeps ``H`` positive definite without a curvature condition on
+  the step. Stops as :func:`minimize_lbfgs`.
+
+  Why it exists: on small classifiers an iteration of ``optax.lbfgs`` with its
+  zoom line search costs several times the objective's own evaluation (the
+  line search's state machine, a ``lax.scan`` per loop of the recursion);
+  here the usual iteration is one evaluation and a few dozen vector
+  operations (``benchmarks/bench_lbfgs.py`` measures both).
+
+  Returns:
+    ``(w, value, iterations)``.
+  """
+  shape, m = w0.shape, memory_size
+  value_and_grad = jax.value_and_grad(lambda v: fun(v.reshape(shape)))
+  w = w0.reshape(-1)
+  f, g = value_and_grad(w)
+
+  def direction(g, s_mem, y_mem, rho, gamma):
+    q, alphas = g, []
+    for i in range(m):  # newest pair first
+      alpha = rho[i] * jnp.dot(s_mem[i], q)
+      q = q - alpha * y_mem[i]
+      alphas.append(alpha)
+    r = gamma * q
+    for i in reversed(range(m)):
+      beta = rho[i] * jnp.dot(y_mem[i], r)
+      r = r + (alphas[i] - beta) * s_mem[i]
+    return -r
+
+  def body(carry):
+    w, f, g, s_mem, y_mem, rho, gamma, count, _ = carry
+    d = direction(g, s_mem, y_mem, rho, gamma)
+    slope = jnp.dot(g, d)
+    descent = slope < 0.0
+    d = jnp.where(descent, d, -g)
+    slope = jnp.where(descent, slope, -jnp.dot(g, g))
+    t0 = jnp.where(count == 0, jnp.minimum(1.0, jax.lax.rsqrt(jnp.dot(g, g))), 1.0)
+    f0, g0 = value_and_grad(w + t0 * d)
+
+    def too_long(search):
+      t, f_t, _, steps = search
+      return ~(f_t <= f + armijo * t * slope) & (steps < max_linesearch_steps)
+
+    def shorten(search):
+      t, f_t, _, steps = search
+      t_min = -slope * t * t / (2.0 * (f_t - f - slope * t))
+      t_min = jnp.where(jnp.isfinite(t_min), t_min, 0.5 * t)
+      t = jnp.clip(t_min, 0.1 * t, 0.5 * t)
+      f_t, g_t = value_and_grad(w + t * d)
+      return t, f_t, g_t, steps + 1
+
+    t, f_t, g_t, _ = jax.lax.while_loop(too_long, shorten, (t0, f0, g0, 0))
+    accepted = f_t <= f + armijo * t * slope
+    s = jnp.where(accepted, t * d, 0.0)
+    f_new, g_new = jnp.where(accepted, f_t, f), jnp.where(accepted, g_t, g)
+    y = g_new - g
+    sy, yy = jnp.dot(s, y), jnp.dot(y, y)
+    keep = sy > 1e-10 * yy
+    push = lambda mem, new: jnp.where(keep, jnp.roll(mem, 1, axis=0).at[0].set(new), mem)
+    s_mem, y_mem = push(s_mem, s), push(y_mem, y)
+    rho = push(rho, 1.0 / jnp.where(keep, sy, 1.0))
+    gamma = jnp.where(keep, sy / jnp.where(keep, yy, 1.0), gamma)
+    return w + s, f_new, g_new, s_mem, y_mem, rho, gamma, count + 1, f
+
+  def keep_going(carry):
+    w, f, g, *_, count, previous = carry
+    return _stop_rules(w, g, f, previous, count, max_iters=max_iters, tol=tol,
+                       ftol=ftol)
+
+  n = w.size
+  init = (w, f, g, jnp.zeros((m, n), w.dtype), jnp.zeros((m, n), w.dtype),
+          jnp.zeros((m,), w.dtype), jnp.array(1.0, w.dtype), jnp.array(0, jnp.int32),
+          jnp.array(jnp.inf, w.dtype))
+  w, f, *_, count, _ = jax.lax.while_loop(keep_going, body, init)
+  return w.reshape(shape), f, count
 
 
 def lbfgs_attack(apply_fn, params, x: jax.Array, targets: jax.Array, *,
@@ -158,8 +264,8 @@ def lbfgs_attack(apply_fn, params, x: jax.Array, targets: jax.Array, *,
                  c_factor: float = 10.0, max_iters: int = 100, tol: float = 1e-4,
                  memory_size: int = 10, max_linesearch_steps: int = 20,
                  loss_fn: LossFn | None = None, distance: str = "l2_squared",
-                 box_weight: float = 10.0,
-                 chunk_size: int | None = None) -> tuple[jax.Array, LbfgsInfo]:
+                 box_weight: float = 10.0, chunk_size: int | None = None,
+                 solver: str = "zoom") -> tuple[jax.Array, LbfgsInfo]:
   """Szegedy et al.'s box-constrained L-BFGS attack, batched over images.
 
   The search over ``c`` is per image: starting at ``c_init``, ``c`` is
@@ -194,6 +300,12 @@ def lbfgs_attack(apply_fn, params, x: jax.Array, targets: jax.Array, *,
       per image; every image also waits for the slowest one's line search.
       On XLA:CPU that made ``k = 1`` the fastest (see the README's attacks
       section for the measurements).
+    solver: the inner L-BFGS loop: ``"zoom"`` (default; ``optax.lbfgs`` with
+      its zoom line search, :func:`minimize_lbfgs`, which every README table
+      of the Szegedy experiments was measured with) or ``"armijo"``
+      (:func:`minimize_lbfgs_armijo`, several times faster on small nets
+      at the same distortion; the README's attacks section measures both
+      against scipy's L-BFGS-B).
 
   Returns:
     ``(adv, info)``: adversarial images ``[B, H, W, C]`` in [0, 1] (the clean
@@ -217,13 +329,16 @@ def lbfgs_attack(apply_fn, params, x: jax.Array, targets: jax.Array, *,
       raise ValueError(f"{who}: {name} must be a Python int >= 1; got {value!r}.")
   if distance not in DISTANCES:
     raise ValueError(f"{who}: distance must be one of {DISTANCES}; got {distance!r}.")
+  if solver not in SOLVERS:
+    raise ValueError(f"{who}: solver must be one of {SOLVERS}; got {solver!r}.")
   loss_fn = loss_fn or cross_entropy
+  minimize = minimize_lbfgs if solver == "zoom" else minimize_lbfgs_armijo
 
   def one(xi, target):
     def solve(c):
       fun = make_objective(apply_fn, params, xi, target, c, loss_fn=loss_fn,
                            distance=distance, box_weight=box_weight)
-      w, value, iterations = minimize_lbfgs(
+      w, value, iterations = minimize(
           fun, xi, max_iters=max_iters, tol=tol, memory_size=memory_size,
           max_linesearch_steps=max_linesearch_steps)
       x_adv = box_projection(w)
