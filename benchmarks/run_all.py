@@ -22,7 +22,8 @@ import sys
 import time
 
 HERE = pathlib.Path(__file__).resolve().parent
-RATIO_LINE = re.compile(r"ratio|speed-?up|\d\s*x\b|×", re.IGNORECASE)
+# "ratio" as a word: "iterations" holds it too.
+RATIO_LINE = re.compile(r"\bratio\b|speed-?up|\d\s*x\b|×", re.IGNORECASE)
 
 
 def machine() -> str:
@@ -68,7 +69,7 @@ def main() -> int:
       failures.append((name, result.stderr.strip().splitlines()[-1:] or ["failed"]))
       continue
     for line in result.stdout.splitlines():
-      if RATIO_LINE.search(line):
+      if RATIO_LINE.search(line) and not line.startswith("machine:"):
         rows.append((name, " ".join(line.split())))
     rows.append((name, f"(benchmark wall time {time.perf_counter() - t0:.0f} s, CPU time "
                        f"{_children_cpu() - cpu0:.0f} s, load average {load0:.2f} -> "
