@@ -310,3 +310,21 @@ def test_lbfgs_matches_scipy_on_100_mnist_images():
     assert result[f"jax_in_box_{tag}"]
     ratio = result[f"jax_mean_l2_{tag}"] / result[f"scipy_mean_l2_{tag}"]
     assert abs(ratio - 1) < 0.05, result
+
+
+@pytest.mark.parametrize("minimize", [attacks.lbfgs.minimize_lbfgs,
+                                      attacks.lbfgs.minimize_lbfgs_armijo])
+def test_inner_lbfgs_loops_find_the_minimum_inside_the_box(minimize):
+  """An ill-conditioned quadratic (curvatures 1 to 1000) and a log-cosh whose
+  unit steps overshoot, so the Armijo loop has to backtrack: both loops reach
+  the minimiser, which lies inside the box, well before the iteration cap."""
+  c = jnp.linspace(0.2, 0.8, 12).reshape(3, 4, 1)
+  a = jnp.logspace(0, 3, 12).reshape(3, 4, 1)
+  quadratic = lambda w: jnp.sum(a * jnp.square(w - c))
+  log_cosh = lambda w: jnp.sum(jnp.log(jnp.cosh(20.0 * (w - c))))
+  for fun in (quadratic, log_cosh):
+    w, value, iterations = jax.jit(lambda w0, fun=fun: minimize(
+        fun, w0, max_iters=200, tol=1e-6, ftol=0.0))(jnp.full((3, 4, 1), 0.5))
+    np.testing.assert_allclose(np.asarray(w), np.asarray(c), atol=1e-3)
+    assert int(iterations) < 200
+    assert float(value) == pytest.approx(float(fun(w)), rel=1e-5, abs=1e-6)
