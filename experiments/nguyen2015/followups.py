@@ -127,15 +127,20 @@ def markdown_tables(summary: dict) -> str:
           ""]
   if "retrain" in summary:
     rt = summary["retrain"]
-    out += [("| iteration | outputs | test accuracy | median best confidence | "
-             ">= 99.99 % | >= 99 % |"), "|---|---|---|---|---|---|"]
+    out += [("| iteration | outputs | class n+1: images (share of the training set) | "
+             "test accuracy | median best confidence | >= 99.99 % | >= 99 % |"),
+            "|---|---|---|---|---|---|---|"]
     for h in rt["iterations"]:
-      out.append(f"| {h['iteration']} | {h['num_outputs']} | {core.pct(h['test_accuracy'], 2)} | "
+      fooling = (f"{h['fooling_class_images']} ({core.pct(h['fooling_class_share'])})"
+                 if h.get("fooling_class_images") else "-")
+      out.append(f"| {h['iteration']} | {h['num_outputs']} | {fooling} | "
+                 f"{core.pct(h['test_accuracy'], 2)} | "
                  f"{core.confidence(h['median_confidence'])} | {core.pct(h['share_9999'])} | "
                  f"{core.pct(h['share_99'])} |")
     if rt.get("control"):
       c = rt["control"]
-      out.append(f"| control (same budget, 10 classes) | 10 | {core.pct(c['test_accuracy'], 2)} | "
+      out.append(f"| control (same budget, 10 classes) | 10 | - | "
+                 f"{core.pct(c['test_accuracy'], 2)} | "
                  f"{core.confidence(c['median_confidence'])} | {core.pct(c['share_9999'])} | |")
     out.append("")
   if "ablation" in summary:
