@@ -321,6 +321,23 @@ def test_smoke_retrain(smoke_run):
         line["median_confidence"], rel=1e-6)
   assert scalars[(0, "retrain/control/test_accuracy")] == pytest.approx(
       result["control"]["test_accuracy"])
+  # The probe evolves again, with its own budget, against DNN_1, the last DNN and
+  # the control; the last DNN it attacks is the loop's (loaded, not retrained).
+  last = f"DNN_{r.iterations}"
+  assert list(result["probe"]) == ["DNN_1", last, "control"]
+  for name, p in result["probe"].items():
+    assert 0.0 <= p["median_confidence"] <= 1.0 and 0.0 <= p["share_9999"] <= p["share_99"] <= 1
+    assert (workdir / "retrain" / "probe" / name).is_dir()
+  assert result["scale"]["probe_generations"] == r.probe_generations
+  train, (test_x, test_y) = nguyen_experiment._training_data(config)
+  clf, _, size = nguyen_experiment._dnn(
+      config, r.iterations, pool[:-1], train, jax.random.fold_in(jax.random.key(config.seed), 3),
+      workdir / "retrain" / f"iter_{r.iterations:02d}")
+  assert size == lines[-1]["fooling_class_images"]
+  logits = nguyen_experiment._logits(clf, test_x)
+  assert np.mean(np.argmax(logits, -1) == test_y) == pytest.approx(lines[-1]["test_accuracy"])
+  tables = nguyen_experiment.markdown_tables({"retrain": result})
+  assert f"| {last} | " in tables and "| control (same budget, 10 classes) |" in tables
 
 
 @pytest.mark.slow

@@ -66,6 +66,9 @@ def validate(config) -> list[str]:
        "evolve.log_every and evolve.checkpoint_every must be >= 1"),
       (r.population >= 1 and r.runs >= 1 and r.iterations >= 1,
        "retrain.population, retrain.runs and retrain.iterations must be >= 1"),
+      (r.probe_generations >= 0 and r.probe_population >= 1 and r.probe_runs >= 1,
+       "retrain.probe_generations must be >= 0 (0: no probe), retrain.probe_population "
+       "and retrain.probe_runs >= 1"),
       (r.initial in ("zoo", "train"), f"retrain.initial must be zoo or train, got "
        f"{r.initial!r}"),
       (r.fooling_class in FOOLING_CLASS, f"retrain.fooling_class must be one of "
@@ -141,8 +144,18 @@ def markdown_tables(summary: dict) -> str:
       c = rt["control"]
       out.append(f"| control (same budget, 10 classes) | 10 | - | "
                  f"{core.pct(c['test_accuracy'], 2)} | "
-                 f"{core.confidence(c['median_confidence'])} | {core.pct(c['share_9999'])} | |")
+                 f"{core.confidence(c['median_confidence'])} | {core.pct(c['share_9999'])} | "
+                 f"{core.pct(c['share_99']) if 'share_99' in c else ''} |")
     out.append("")
+    if rt.get("probe"):
+      sc = rt["scale"]
+      out += [f"Probe: {sc['probe_runs']} runs x {sc['probe_population']} x "
+              f"{sc['probe_generations']} generations against each net.", "",
+              "| net | median best confidence | >= 99.99 % | >= 99 % |", "|---|---|---|---|"]
+      for name, p in rt["probe"].items():
+        out.append(f"| {name} | {core.confidence(p['median_confidence'])} | "
+                   f"{core.pct(p['share_9999'])} | {core.pct(p['share_99'])} |")
+      out.append("")
   if "ablation" in summary:
     a = summary["ablation"]
     q = a["confidence_quartiles_per_step"]
@@ -734,22 +747,7 @@ def run_retrain(config, workdir, sources: Sources) -> dict:
       print(f"[retrain] iteration {i} done earlier.")
       continue
     t0 = time.perf_counter()
-    fooling_class_size = 0   # images of class n+1 in DNN_i's training set
-    if i == 1 and r.initial == "zoo":
-      clf = zoo.resolve("lenet_mnist")
-      train_history = None
-    else:
-      tcfg = zoo.preset_config("lenet_mnist", seed=config.seed * 100 + i)
-      tcfg.epochs = r.epochs
-      x, y = train_x, train_y
-      if pool:
-        fooling = fooling_class_images(pool, r.fooling_class, r.fooling_class_size,
-                                       jax.random.fold_in(key, i))
-        tcfg.num_classes = NUM_REAL + 1
-        fooling_class_size = len(fooling)
-        x = np.concatenate([train_x, fooling])
-        y = np.concatenate([train_y, np.full(len(fooling), NUM_REAL, train_y.dtype)])
-      clf, train_history = training.fit(tcfg, (x, y), None, workdir=it / "training")
+    clf, train_history, fooling_class_size = _dnn(config, i, pool, (train_x, train_y), key, it)
     train_seconds = time.perf_counter() - t0
     test_logits = _logits(clf, test_x)
     accuracy = float(np.mean(np.argmax(test_logits, -1) == test_y))
@@ -809,6 +807,7 @@ def run_retrain(config, workdir, sources: Sources) -> dict:
     tcfg = zoo.preset_config("lenet_mnist", seed=config.seed * 100)
     tcfg.epochs = r.epochs
     clf, _ = training.fit(tcfg, (train_x, train_y), None, workdir=out / "control_training")
+    control_clf = clf
     control_logits = _logits(clf, test_x)
     if control_logits.shape[-1] not in evolvers:
       evolvers[control_logits.shape[-1]] = make_evolver(
@@ -820,17 +819,72 @@ def run_retrain(config, workdir, sources: Sources) -> dict:
         fingerprint=core.fingerprint("nguyen2015.followups", config, ignore=("parts",)))
     control = {"test_accuracy": float(np.mean(np.argmax(control_logits, -1) == test_y)),
                "median_confidence": float(np.median(np.asarray(archives.fitness))),
-               "share_9999": float(np.mean(np.asarray(archives.fitness) >= 0.9999))}
+               "share_9999": float(np.mean(np.asarray(archives.fitness) >= 0.9999)),
+               "share_99": float(np.mean(np.asarray(archives.fitness) >= 0.99))}
   core.write_tensorboard(
       workdir, history + ([{"iteration": 0, **{f"control/{k}": v for k, v in control.items()}}]
                           if control else []),
       step="iteration", name="retrain", prefix="retrain/")
   _plot_retrain(out / "retrain.png", history, control)
-  return {"iterations": history, "control": control, "scale": {
+  probe = None
+  if r.probe_generations:
+    # A longer evolution against DNN_1, the last DNN and the control, each with
+    # the same (probe) budget: does a bigger search fool the retrained net again?
+    last = r.iterations
+    nets = {"DNN_1": _dnn(config, 1, [], (train_x, train_y), key, out / "iter_01")[0],
+            f"DNN_{last}": _dnn(config, last, pool[:last - 1], (train_x, train_y), key,
+                                out / f"iter_{last:02d}")[0]}
+    if r.control:
+      nets["control"] = control_clf
+    probe = {}
+    for j, (name, clf) in enumerate(nets.items()):
+      evolver = make_evolver(config, encoding, clf.apply_fn, population=r.probe_population,
+                             runs=r.probe_runs)
+      t1 = time.perf_counter()
+      archives, _ = evolver.evolve(
+          jax.random.fold_in(key, 2000 + j), clf.params, generations=r.probe_generations,
+          directory=out / "probe" / name, checkpoint_every=config.evolve.checkpoint_every,
+          log_every=config.evolve.log_every, log_prefix=f"[retrain probe {name}] ",
+          fingerprint=core.fingerprint("nguyen2015.followups", config, ignore=("parts",)))
+      fitness = np.asarray(archives.fitness).reshape(-1)
+      probe[name] = {"median_confidence": float(np.median(fitness)),
+                     "share_9999": float(np.mean(fitness >= 0.9999)),
+                     "share_99": float(np.mean(fitness >= 0.99)),
+                     "evolve_seconds_this_invocation": time.perf_counter() - t1}
+      print(f"[retrain probe] {name}: median best confidence {probe[name]['median_confidence']:.5f}, "
+            f">= 99.99%: {probe[name]['share_9999']:.0%}")
+  return {"iterations": history, "control": control, "probe": probe, "scale": {
       "train_size": r.train_size or len(train_y), "epochs": r.epochs,
       "population": r.population, "generations": r.generations, "runs": r.runs,
       "fooling_class_size": r.fooling_class_size, "fooling_class": r.fooling_class,
-      "encoding": r.encoding}}
+      "encoding": r.encoding, "probe_population": r.probe_population,
+      "probe_generations": r.probe_generations, "probe_runs": r.probe_runs}}
+
+
+def _dnn(config, i: int, pool: list[np.ndarray], train, key, it):
+  """DNN_i of the retraining loop: ``(classifier, training history, class n+1 size)``.
+
+  DNN_1 is the bundled LeNet (``retrain.initial="zoo"``) or trained on the real
+  digits; DNN_i (i > 1) is trained from scratch on them plus class n+1 drawn
+  from ``pool`` (the elites of iterations 1..i-1). Its checkpoints live in
+  ``it/training``, so a finished DNN is loaded, not trained again.
+  """
+  r = config.retrain
+  train_x, train_y = train
+  if i == 1 and r.initial == "zoo":
+    return zoo.resolve("lenet_mnist"), None, 0
+  tcfg = zoo.preset_config("lenet_mnist", seed=config.seed * 100 + i)
+  tcfg.epochs = r.epochs
+  x, y, size = train_x, train_y, 0
+  if pool:
+    fooling = fooling_class_images(pool, r.fooling_class, r.fooling_class_size,
+                                   jax.random.fold_in(key, i))
+    tcfg.num_classes = NUM_REAL + 1
+    size = len(fooling)
+    x = np.concatenate([train_x, fooling])
+    y = np.concatenate([train_y, np.full(size, NUM_REAL, train_y.dtype)])
+  clf, history = training.fit(tcfg, (x, y), None, workdir=it / "training")
+  return clf, history, size
 
 
 def _logits(clf, images_u8, batch: int = 1000) -> np.ndarray:

@@ -92,6 +92,10 @@ def get_config(preset: str = "all"):
       fooling_class="resample",
       initial="zoo",           # DNN_1: the bundled LeNet seed 0 ("zoo") or "train"
       control=True,            # also train a 10-class LeNet with the same budget
+      # After the loop, evolve again against DNN_1, the last DNN and the control with
+      # this (larger) budget: whether a longer search fools the retrained net.
+      # probe_generations=0: no probe.
+      probe_generations=0, probe_population=200, probe_runs=2,
   ))
 
   # from_run: a fool run's work directory whose elites are ablated (its classifier
@@ -154,6 +158,9 @@ def get_config(preset: str = "all"):
     c.gradient.original_steps = 5
     c.transfer.encodings = "direct"   # the CPPN path is exercised by gradient/ablation
     c.retrain.iterations = 2
+    c.retrain.probe_generations = 2
+    c.retrain.probe_population = 8
+    c.retrain.probe_runs = 1
     c.retrain.population = 16
     c.retrain.generations = 3
     c.retrain.runs = 2
