@@ -328,6 +328,9 @@ def test_smoke_retrain(smoke_run):
   for name, p in result["probe"].items():
     assert 0.0 <= p["median_confidence"] <= 1.0 and 0.0 <= p["share_9999"] <= p["share_99"] <= 1
     assert (workdir / "retrain" / "probe" / name).is_dir()
+    generations, medians = np.asarray(p["median_curve"]).T
+    assert generations[0] == 0 and generations[-1] == r.probe_generations
+    assert medians[-1] == pytest.approx(p["median_confidence"], rel=1e-6)
   assert result["scale"]["probe_generations"] == r.probe_generations
   train, (test_x, test_y) = nguyen_experiment._training_data(config)
   clf, _, size = nguyen_experiment._dnn(

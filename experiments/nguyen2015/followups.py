@@ -825,7 +825,6 @@ def run_retrain(config, workdir, sources: Sources) -> dict:
       workdir, history + ([{"iteration": 0, **{f"control/{k}": v for k, v in control.items()}}]
                           if control else []),
       step="iteration", name="retrain", prefix="retrain/")
-  _plot_retrain(out / "retrain.png", history, control)
   probe = None
   if r.probe_generations:
     # A longer evolution against DNN_1, the last DNN and the control, each with
@@ -841,7 +840,7 @@ def run_retrain(config, workdir, sources: Sources) -> dict:
       evolver = make_evolver(config, encoding, clf.apply_fn, population=r.probe_population,
                              runs=r.probe_runs)
       t1 = time.perf_counter()
-      archives, _ = evolver.evolve(
+      archives, metrics = evolver.evolve(
           jax.random.fold_in(key, 2000 + j), clf.params, generations=r.probe_generations,
           directory=out / "probe" / name, checkpoint_every=config.evolve.checkpoint_every,
           log_every=config.evolve.log_every, log_prefix=f"[retrain probe {name}] ",
@@ -850,9 +849,16 @@ def run_retrain(config, workdir, sources: Sources) -> dict:
       probe[name] = {"median_confidence": float(np.median(fitness)),
                      "share_9999": float(np.mean(fitness >= 0.9999)),
                      "share_99": float(np.mean(fitness >= 0.99)),
+                     # The median best confidence over runs x cells, every log_every
+                     # generations and at the last.
+                     "median_curve": [[m["generation"], float(np.median(m["best"]))]
+                                      for m in metrics
+                                      if m["generation"] % config.evolve.log_every == 0
+                                      or m["generation"] == r.probe_generations],
                      "evolve_seconds_this_invocation": time.perf_counter() - t1}
       print(f"[retrain probe] {name}: median best confidence {probe[name]['median_confidence']:.5f}, "
             f">= 99.99%: {probe[name]['share_9999']:.0%}")
+  _plot_retrain(out / "retrain.png", history, control, probe)
   return {"iterations": history, "control": control, "probe": probe, "scale": {
       "train_size": r.train_size or len(train_y), "epochs": r.epochs,
       "population": r.population, "generations": r.generations, "runs": r.runs,
@@ -893,10 +899,11 @@ def _logits(clf, images_u8, batch: int = 1000) -> np.ndarray:
                          for s in range(0, len(images_u8), batch)])
 
 
-def _plot_retrain(path, history, control=None):
+def _plot_retrain(path, history, control=None, probe=None):
   plt = core.pyplot()
   it = [h["iteration"] for h in history]
-  fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.4))
+  fig, axes = plt.subplots(1, 3 if probe else 2, figsize=(13.5 if probe else 9, 3.4))
+  ax1, ax2 = axes[:2]
   ax1.semilogy(it, [max(h["median_confidence"], 1e-8) for h in history], "o-",
                label="DNN_i")
   if control is not None:
@@ -913,6 +920,15 @@ def _plot_retrain(path, history, control=None):
   ax2.legend(fontsize=7)
   ax2.set(xlabel="iteration (DNN_i)", ylabel="test accuracy (%)",
           title="MNIST test accuracy (11-way argmax)")
+  if probe:
+    ax3 = axes[2]
+    for name, p in probe.items():
+      g, m = np.asarray(p["median_curve"]).T
+      ax3.semilogy(g, np.maximum(m, 1e-8), label=name)
+    ax3.axhline(0.9999, color="gray", ls=":", label="99.99 %")
+    ax3.set(xlabel="generation", ylabel="confidence",
+            title="Probe: a longer evolution against each net\n(median best confidence)")
+    ax3.legend(fontsize=7)
   fig.tight_layout()
   core.save_figure(fig, path, dpi=90)
 
