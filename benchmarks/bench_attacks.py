@@ -160,7 +160,7 @@ def _format(name: str, row: dict) -> str:
     lines.append(f"  {who:5s} {quality}; wall {r['wall_s']:.2f} s, CPU "
                  f"{r['cpu_s']:.2f} s, load {r['load']:.2f}, "
                  f"{r['images_per_s']:,.0f} images/s")
-  lines.append(f"  ratio torchattacks / foolingjax wall time: "
+  lines.append(f"  {name}: ratio torchattacks / foolingjax wall time: "
                f"{row['speedup_jax_over_torch']:.2f}x")
   return "\n".join(lines)
 
