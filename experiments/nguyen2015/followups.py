@@ -734,6 +734,15 @@ def run_retrain(config, workdir, sources: Sources) -> dict:
   key = jax.random.fold_in(jax.random.key(config.seed), 3)
   encoding = make_encoding(config, r.encoding, train_x.shape[1:])
   evolvers = {}
+
+  def evolver_for(clf, population: int, runs: int):
+    """One Evolver (and one compilation) per output count, population and runs."""
+    k = (num_classes_of(clf.apply_fn, clf.params, train_x.shape[1:]), population, runs)
+    if k not in evolvers:
+      evolvers[k] = make_evolver(config, encoding, clf.apply_fn, population=population,
+                                 runs=runs)
+    return evolvers[k]
+
   pool = []   # uint8 fooling images of the iterations so far
   bar = core.Progress(r.iterations, "[retrain]", unit="iterations",
                       start=sum(i in done for i in range(1, r.iterations + 1)))
@@ -753,10 +762,7 @@ def run_retrain(config, workdir, sources: Sources) -> dict:
     accuracy = float(np.mean(np.argmax(test_logits, -1) == test_y))
     as_fooling = float(np.mean(np.argmax(test_logits, -1) == NUM_REAL))
     num_outputs = test_logits.shape[-1]
-    if num_outputs not in evolvers:
-      evolvers[num_outputs] = make_evolver(config, encoding, clf.apply_fn,
-                                           population=r.population, runs=r.runs)
-    evolver = evolvers[num_outputs]
+    evolver = evolver_for(clf, r.population, r.runs)
     t1 = time.perf_counter()
     archives, _ = evolver.evolve(
         jax.random.fold_in(key, 1000 + i), clf.params, generations=r.generations,
@@ -809,10 +815,7 @@ def run_retrain(config, workdir, sources: Sources) -> dict:
     clf, _ = training.fit(tcfg, (train_x, train_y), None, workdir=out / "control_training")
     control_clf = clf
     control_logits = _logits(clf, test_x)
-    if control_logits.shape[-1] not in evolvers:
-      evolvers[control_logits.shape[-1]] = make_evolver(
-          config, encoding, clf.apply_fn, population=r.population, runs=r.runs)
-    archives, _ = evolvers[control_logits.shape[-1]].evolve(
+    archives, _ = evolver_for(clf, r.population, r.runs).evolve(
         jax.random.fold_in(key, 1000), clf.params, generations=r.generations,
         directory=out / "control_evolve", checkpoint_every=config.evolve.checkpoint_every,
         log_every=config.evolve.log_every, log_prefix="[retrain control] ",
@@ -837,8 +840,7 @@ def run_retrain(config, workdir, sources: Sources) -> dict:
       nets["control"] = control_clf
     probe = {}
     for j, (name, clf) in enumerate(nets.items()):
-      evolver = make_evolver(config, encoding, clf.apply_fn, population=r.probe_population,
-                             runs=r.probe_runs)
+      evolver = evolver_for(clf, r.probe_population, r.probe_runs)
       t1 = time.perf_counter()
       archives, metrics = evolver.evolve(
           jax.random.fold_in(key, 2000 + j), clf.params, generations=r.probe_generations,

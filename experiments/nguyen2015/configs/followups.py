@@ -158,9 +158,10 @@ def get_config(preset: str = "all"):
     c.gradient.original_steps = 5
     c.transfer.encodings = "direct"   # the CPPN path is exercised by gradient/ablation
     c.retrain.iterations = 2
+    # The loop's population and runs: the probe reuses its compiled evolvers.
     c.retrain.probe_generations = 2
-    c.retrain.probe_population = 8
-    c.retrain.probe_runs = 1
+    c.retrain.probe_population = 16
+    c.retrain.probe_runs = 2
     c.retrain.population = 16
     c.retrain.generations = 3
     c.retrain.runs = 2
