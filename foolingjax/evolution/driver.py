@@ -89,7 +89,7 @@ class Evolver:
     init_fn = map_elites.make_init_fn(encoding=encoding, apply_fn=apply_fn,
                                       num_cells=num_cells, init_size=population,
                                       fitness=fitness, score_transform=score_transform)
-    render = jax.vmap(encoding.render)
+    render = encoding.render_batch
     if runs is None:
       self._init = jax.jit(init_fn)
       self._render = jax.jit(render)

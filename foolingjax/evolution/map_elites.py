@@ -150,8 +150,8 @@ def insert(archive: Archive, genomes: Genome, scores: jax.Array) -> Archive:
 
 
 def evaluate(genomes: Genome, *, encoding: Encoding, score_fn: ScoreFn) -> jax.Array:
-  """Renders (vmapped) and scores a batch of genomes: ``[B, K]``."""
-  images = jax.vmap(encoding.render)(genomes)
+  """Renders (``encoding.render_batch``) and scores a batch of genomes: ``[B, K]``."""
+  images = encoding.render_batch(genomes)
   return score_fn(images)
 
 
