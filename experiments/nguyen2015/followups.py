@@ -253,6 +253,14 @@ def make_encoding(config, encoding: str, image_shape):
   return evolution.make_encoding(encoding, image_shape, **options)
 
 
+def confidence_stats(confidence) -> dict:
+  """``median_confidence``, ``share_9999`` and ``share_99`` of a set of confidences."""
+  confidence = np.asarray(confidence).reshape(-1)
+  return {"median_confidence": float(np.median(confidence)),
+          "share_9999": float(np.mean(confidence >= 0.9999)),
+          "share_99": float(np.mean(confidence >= 0.99))}
+
+
 def real_class_softmax(apply_fn, params):
   """Scores the real classes only: an n+1-class net's fooling column is no cell.
 
@@ -377,9 +385,7 @@ def _gradient_original(config, clf, other, targets, classes, labels, out) -> dic
       "decay": g.original_decay, "early_prog": g.original_early_prog,
       "late_prog_mult": g.original_late_prog_mult, "max_lr": g.original_max_lr,
       "mean_image": g.mean_image,
-      "median_confidence": float(np.median(confidence)),
-      "share_9999": float(np.mean(confidence >= 0.9999)),
-      "share_99": float(np.mean(confidence >= 0.99)),
+      **confidence_stats(confidence),
       "per_class_median": np.median(per_class, axis=1).tolist(),
       "median_steps_to_99": steps_to(0.99), "median_steps_to_9999": steps_to(0.9999),
       "median_confidence_other_seed": None if conf_b is None else float(np.median(conf_b)),
@@ -522,9 +528,7 @@ def run_gradient(config, workdir, sources: Sources) -> dict:
       "classes": [labels[k] for k in classes],
       "images": len(confidence), "steps": g.steps, "ascent_seconds": seconds,
       "ascent_cpu_seconds": cpu,
-      "median_confidence": float(np.median(confidence)),
-      "share_9999": float(np.mean(confidence >= 0.9999)),
-      "share_99": float(np.mean(confidence >= 0.99)),
+      **confidence_stats(confidence),
       "per_class_median": np.median(per_class, axis=1).tolist(),
       "per_class_min": per_class.min(axis=1).tolist(),
       "median_confidence_other_seed": None if conf_b is None else float(np.median(conf_b)),
@@ -743,6 +747,13 @@ def run_retrain(config, workdir, sources: Sources) -> dict:
                                  runs=runs)
     return evolvers[k]
 
+  def evolve(evolver, key_index: int, clf, generations: int, directory, prefix: str):
+    return evolver.evolve(
+        jax.random.fold_in(key, key_index), clf.params, generations=generations,
+        directory=directory, checkpoint_every=config.evolve.checkpoint_every,
+        log_every=config.evolve.log_every, log_prefix=prefix,
+        fingerprint=core.fingerprint("nguyen2015.followups", config, ignore=("parts",)))
+
   pool = []   # uint8 fooling images of the iterations so far
   bar = core.Progress(r.iterations, "[retrain]", unit="iterations",
                       start=sum(i in done for i in range(1, r.iterations + 1)))
@@ -764,11 +775,8 @@ def run_retrain(config, workdir, sources: Sources) -> dict:
     num_outputs = test_logits.shape[-1]
     evolver = evolver_for(clf, r.population, r.runs)
     t1 = time.perf_counter()
-    archives, _ = evolver.evolve(
-        jax.random.fold_in(key, 1000 + i), clf.params, generations=r.generations,
-        directory=it / "evolve", checkpoint_every=config.evolve.checkpoint_every,
-        log_every=config.evolve.log_every, log_prefix=f"[retrain {i}] ",
-        fingerprint=core.fingerprint("nguyen2015.followups", config, ignore=("parts",)))
+    archives, _ = evolve(evolver, 1000 + i, clf, r.generations, it / "evolve",
+                         f"[retrain {i}] ")
     evolve_seconds = time.perf_counter() - t1
     elite_images, fitness, targets = evolver.elites(archives)
     u8 = images.to_uint8(elite_images)
@@ -779,9 +787,7 @@ def run_retrain(config, workdir, sources: Sources) -> dict:
     record = {
         "iteration": i, "num_outputs": int(num_outputs), "test_accuracy": accuracy,
         "test_predicted_fooling_class": as_fooling,
-        "median_confidence": float(np.median(fitness)),
-        "share_9999": float(np.mean(fitness >= 0.9999)),
-        "share_99": float(np.mean(fitness >= 0.99)),
+        **confidence_stats(fitness),
         "median_confidence_uint8": float(np.median(
             np.asarray(probs)[np.arange(len(targets)), targets])),
         "fooling_images_so_far": int(sum(len(p) for p in pool)),
@@ -812,18 +818,13 @@ def run_retrain(config, workdir, sources: Sources) -> dict:
     # class n+1 on test accuracy from that of a reduced budget.
     tcfg = zoo.preset_config("lenet_mnist", seed=config.seed * 100)
     tcfg.epochs = r.epochs
-    clf, _ = training.fit(tcfg, (train_x, train_y), None, workdir=out / "control_training")
-    control_clf = clf
-    control_logits = _logits(clf, test_x)
-    archives, _ = evolver_for(clf, r.population, r.runs).evolve(
-        jax.random.fold_in(key, 1000), clf.params, generations=r.generations,
-        directory=out / "control_evolve", checkpoint_every=config.evolve.checkpoint_every,
-        log_every=config.evolve.log_every, log_prefix="[retrain control] ",
-        fingerprint=core.fingerprint("nguyen2015.followups", config, ignore=("parts",)))
+    control_clf, _ = training.fit(tcfg, (train_x, train_y), None,
+                                  workdir=out / "control_training")
+    control_logits = _logits(control_clf, test_x)
+    archives, _ = evolve(evolver_for(control_clf, r.population, r.runs), 1000, control_clf,
+                         r.generations, out / "control_evolve", "[retrain control] ")
     control = {"test_accuracy": float(np.mean(np.argmax(control_logits, -1) == test_y)),
-               "median_confidence": float(np.median(np.asarray(archives.fitness))),
-               "share_9999": float(np.mean(np.asarray(archives.fitness) >= 0.9999)),
-               "share_99": float(np.mean(np.asarray(archives.fitness) >= 0.99))}
+               **confidence_stats(archives.fitness)}
   core.write_tensorboard(
       workdir, history + ([{"iteration": 0, **{f"control/{k}": v for k, v in control.items()}}]
                           if control else []),
@@ -840,17 +841,11 @@ def run_retrain(config, workdir, sources: Sources) -> dict:
       nets["control"] = control_clf
     probe = {}
     for j, (name, clf) in enumerate(nets.items()):
-      evolver = evolver_for(clf, r.probe_population, r.probe_runs)
       t1 = time.perf_counter()
-      archives, metrics = evolver.evolve(
-          jax.random.fold_in(key, 2000 + j), clf.params, generations=r.probe_generations,
-          directory=out / "probe" / name, checkpoint_every=config.evolve.checkpoint_every,
-          log_every=config.evolve.log_every, log_prefix=f"[retrain probe {name}] ",
-          fingerprint=core.fingerprint("nguyen2015.followups", config, ignore=("parts",)))
-      fitness = np.asarray(archives.fitness).reshape(-1)
-      probe[name] = {"median_confidence": float(np.median(fitness)),
-                     "share_9999": float(np.mean(fitness >= 0.9999)),
-                     "share_99": float(np.mean(fitness >= 0.99)),
+      archives, metrics = evolve(evolver_for(clf, r.probe_population, r.probe_runs),
+                                 2000 + j, clf, r.probe_generations, out / "probe" / name,
+                                 f"[retrain probe {name}] ")
+      probe[name] = {**confidence_stats(archives.fitness),
                      # The median best confidence over runs x cells, every log_every
                      # generations and at the last.
                      "median_curve": [[m["generation"], float(np.median(m["best"]))]

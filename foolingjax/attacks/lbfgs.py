@@ -54,7 +54,6 @@ from foolingjax import checks
 from foolingjax.attacks.losses import LossFn, cross_entropy
 
 DISTANCES = ("l2_squared", "l2")
-SOLVERS = ("zoom", "armijo")
 
 
 @struct.dataclass
@@ -259,6 +258,10 @@ def minimize_lbfgs_armijo(fun, w0: jax.Array, *, max_iters: int, tol: float,
   return w.reshape(shape), f, count
 
 
+# lbfgs_attack's solver -> its inner L-BFGS loop.
+SOLVERS = {"zoom": minimize_lbfgs, "armijo": minimize_lbfgs_armijo}
+
+
 def lbfgs_attack(apply_fn, params, x: jax.Array, targets: jax.Array, *,
                  c_init: float = 1.0, c_search_steps: int = 10,
                  c_factor: float = 10.0, max_iters: int = 100, tol: float = 1e-4,
@@ -330,9 +333,9 @@ def lbfgs_attack(apply_fn, params, x: jax.Array, targets: jax.Array, *,
   if distance not in DISTANCES:
     raise ValueError(f"{who}: distance must be one of {DISTANCES}; got {distance!r}.")
   if solver not in SOLVERS:
-    raise ValueError(f"{who}: solver must be one of {SOLVERS}; got {solver!r}.")
+    raise ValueError(f"{who}: solver must be one of {tuple(SOLVERS)}; got {solver!r}.")
   loss_fn = loss_fn or cross_entropy
-  minimize = minimize_lbfgs if solver == "zoom" else minimize_lbfgs_armijo
+  minimize = SOLVERS[solver]
 
   def one(xi, target):
     def solve(c):

@@ -157,9 +157,9 @@ COLOURS = ("hls", "hls_opencv")
 # How render evaluates the network (same values; see render).
 RENDER_METHODS = ("active", "slots")
 # How make_encoding's render is lifted over a population: "vmap" (all genomes at
-# once, the default), "map" (one after another in the jit; 1.4-2.6x faster at
-# 28x28 on XLA:CPU, bit-identical grey images, colour ones within a few ulps) or
-# "auto" ("map" when the default backend is the CPU, "vmap" elsewhere).
+# once, the default), "map" (one after another in the jit; faster on XLA:CPU, see
+# the README's CPPN section; bit-identical grey images in the tests, colour ones
+# within a few ulps) or "auto" ("map" when the default backend is the CPU).
 POPULATION_RENDERS = ("vmap", "map", "auto")
 VARIANTS = ("foolingjax", "original")
 VARIANT_SWITCHES = {
@@ -1207,7 +1207,7 @@ def make_encoding(*, height: int, width: int, channels: int, max_nodes: int = 32
     population_render: how the evolution renders a population
       (:attr:`Encoding.population_render`): ``"vmap"`` (the default: every
       measured result in the README used it), ``"map"`` (one genome after
-      another inside the jit: 1.4-2.6x faster at 28x28 on XLA:CPU; the same
+      another inside the jit: faster on XLA:CPU (README, CPPN section); the same
       grey images bit for bit in the tests, colour images within a few ulps,
       which a long evolution can amplify) or ``"auto"`` (``"map"`` when the
       default backend is the CPU, ``"vmap"`` otherwise).

@@ -12,8 +12,8 @@ them over the population with ``jax.vmap`` and jits the whole generation:
 * ``render(genome) -> image``: float32 ``[H, W, C]`` in [0, 1].
 * ``population_render(render, genomes) -> images`` (optional): how ``render``
   is lifted over a population, :func:`vmap_render` (``jax.vmap``, the default)
-  or :func:`map_render` (``jax.lax.map``, one genome after another); both draw
-  the same images. :meth:`Encoding.render_batch` applies it.
+  or :func:`map_render` (``jax.lax.map``, one genome after another; the same
+  images up to a few ulps). :meth:`Encoding.render_batch` applies it.
 * ``validate(genomes)`` (optional): checks genomes that enter from outside (a
   restored checkpoint) on the host and raises one clear error; returns them.
 """
@@ -30,6 +30,23 @@ import numpy as np
 Genome = Any
 
 
+def vmap_render(render: Callable[[Genome], jax.Array], genomes: Genome) -> jax.Array:
+  """All genomes at once (``jax.vmap``): the default, and the fast way on accelerators."""
+  return jax.vmap(render)(genomes)
+
+
+def map_render(render: Callable[[Genome], jax.Array], genomes: Genome) -> jax.Array:
+  """One genome after another inside the jit (``jax.lax.map``).
+
+  On XLA:CPU a vmapped render that holds every genome's hidden-node values in
+  flight leaves the cache; rendering one genome at a time is faster there
+  (``benchmarks/bench_cppn.py``'s "one after another in one jit" row). XLA may
+  compile the per-genome arithmetic differently from the vmapped one, so the
+  images can differ by a few ulps (the CPPN's colour images do).
+  """
+  return jax.lax.map(render, genomes)
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class Encoding:
   """Per-individual functions of an image encoding (see module docstring)."""
@@ -40,26 +57,11 @@ class Encoding:
   image_shape: tuple[int, int, int]
   name: str = "encoding"
   validate: Callable[[Genome], Genome] | None = None
-  population_render: Callable[[Callable, Genome], jax.Array] | None = None
+  population_render: Callable[[Callable, Genome], jax.Array] = vmap_render
 
   def render_batch(self, genomes: Genome) -> jax.Array:
     """Images ``[B, H, W, C]`` of a batch of genomes (leading axis ``B``)."""
-    return (self.population_render or vmap_render)(self.render, genomes)
-
-
-def vmap_render(render: Callable[[Genome], jax.Array], genomes: Genome) -> jax.Array:
-  """All genomes at once (``jax.vmap``): the default, and the fast way on accelerators."""
-  return jax.vmap(render)(genomes)
-
-
-def map_render(render: Callable[[Genome], jax.Array], genomes: Genome) -> jax.Array:
-  """One genome after another inside the jit (``jax.lax.map``): the same images.
-
-  On XLA:CPU a vmapped render that holds every genome's hidden-node values in
-  flight leaves the cache; rendering one genome at a time is faster there
-  (``benchmarks/bench_cppn.py``).
-  """
-  return jax.lax.map(render, genomes)
+    return self.population_render(self.render, genomes)
 
 
 def check_choice(kind: str, switch: str, value, valid: Sequence) -> None:
