@@ -428,7 +428,9 @@ def reported(run: Callable[..., Any]) -> Callable[..., Any]:
   @functools.wraps(run)
   def wrapper(config, workdir, *args, **kwargs):
     result = run(config, workdir, *args, **kwargs)
-    if (pathlib.Path(workdir) / "config.json").exists():
+    # In a multi-host run every process returns here; only the first writes the
+    # page (the others keep their own files under workdir/process_<i>).
+    if jax.process_index() == 0 and (pathlib.Path(workdir) / "config.json").exists():
       from experiments import report
       report.write_report(workdir)
     return result

@@ -145,6 +145,25 @@ def _figures(workdir: pathlib.Path) -> tuple[list[pathlib.Path], list[pathlib.Pa
   return others + generations[-1:], generations[:-1][::-1]
 
 
+def _raw_files(workdir: pathlib.Path) -> list[tuple[str, int]]:
+  """``(relative path, bytes)`` of the finished files under ``workdir``.
+
+  A run (or a second process of a multi-host run, writing beside it) may be
+  renaming a temporary file while the page is built: temporary names are left
+  out, and a file that vanishes between the listing and its ``stat`` is skipped.
+  """
+  files = []
+  for p in sorted(workdir.rglob("*")):
+    if (p.name == "index.html" or ".tmp" in p.name or "__pycache__" in p.parts):
+      continue
+    try:
+      if p.is_file():
+        files.append((p.relative_to(workdir).as_posix(), p.stat().st_size))
+    except FileNotFoundError:
+      continue
+  return files
+
+
 def _figure(workdir: pathlib.Path, path: pathlib.Path) -> str:
   rel = path.relative_to(workdir).as_posix()
   return (f'<figure><a href="{_esc(rel)}"><img src="{_esc(rel)}" alt="{_esc(rel)}" '
@@ -207,11 +226,9 @@ def write_report(workdir, *, title: str | None = None, running: bool = False) ->
                       + "".join(_figure(workdir, p) for p in folded) + "</details>")
   sections.append("<h2>Config</h2><pre>" + _esc(json.dumps(config, indent=2, sort_keys=True))
                   + "</pre>")
-  files = [p for p in sorted(workdir.rglob("*")) if p.is_file() and p.name != "index.html"
-           and "__pycache__" not in p.parts]
-  items = "".join(f'<li><a href="{_esc(p.relative_to(workdir).as_posix())}">'
-                  f"{_esc(p.relative_to(workdir).as_posix())}</a> "
-                  f"({p.stat().st_size:,} bytes)</li>" for p in files)
+  files = _raw_files(workdir)
+  items = "".join(f'<li><a href="{_esc(rel)}">{_esc(rel)}</a> ({size:,} bytes)</li>'
+                  for rel, size in files)
   sections.append(f"<h2>Raw files</h2><details><summary>{len(files)} files</summary>"
                   f"<ul>{items}</ul></details>")
   page = (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'

@@ -1,5 +1,6 @@
 """The run page (index.html) in a real headless browser: it loads, every image renders."""
 
+import pathlib
 import shutil
 import subprocess
 
@@ -33,6 +34,28 @@ def test_every_run_writes_a_self_contained_page(run_dir):
     assert part in page, part
   # Nothing from the network: no absolute URLs at all.
   assert "http://" not in page and "https://" not in page and "//cdn" not in page
+
+
+def test_files_renamed_while_the_page_is_built_are_skipped(tmp_path, monkeypatch):
+  # A second process of a multi-host run writes beside the first (workdir/process_1):
+  # its temporaries come and go while process 0 builds the page.
+  (tmp_path / "config.json").write_text("{}")
+  (tmp_path / "kept.json").write_text("{}")
+  (tmp_path / "process_1").mkdir()
+  (tmp_path / "process_1" / "elites.png.tmp.png").write_bytes(b"x")
+  gone = tmp_path / "process_1" / "curves.json"
+  gone.write_text("{}")
+  stat = pathlib.Path.stat
+
+  def vanishing_stat(self, *args, **kwargs):
+    if self == gone:
+      raise FileNotFoundError(self)
+    return stat(self, *args, **kwargs)
+
+  monkeypatch.setattr(pathlib.Path, "stat", vanishing_stat)
+  page = report.write_report(tmp_path).read_text()
+  assert "kept.json" in page and "config.json" in page
+  assert ".tmp" not in page and "curves.json" not in page
 
 
 def test_markdown_tables_become_html_tables():
