@@ -121,6 +121,47 @@ def test_variation_operators_stay_in_the_box(key):
   assert 0.08 < float(touched) < 0.12
 
 
+def _sbx_both_offspring(key, a, b, *, eta, gene_rate, equal_value, tolerance):
+  """Textbook SBX (Deb & Agrawal): both offspring computed, then one picked per gene."""
+  k_gene, k_u = jax.random.split(key)
+  y1, y2 = jnp.minimum(a, b), jnp.maximum(a, b)
+  spread = jnp.maximum(y2 - y1, 1e-14)
+  u = direct.uniform(k_u, a.shape)
+  power = 1.0 / (eta + 1.0)
+
+  def betaq(beta):
+    alpha = 2.0 - jnp.power(beta, -(eta + 1.0))
+    return jnp.where(u <= 1.0 / alpha, jnp.power(u * alpha, power),
+                     jnp.power(1.0 / (2.0 - u * alpha), power))
+
+  c1 = 0.5 * ((y1 + y2) - betaq(1.0 + 2.0 * y1 / spread) * (y2 - y1))
+  c2 = 0.5 * ((y1 + y2) + betaq(1.0 + 2.0 * (1.0 - y2) / spread) * (y2 - y1))
+  m = direct.uniform(k_gene, a.shape)
+  child = jnp.clip(jnp.where(m < 0.5 * gene_rate, c1, c2), 0.0, 1.0)
+  unset = a if equal_value is None else jnp.full_like(a, equal_value)
+  child = jnp.where(jnp.abs(a - b) > tolerance, child, unset)
+  return jnp.where(m < gene_rate, child, a)
+
+
+@pytest.mark.parametrize("variant", direct.VARIANTS)
+def test_sbx_picks_the_side_before_the_powers_bit_for_bit(key, variant):
+  # sbx_crossover computes only the picked offspring's powers; the numbers are
+  # the textbook form's, jitted and vmapped as the evolution runs it.
+  switches = direct.VARIANT_SWITCHES[variant]
+  options = dict(eta=10.0, gene_rate=1.0 if switches["sbx_genes"] == "all" else 0.5,
+                 equal_value=0.5 if switches["sbx_equal_genes"] == "gray" else None,
+                 tolerance=direct.FLOAT32_EPS if switches["sbx_genes"] == "all" else 1e-14)
+  ka, kb, kk = jax.random.split(key, 3)
+  a = jax.random.uniform(ka, (64, 28, 28, 1))
+  b = jax.random.uniform(kb, (64, 28, 28, 1)).at[:, :3].set(a[:, :3])   # equal genes too
+  keys = jax.random.split(kk, 64)
+  ours = jax.jit(jax.vmap(lambda k, x, y: direct.sbx_crossover(k, x, y, **options)))
+  textbook = jax.jit(jax.vmap(lambda k, x, y: _sbx_both_offspring(k, x, y, **options)))
+  np.testing.assert_array_equal(ours(keys, a, b), textbook(keys, a, b))
+  np.testing.assert_array_equal(direct.sbx_crossover(kk, a[0], b[0], **options),
+                                _sbx_both_offspring(kk, a[0], b[0], **options))
+
+
 def test_mutation_rate_decay(key):
   encoding = direct.make_encoding(height=2, width=2, channels=1, mutation_rate=0.4,
                                   mutation_decay=0.5, min_mutation_rate=0.05)
