@@ -1,7 +1,21 @@
 import os
 import pathlib
+import tempfile
 
-import jax
+# Many tests compile the same programs: the fool smoke run in-process, in
+# subprocesses (the CLI, two-process runs, notebooks) and in several files.
+# JAX's persistent compilation cache, keyed on the program, the jax version and
+# its flags, lets each compile once per machine. Set before jax is imported so
+# the subprocesses the tests start inherit it; the size bound turns on the
+# cache's file lock, which the two test workers share. FOOLINGJAX_TEST_JAX_CACHE=0
+# turns it off; a JAX_COMPILATION_CACHE_DIR of your own is kept.
+if os.environ.get("FOOLINGJAX_TEST_JAX_CACHE", "1") != "0":
+  os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(
+      tempfile.gettempdir(), f"foolingjax-test-jax-cache-{os.getuid()}"))
+  os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
+  os.environ.setdefault("JAX_COMPILATION_CACHE_MAX_SIZE", str(4 << 30))
+
+import jax  # noqa: E402
 import pytest
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
