@@ -28,7 +28,11 @@ def test_power_iteration_jit_and_eager_agree(key):
   w = np.asarray(jax.random.normal(key, (12, 9)))
   eager = _norm(key, lambda x: x @ w, (12,), num_iters=10, jit=False)
   jitted = _norm(key, lambda x: x @ w, (12,), num_iters=10, jit=True)
-  np.testing.assert_allclose(np.asarray(eager), np.asarray(jitted), rtol=1e-5)
+  np.testing.assert_allclose(float(eager[0]), float(jitted[0]), rtol=1e-5)   # sigma
+  # The last relative change of sigma is a difference of two close float32 numbers:
+  # XLA's fusion under jit moves it by a few float32 epsilons (1.9e-7 of 0.0073 seen).
+  np.testing.assert_allclose(float(eager[1]), float(jitted[1]), rtol=0,
+                             atol=8 * np.finfo(np.float32).eps)
 
 
 def _conv_matrix(kernel, in_hw, *, stride, pads, groups=1):
