@@ -62,6 +62,10 @@ def test_two_process_sharded_fool_run_equals_one_process(tmp_path):
   # Process 1 computed the same archive and wrote it under its own directory.
   np.testing.assert_array_equal(_final(tmp_path / "multi" / "process_1")["fitness"],
                                 multi["fitness"])
+  # Each process's page is its own and finished (process 0's at the top).
+  for page in (tmp_path / "multi" / "index.html",
+               tmp_path / "multi" / "process_1" / "index.html"):
+    assert "Generation 4 of 4" in page.read_text() and "finished" in page.read_text()
 
 
 def test_initializing_after_the_backend_started_is_one_clear_error():

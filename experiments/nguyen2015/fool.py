@@ -120,6 +120,8 @@ def run(config, workdir) -> dict:
     summary["cross_score"] = cross_score(config, archive, evolver, labels, base)
   core.write_tensorboard(workdir, history, step="generation")
   core.write_json(workdir / "summary.json", summary)
+  if jax.process_index() > 0:   # core.reported writes process 0's page; this is ours
+    report.write_report(workdir)
   return summary
 
 
