@@ -16,7 +16,10 @@ classify + archive insert, as one jitted scan, log-odds score) against
     generation alone (variation, render + forward, insert + metrics), to say where the
     time goes; and one generation's uniform draws (3 per gene), shaped ``[28, 28, 1]``
     per offspring as ``jax.random.uniform`` draws them, and flat as ``direct.uniform``
-    does (the same numbers).
+    does (the same numbers);
+  * the direct encoding's ``kernel="fast"`` (one threefry hash per gene, cheaper powers:
+    the same distributions, other numbers): its whole generation, its variation alone, its
+    draws (``direct.packed_uniforms``), and QDax's ``scan_update`` on the fast operators.
 """
 
 from __future__ import annotations
@@ -36,7 +39,8 @@ from foolingjax import zoo
 from foolingjax.evolution import direct, map_elites
 
 
-def qdax_contenders(clf, encoding, population: int, generations: int, key) -> dict:
+def qdax_contenders(clf, encoding, population: int, generations: int, key,
+                    suffix: str = "") -> dict:
   """QDax's MAP-Elites on foolingjax's operators and score; {} when QDax is missing."""
   try:
     from qdax.core.map_elites import MAPElites
@@ -95,8 +99,12 @@ def qdax_contenders(clf, encoding, population: int, generations: int, key) -> di
     return jax.lax.scan(step, (rep, k), None, length=generations)
 
   scan_update, all_cells = jax.jit(scan_update), jax.jit(all_cells)
-  return {"qdax_scan_update": lambda: scan_update(repertoire, emitter_state, key, clf.params),
-          "qdax_all_cells": lambda: all_cells(repertoire, key, clf.params)}
+  contenders = {
+      "qdax_scan_update": lambda: scan_update(repertoire, emitter_state, key, clf.params),
+      "qdax_all_cells": lambda: all_cells(repertoire, key, clf.params)}
+  if suffix:  # the fast kernel: scan_update alone (all_cells differs only in insertion)
+    return {"qdax_scan_update" + suffix: contenders["qdax_scan_update"]}
+  return contenders
 
 
 def measure(population: int = 200, generations: int = 25, repeats: int = 5,
@@ -116,6 +124,9 @@ def measure(population: int = 200, generations: int = 25, repeats: int = 5,
                                          batch_size=population, num_generations=generations,
                                          fitness="probability"))
   archive_p = init_p(key, clf.params)
+  fast = direct.make_encoding(height=28, width=28, channels=1, kernel="fast")
+  run_fast = jax.jit(map_elites.make_run_fn(encoding=fast, apply_fn=clf.apply_fn,
+                                            batch_size=population, num_generations=generations))
   # The same generation with a variation that returns the parent: what the rest of
   # the generation (select, gather, render, classify, insert, metrics) costs.
   no_variation = dataclasses.replace(
@@ -142,7 +153,7 @@ def measure(population: int = 200, generations: int = 25, repeats: int = 5,
   # array an argument (no constant folding).
   parents = jax.vmap(encoding.init)(jax.random.split(key, population))
 
-  def vary_only(k, parents):
+  def vary_only(k, parents, encoding=encoding):
     def step(k, _):
       keys = jax.random.split(k, population + 1)
       child = jax.vmap(encoding.vary, in_axes=(0, 0, 0, None))(keys[1:], parents,
@@ -174,14 +185,25 @@ def measure(population: int = 200, generations: int = 25, repeats: int = 5,
       return keys[0], jnp.sum(jax.vmap(draw)(keys[1:]))
     return jax.lax.scan(step, k, None, length=generations)
 
+  def draws_packed(k):  # the fast kernel's: all of a generation's uniforms
+    def step(k, _):
+      keys = jax.random.split(k, population + 1)
+      u, v, m, coin = jax.vmap(lambda kk: direct.packed_uniforms(kk, encoding.image_shape))(
+          keys[1:])
+      return keys[0], jnp.sum(u) + jnp.sum(v) + jnp.sum(m) + jnp.sum(coin)
+    return jax.lax.scan(step, k, None, length=generations)
+
   parts = {"part_variation": jax.jit(vary_only), "part_render_forward": jax.jit(evaluate_only),
            "part_insert_metrics": jax.jit(insert_only),
            "draws_shaped": jax.jit(functools.partial(draws, flat=False)),
-           "draws_flat": jax.jit(functools.partial(draws, flat=True))}
+           "draws_flat": jax.jit(functools.partial(draws, flat=True)),
+           "part_variation_fast": jax.jit(functools.partial(vary_only, encoding=fast)),
+           "draws_packed": jax.jit(draws_packed)}
   candidate_scores = jax.random.normal(key, (population, 10))
   fns = {"generation": lambda: run(key, archive, clf.params),
          "generation_probability": lambda: run_p(key, archive_p, clf.params),
          "generation_without_variation": lambda: run_nv(key, archive, clf.params),
+         "generation_fast": lambda: run_fast(key, archive, clf.params),
          "forward": forwards,
          "single": one_at_a_time,
          **qdax_contenders(clf, encoding, population, generations, key),
@@ -190,7 +212,10 @@ def measure(population: int = 200, generations: int = 25, repeats: int = 5,
          "part_insert_metrics": lambda: parts["part_insert_metrics"](archive, parents,
                                                                      candidate_scores),
          "draws_shaped": lambda: parts["draws_shaped"](key),
-         "draws_flat": lambda: parts["draws_flat"](key)}
+         "draws_flat": lambda: parts["draws_flat"](key),
+         "part_variation_fast": lambda: parts["part_variation_fast"](key, parents),
+         "draws_packed": lambda: parts["draws_packed"](key),
+         **qdax_contenders(clf, fast, population, generations, key, suffix="_fast")}
   for fn in fns.values():  # compile
     jax.block_until_ready(fn())
   timed = interleaved_best_cpu(fns, repeats)
@@ -200,12 +225,17 @@ def measure(population: int = 200, generations: int = 25, repeats: int = 5,
   t_single = best["single"] / single_images * population
   qdax = {name: t_forward / (best[name] / generations) for name in best
           if name.startswith("qdax")}
+  ours = {name: "generation_fast" if name.endswith("_fast") else "generation" for name in qdax}
 
   return {
       "timed": timed, "generations": generations, "qdax_ratio_vs_forward": qdax,
-      "qdax_ratio_vs_foolingjax": {n: best["generation"] / best[n] for n in qdax},
-      "parts_share_of_generation": {n: best[n] / best["generation"] for n in best
-                                    if n.startswith("part_")},
+      "qdax_ratio_vs_foolingjax": {n: best[ours[n]] / best[n] for n in qdax},
+      "qdax_ours": ours,
+      "parts_share_of_generation": {
+          n: best[n] / best["generation_fast" if n.endswith("_fast") else "generation"]
+          for n in best if n.startswith("part_")},
+      "packed_over_flat_draws": best["draws_packed"] / best["draws_flat"],
+      "fast_ratio_vs_forward": best["forward"] / best["generation_fast"],
       "shaped_over_flat_draws": best["draws_shaped"] / best["draws_flat"],
       "generation_evals_per_s": population / t_generation,
       "probability_score_evals_per_s": population * generations / best["generation_probability"],
@@ -234,15 +264,20 @@ def main():
   print(f"bare LeNet forward    {r['forward_evals_per_s']:10,.0f} evals/s")
   print(f"one at a time         {r['one_at_a_time_evals_per_s']:10,.0f} evals/s")
   print(f"ratio generation / forward        {r['ratio_vs_forward']:.2f}  (target >= 0.8)")
+  print(f"ratio generation, kernel=fast / forward {r['fast_ratio_vs_forward']:.2f}  "
+        "(target >= 0.8; the same distributions, other random numbers)")
   print(f"ratio generation without variation / forward {r['without_variation_ratio_vs_forward']:.2f}"
         "  (the variation's share is the gap to the whole generation)")
   for name, ratio in r["qdax_ratio_vs_forward"].items():
-    print(f"ratio {name} / forward   {ratio:.2f}; foolingjax's generation / {name} time "
-          f"{r['qdax_ratio_vs_foolingjax'][name]:.2f} (< 1: foolingjax ahead)")
+    print(f"ratio {name} / forward   {ratio:.2f}; foolingjax's {r['qdax_ours'][name]} / {name} "
+          f"time {r['qdax_ratio_vs_foolingjax'][name]:.2f} (< 1: foolingjax ahead)")
   for name, share in r["parts_share_of_generation"].items():
-    print(f"{name:22s} {share:6.1%} of a whole generation's time (timed alone)")
+    whole = "kernel=fast" if name.endswith("_fast") else "whole"
+    print(f"{name:22s} {share:6.1%} of a {whole} generation's time (timed alone)")
   print(f"uniform draws shaped [28, 28, 1] / flat: {r['shaped_over_flat_draws']:.1f}x the time "
         "(the same numbers)")
+  print(f"kernel=fast's packed draws / the flat draws: {r['packed_over_flat_draws']:.2f}x the "
+        "time (all of a generation's uniforms)")
   print("best round per contender (wall s / CPU s, all generations of the scan):")
   for name, (best_wall, best_cpu) in r["timed"].items():
     print(f"  {name:24s} {best_wall:8.4f} s wall {best_cpu:8.4f} s CPU")

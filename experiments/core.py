@@ -92,6 +92,27 @@ def names(text: str) -> list[str]:
   return [n.strip() for n in str(text).split(",") if n.strip()]
 
 
+# Config keys added after runs were recorded, with the value that gives those
+# runs' behaviour. A recorded config without one reads as having that value, and
+# a key at that value is left out of checkpoint fingerprints, so older work
+# directories and checkpoints still resume.
+ADDED_LATER: dict[tuple[str, ...], Any] = {
+    ("direct", "kernel"): "reference",     # foolingjax.evolution.direct.KERNELS
+}
+
+
+def canonical_config(d: dict) -> dict:
+  """A config dict without the :data:`ADDED_LATER` keys that hold their old behaviour."""
+  d = json.loads(json.dumps(d))
+  for path, value in ADDED_LATER.items():
+    node = d
+    for name in path[:-1]:
+      node = node.get(name) if isinstance(node, dict) else None
+    if isinstance(node, dict) and path[-1] in node and node[path[-1]] == value:
+      del node[path[-1]]
+  return d
+
+
 def prepare_workdir(workdir, config: ml_collections.ConfigDict, *,
                     ignore: tuple[str, ...] = ()) -> tuple[pathlib.Path, bool]:
   """Creates ``workdir`` and writes config.json; refuses to mix two configs.
@@ -115,7 +136,7 @@ def prepare_workdir(workdir, config: ml_collections.ConfigDict, *,
                   "--workdir.") from e
   config_path = workdir / "config.json"
   current = json.loads(json.dumps(config.to_dict()))
-  strip = lambda d: {k: v for k, v in d.items() if k not in ignore}
+  strip = lambda d: {k: v for k, v in canonical_config(d).items() if k not in ignore}
   # A directory holding nothing but config.json has no results to protect (a
   # run that stopped on bad input before writing any): a new config takes it.
   only_config = {p.name for p in workdir.iterdir()} == {"config.json"}
@@ -127,8 +148,9 @@ def prepare_workdir(workdir, config: ml_collections.ConfigDict, *,
       raise WorkdirConflictError(
           f"{config_path} is not valid JSON ({e}). Fix: pass a new --workdir.") from e
     if strip(previous) != strip(current) and not only_config:
-      changed = sorted(k for k in set(previous) | set(current)
-                       if k not in ignore and previous.get(k) != current.get(k))
+      was, now = canonical_config(previous), canonical_config(current)
+      changed = sorted(k for k in set(was) | set(now)
+                       if k not in ignore and was.get(k) != now.get(k))
       raise WorkdirConflictError(
           f"{workdir} holds a run with a different config (differs in: "
           f"{', '.join(changed)}). Refusing to overwrite it. Fix: pass a new --workdir, "
@@ -154,7 +176,7 @@ def fingerprint(experiment: str, config: ml_collections.ConfigDict, *,
   :func:`prepare_workdir`); ``extra`` adds JSON-able entries (e.g. the part).
   A checkpoint whose fingerprint differs is refused on resume.
   """
-  d = {k: v for k, v in json.loads(json.dumps(config.to_dict())).items() if k not in ignore}
+  d = {k: v for k, v in canonical_config(config.to_dict()).items() if k not in ignore}
   return {"experiment": experiment, "seed": d.get("seed"),
           "classifier": d.get("classifier"),
           "config": hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16],

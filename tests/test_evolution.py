@@ -194,3 +194,108 @@ def test_flat_uniform_draw_equals_the_shaped_one(shape):
   want = jax.vmap(lambda k: jax.random.uniform(k, shape))(keys)
   got = jax.jit(jax.vmap(lambda k: direct.uniform(k, shape)))(keys)
   np.testing.assert_array_equal(got, want)
+
+
+# --------------------------------------------------------------------------
+# Draws: foolingjax.randombits (JAX's numbers, fusable) and the fast kernel.
+
+
+def test_unrolled_threefry_is_jaxs_hash():
+  from jax.extend.random import threefry2x32_p
+  from foolingjax import randombits
+  rng = np.random.default_rng(0)
+  k1, k2 = (jnp.asarray(rng.integers(0, 2 ** 32, (5, 1), dtype=np.uint32)) for _ in range(2))
+  x1, x2 = (jnp.asarray(rng.integers(0, 2 ** 32, (5, 300), dtype=np.uint32)) for _ in range(2))
+  want = threefry2x32_p.bind(jnp.broadcast_to(k1, x1.shape), jnp.broadcast_to(k2, x1.shape),
+                             x1, x2)
+  got = jax.jit(randombits.threefry2x32)(k1, k2, x1, x2)
+  np.testing.assert_array_equal(got[0], want[0])
+  np.testing.assert_array_equal(got[1], want[1])
+
+
+@pytest.mark.parametrize("shape", [(28, 28, 1), (3, 5, 3), (1,)])
+def test_randombits_draw_jaxs_numbers(shape):
+  from foolingjax import randombits
+  keys = jax.random.split(jax.random.key(11), 4)
+  np.testing.assert_array_equal(
+      jax.jit(jax.vmap(lambda k: randombits.uniform(k, shape)))(keys),
+      jax.vmap(lambda k: jax.random.uniform(k, shape))(keys))
+  first, second = jax.jit(jax.vmap(lambda k: randombits.words(k, 7)))(keys)
+  np.testing.assert_array_equal(first ^ second,
+                                jax.vmap(lambda k: jax.random.bits(k, (7,), jnp.uint32))(keys))
+  # Other key types fall back to jax.random (same distribution, their own numbers).
+  rbg = jax.random.key(11, impl="rbg")
+  np.testing.assert_array_equal(randombits.uniform(rbg, shape), jax.random.uniform(rbg, shape))
+  assert randombits.words(rbg, 7)[0].shape == (7,)
+
+
+def test_packed_uniforms_are_uniform_and_independent():
+  n = 200_000
+  u, v, m, coin = jax.jit(jax.vmap(lambda k: direct.packed_uniforms(k, (n // 50,))))(
+      jax.random.split(jax.random.key(2), 50))
+  assert coin.shape == (50,)
+  for x in (u, v, m):
+    x = np.asarray(x).ravel()
+    assert x.min() >= 0.0 and x.max() < 1.0
+    # Deciles within 5 standard errors of 0.1 each.
+    counts = np.histogram(x, bins=10, range=(0, 1))[0] / x.size
+    assert np.all(np.abs(counts - 0.1) < 5 * np.sqrt(0.09 / x.size)), counts
+  # m is an 18-bit uniform: the SBX thresholds hold exactly in expectation.
+  assert np.all(np.asarray(m) * 2 ** 18 == np.round(np.asarray(m) * 2 ** 18))
+  assert abs(float(jnp.mean(m < 0.25)) - 0.25) < 5 * np.sqrt(0.1875 / n)
+  flat = np.stack([np.asarray(a).ravel() for a in (u, v, m)])
+  corr = np.corrcoef(flat)
+  assert np.all(np.abs(corr[np.triu_indices(3, 1)]) < 5 / np.sqrt(n)), corr
+
+
+def test_fast_powers_equal_the_reference_ones_up_to_rounding(key):
+  ka, kb, ku, km = jax.random.split(key, 4)
+  a, b = jax.random.uniform(ka, (4096,)), jax.random.uniform(kb, (4096,))
+  u, m = jax.random.uniform(ku, (4096,)), jax.random.uniform(km, (4096,))
+  b = b.at[:16].set(a[:16])                                  # equal genes too
+  for gene_rate in (0.5, 1.0):
+    ref = direct.crossover_with(u, m, a, b, eta=10.0, gene_rate=gene_rate)
+    fast = direct.crossover_with(u, m, a, b, eta=10.0, gene_rate=gene_rate, fast=True)
+    np.testing.assert_allclose(fast, ref, rtol=0, atol=2e-6)
+  for eta in (15.0, 20.0):                                   # square roots, then exp(log)
+    ref = direct.mutate_with(u, a, rate=0.3, eta=eta)
+    fast = direct.mutate_with(u, a, rate=0.3, eta=eta, fast=True)
+    np.testing.assert_allclose(fast, ref, rtol=0, atol=2e-6)
+
+
+@pytest.mark.parametrize("variant", direct.VARIANTS)
+def test_fast_kernel_varies_like_the_reference(variant):
+  """kernel="fast" draws other numbers from the same distribution: the children of one
+  parent pair, over many keys, agree with the reference kernel's in distribution."""
+  shape = (8, 8, 1)
+  ka, kb = jax.random.split(jax.random.key(3))
+  a = jax.random.uniform(ka, shape)
+  b = jax.random.uniform(kb, shape).at[:2].set(a[:2])
+  keys = jax.random.split(jax.random.key(4), 4000)
+  children = {}
+  for kernel in direct.KERNELS:
+    enc = direct.make_encoding(height=8, width=8, channels=1, variant=variant, kernel=kernel)
+    children[kernel] = np.asarray(jax.jit(jax.vmap(
+        lambda k: enc.vary(k, a, b, jnp.int32(0))[0]))(keys))
+  ref, fast = children["reference"], children["fast"]
+  a, b = np.asarray(a), np.asarray(b)
+  assert not np.array_equal(ref, fast)                        # other numbers
+  n = len(keys)
+  for stat in (lambda c: c != a,                              # genes changed
+               lambda c: np.abs(c - a) < 1e-3,                # kept or barely moved
+               lambda c: c < np.minimum(a, b),                # below both parents
+               lambda c: c > np.maximum(a, b),                # above both
+               lambda c: c == 0.5):                           # the original's grey genes
+    p, q = stat(ref).mean(0), stat(fast).mean(0)             # per gene, over the keys
+    se = np.sqrt(np.maximum(p * (1 - p), 1 / n) * 2 / n)
+    assert np.all(np.abs(p - q) < 5 * se), np.max(np.abs(p - q) / se)
+  # The whole distribution of a changed gene's step, pooled: two-sample KS.
+  steps = [np.sort((c - a).ravel()) for c in (ref, fast)]
+  grid = np.linspace(-1, 1, 401)
+  cdf = [np.searchsorted(s, grid) / s.size for s in steps]
+  assert np.max(np.abs(cdf[0] - cdf[1])) < 1.63 * np.sqrt(2 / steps[0].size) * 1.5
+
+
+def test_bad_kernel_is_one_clear_error():
+  with pytest.raises(ValueError, match="kernel 'quick'.*reference, fast"):
+    direct.make_encoding(height=2, width=2, channels=1, kernel="quick")

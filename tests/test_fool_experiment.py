@@ -60,6 +60,25 @@ def test_kill_and_resume_equals_uninterrupted(tmp_path):
   assert lines_a == lines_b
 
 
+def test_fast_kernel_runs_and_an_older_workdir_without_the_key_resumes(tmp_path):
+  fast = fool.run(_config(direct=dict(kernel="fast")), tmp_path / "fast")
+  assert fast["kernel"] == "fast" and fast["generations"] == 6
+  # A work directory written before config.direct.kernel existed: its config.json
+  # lacks the key, which reads as "reference" (what that run did), so it resumes.
+  fool.run(_config(generations=4), tmp_path / "old")
+  path = tmp_path / "old" / "config.json"
+  recorded = json.loads(path.read_text())
+  del recorded["direct"]["kernel"]
+  path.write_text(json.dumps(recorded))
+  resumed = fool.run(_config(generations=6), tmp_path / "old")
+  assert resumed["kernel"] == "reference" and resumed["generations"] == 6
+  reference, _ = _final_archive(tmp_path / "old")
+  other, _ = _final_archive(tmp_path / "fast")
+  assert not np.array_equal(reference["genomes"], other["genomes"])   # other numbers
+  with pytest.raises(core.WorkdirConflictError, match="direct"):
+    fool.run(_config(generations=6, direct=dict(kernel="fast")), tmp_path / "old")
+
+
 def test_different_config_refuses_to_overwrite(tmp_path):
   fool.run(_config(), tmp_path)
   before = (tmp_path / "summary.json").read_text()
@@ -76,6 +95,7 @@ def test_different_config_refuses_to_overwrite(tmp_path):
     (dict(checkpoint_every=3), "multiple of log_every"),
     (dict(fitness="softmax"), "unknown fitness 'softmax'"),
     (dict(direct=dict(variant="orignal")), "variant 'orignal'.*'foolingjax', 'original'"),
+    (dict(direct=dict(kernel="quick")), "kernel 'quick'.*reference, fast"),
     (dict(encoding="cppn", cppn=dict(output_map="sqrt")), "output_map"),
 ])
 def test_bad_configs_fail_clearly(tmp_path, overrides, message):

@@ -158,6 +158,7 @@ def _summary(history, archive, labels, config, wall, evaluations) -> dict:
   return {
       "preset": config.preset, "seed": config.seed, "classifier": config.classifier,
       "encoding": config.encoding, "variant": options.variant, "fitness": config.fitness,
+      **({"kernel": options.kernel} if config.encoding == "direct" else {}),
       "generations": int(archive.generation), "generations_asked": config.generations,
       "population": config.population,
       "frozen_at_generation": frozen,

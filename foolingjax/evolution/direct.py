@@ -49,6 +49,16 @@ ImageNet direct run declares it ``static`` but never changes it). Both
 variants default to the code; ``mutation_halving_every=1000`` gives the
 paper's schedule (``mutation_decay`` an exponential one).
 
+**Kernel** (``kernel``, not a variant: the same operators either way).
+``"reference"`` (the default; every measurement in the README ran it) draws
+three ``jax.random.uniform`` numbers per gene and takes powers with
+``jnp.power``. ``"fast"`` draws the same distributions from one threefry hash
+per gene (:func:`packed_uniforms`) and takes the powers as ``exp(log)``,
+repeated square roots (η_m + 1 a power of two, as the original's 16) and
+integer powers (η_c + 1 an integer, as the original's 11): the same search
+distribution, other random numbers and last-bit roundings, so a seeded run
+takes another path. ``benchmarks/bench_evolution.py`` measures both.
+
 **Not reproduced** (no effect on the search distribution): the original makes
 two sibling children per mating (SBX's two offspring, or the two parents
 without crossover) where we draw one child per mating with the same marginal
@@ -62,8 +72,9 @@ import math
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from foolingjax import images
+from foolingjax import images, randombits
 from foolingjax.evolution.encoding import Encoding, resolve_variant
 
 VARIANTS = ("foolingjax", "original")
@@ -76,18 +87,69 @@ VARIANT_SWITCHES = {
 SWITCH_VALUES = {"sbx_genes": ("half", "all"), "sbx_equal_genes": ("parent", "gray"),
                  "quantize": (False, True), "colour": ("hsv", "hls_opencv")}
 FLOAT32_EPS = float(jnp.finfo(jnp.float32).eps)  # std::numeric_limits<float>::epsilon()
+KERNELS = ("reference", "fast")
 
 
 def uniform(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
-  """``jax.random.uniform(key, shape)``, drawn flat and reshaped.
+  """``jax.random.uniform(key, shape)``: the same numbers, drawn flat and fusable.
 
   The same numbers: threefry's bits (``jax_threefry_partitionable``, JAX's
   default) follow each element's flat index, so the draw does not depend on
-  the shape it is reshaped to (``tests/test_evolution.py`` checks it). On
-  XLA:CPU a flat draw costs about a quarter of one shaped ``[28, 28, 1]``
-  (``benchmarks/bench_evolution.py``), and a generation draws three per gene.
+  the shape it is reshaped to, and :func:`foolingjax.randombits.uniform`
+  computes JAX's hash unrolled, so XLA fuses it with its consumers
+  (``tests/test_evolution.py`` checks both). On XLA:CPU a flat draw costs
+  about a quarter of one shaped ``[28, 28, 1]``, and the unrolled hash about
+  half of JAX's rolled loop (``benchmarks/bench_evolution.py``); a generation
+  draws three per gene.
   """
-  return jax.random.uniform(key, (math.prod(shape),)).reshape(shape)
+  return randombits.uniform(key, shape)
+
+
+def packed_uniforms(key: jax.Array, shape: tuple[int, ...]
+                    ) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+  """Three uniforms per gene and one per genome from one threefry hash per gene.
+
+  Returns ``(u, v, m, coin)``: ``u`` and ``v`` (``shape``) are the top 23 bits
+  of a hash's two 32-bit words, as ``jax.random.uniform`` makes a float;
+  ``m`` (``shape``) is an 18-bit uniform from the 9 bits each word has left
+  (``m < r`` holds with probability exactly ``r`` for every multiple ``r`` of
+  2^-18, such as SBX's 0.25, 0.5 and 1); ``coin`` (a scalar) is a 23-bit
+  uniform from one more hash. All four are independent.
+
+  ``jax.random.uniform`` spends one threefry hash on each 32-bit word (JAX's
+  partitionable layout, the default, XORs each hash's two words into one), so
+  three draws cost three hashes per gene; this costs one
+  (:func:`foolingjax.randombits.words`).
+  """
+  n = math.prod(shape)
+  first, second = randombits.words(key, n + 1)
+  low = np.uint32(511)
+  m18 = ((first[:n] & low) << np.uint32(9)) | (second[:n] & low)
+  m = randombits.to_unit(m18 << np.uint32(14))      # m18 / 2^18, exactly
+  return (randombits.to_unit(first[:n]).reshape(shape),
+          randombits.to_unit(second[:n]).reshape(shape), m.reshape(shape),
+          randombits.to_unit(first[n]))
+
+
+def _root(x: jax.Array, n, fast: bool) -> jax.Array:
+  """``x ** (1 / n)`` for ``x >= 0``: ``jnp.power``, or (fast) square roots or exp(log)."""
+  if not fast:
+    return jnp.power(x, 1.0 / n)
+  if isinstance(n, (int, float)) and n >= 1 and float(n).is_integer() and \
+      int(n) & (int(n) - 1) == 0 and int(n) <= 64:
+    for _ in range(int(n).bit_length() - 1):   # n = 2^k: k square roots, each exact-rounded
+      x = jnp.sqrt(x)
+    return x
+  return jnp.exp(jnp.log(x) * (1.0 / n))
+
+
+def _inverse_power(x: jax.Array, n, fast: bool) -> jax.Array:
+  """``x ** -n`` for ``x >= 1``: ``jnp.power``, or (fast) an integer power or exp(log)."""
+  if not fast:
+    return jnp.power(x, -n)
+  if isinstance(n, (int, float)) and float(n).is_integer() and 0 < n <= 64:
+    return jax.lax.integer_pow(x, -int(n))   # overflow gives 1 / inf = 0, as jnp.power's
+  return jnp.exp(jnp.log(x) * -n)
 
 
 def polynomial_mutation(key: jax.Array, genes: jax.Array, *, rate: float | jax.Array,
@@ -98,16 +160,26 @@ def polynomial_mutation(key: jax.Array, genes: jax.Array, *, rate: float | jax.A
   δ = (2u)^(1/(η+1)) − 1 for u < 0.5, else 1 − (2(1−u))^(1/(η+1)),
   then is clipped back into [0, 1].
   """
+  return mutate_with(uniform(key, genes.shape), genes, rate=rate, eta=eta)
+
+
+def mutate_with(v: jax.Array, genes: jax.Array, *, rate: float | jax.Array, eta: float,
+                fast: bool = False) -> jax.Array:
+  """:func:`polynomial_mutation` given its uniforms ``v`` (one per gene).
+
+  ``fast`` takes the power as :func:`_root` does (the same number up to rounding).
+  """
   # One uniform draw serves both the mask and u: given v < rate, v / rate is
-  # uniform on [0, 1). Random bits dominate a generation's cost on CPU.
-  v = uniform(key, genes.shape)
+  # uniform on [0, 1): fewer random bits, the same distribution.
   mask = v < rate
-  u = v / jnp.maximum(rate, 1e-12)
-  power = 1.0 / (eta + 1.0)
+  if fast:  # one division per genome, not per gene
+    u = v * (1.0 / jnp.maximum(rate, 1e-12))
+  else:
+    u = v / jnp.maximum(rate, 1e-12)
   # One power per gene: the branch's base is picked first (the same numbers as
   # computing both powers and picking one).
   low = u < 0.5
-  r = jnp.power(jnp.where(low, 2.0 * u, jnp.maximum(2.0 * (1.0 - u), 0.0)), power)
+  r = _root(jnp.where(low, 2.0 * u, jnp.maximum(2.0 * (1.0 - u), 0.0)), eta + 1.0, fast)
   delta = jnp.where(low, r - 1.0, 1.0 - r)
   return jnp.clip(jnp.where(mask, genes + delta, genes), 0.0, 1.0)
 
@@ -125,22 +197,34 @@ def sbx_crossover(key: jax.Array, a: jax.Array, b: jax.Array, *, eta: float,
   with ``tolerance`` = float32 epsilon).
   """
   k_gene, k_u = jax.random.split(key)
-  y1, y2 = jnp.minimum(a, b), jnp.maximum(a, b)
-  spread = jnp.maximum(y2 - y1, 1e-14)
   u = uniform(k_u, a.shape)
-  power = 1.0 / (eta + 1.0)
-
   # One draw picks the genes (m < gene_rate) and, given that, the side
   # (m < gene_rate / 2 is a fair coin): fewer random bits, same distribution.
   m = uniform(k_gene, a.shape)
+  return crossover_with(u, m, a, b, eta=eta, gene_rate=gene_rate, equal_value=equal_value,
+                        tolerance=tolerance)
+
+
+def crossover_with(u: jax.Array, m: jax.Array, a: jax.Array, b: jax.Array, *, eta: float,
+                   gene_rate: float = 0.5, equal_value: float | None = None,
+                   tolerance: float = 1e-14, fast: bool = False) -> jax.Array:
+  """:func:`sbx_crossover` given its uniforms: ``u`` (SBX's) and ``m`` (gene and side).
+
+  ``fast`` takes the powers as :func:`_root` and :func:`_inverse_power` do.
+  """
+  y1, y2 = jnp.minimum(a, b), jnp.maximum(a, b)
+  spread = jnp.maximum(y2 - y1, 1e-14)
   first = m < 0.5 * gene_rate
   # The side is picked before the powers: one beta, one alpha and one betaq
   # per gene instead of both offspring's (bit-identical to computing c1 and c2
   # and picking one; tests/test_evolution.py), 27 % less time per crossover
   # on XLA:CPU, where the powers dominate.
-  beta = jnp.where(first, 1.0 + 2.0 * y1 / spread, 1.0 + 2.0 * (1.0 - y2) / spread)
-  alpha = 2.0 - jnp.power(beta, -(eta + 1.0))
-  betaq = jnp.power(jnp.where(u <= 1.0 / alpha, u * alpha, 1.0 / (2.0 - u * alpha)), power)
+  # The numerator is picked before the division (the same numbers, one division).
+  beta = 1.0 + 2.0 * jnp.where(first, y1, 1.0 - y2) / spread
+  alpha = 2.0 - _inverse_power(beta, eta + 1.0, fast)
+  ua = u * alpha
+  inner = (ua <= 1.0) if fast else (u <= 1.0 / alpha)   # alpha > 0: the same test, rounded
+  betaq = _root(jnp.where(inner, ua, 1.0 / (2.0 - ua)), eta + 1.0, fast)
   child = jnp.where(first, 0.5 * ((y1 + y2) - betaq * (y2 - y1)),
                     0.5 * ((y1 + y2) + betaq * (y2 - y1)))
   child = jnp.clip(child, 0.0, 1.0)
@@ -172,7 +256,7 @@ def make_encoding(*, height: int, width: int, channels: int, variant: str = "foo
                   mutation_rate: float = 0.1, eta_m: float = 15.0, cross_rate: float = 0.5,
                   eta_c: float = 10.0, mutation_decay: float = 1.0,
                   mutation_halving_every: int = 0,
-                  min_mutation_rate: float = 0.0) -> Encoding:
+                  min_mutation_rate: float = 0.0, kernel: str = "reference") -> Encoding:
   """The direct encoding for ``[height, width, channels]`` images.
 
   Args:
@@ -192,7 +276,13 @@ def make_encoding(*, height: int, width: int, channels: int, variant: str = "foo
     mutation_halving_every: halve the rate every this many generations (the
       paper's text: 1000); 0 = never (the released code).
     min_mutation_rate: floor of the scheduled rate.
+    kernel: ``"reference"`` (three ``jax.random.uniform`` draws per gene and
+      ``jnp.power``) or ``"fast"`` (one threefry hash per gene and cheaper
+      powers: the same distributions, other numbers; see the module docstring).
   """
+  if kernel not in KERNELS:
+    raise ValueError(f"Unknown direct-encoding kernel {kernel!r}. Fix: use one of "
+                     f"{', '.join(KERNELS)}.")
   s = resolve_switches(variant, sbx_genes=sbx_genes, sbx_equal_genes=sbx_equal_genes,
                        quantize=quantize, colour=colour)
   if channels not in (1, 3):
@@ -215,13 +305,18 @@ def make_encoding(*, height: int, width: int, channels: int, variant: str = "foo
     return uniform(key, shape)
 
   def vary(key, parent, mate, generation):
-    k_cross, k_do_cross, k_mut = jax.random.split(key, 3)
-    crossed = sbx_crossover(k_cross, parent, mate, eta=eta_c, **original_sbx)
-    child = jnp.where(jax.random.uniform(k_do_cross) < cross_rate, crossed, parent)
     rate = mutation_rate_at(generation, mutation_rate=mutation_rate,
                             mutation_decay=mutation_decay,
                             mutation_halving_every=mutation_halving_every,
                             min_mutation_rate=min_mutation_rate)
+    if kernel == "fast":
+      u, v, m, coin = packed_uniforms(key, shape)
+      crossed = crossover_with(u, m, parent, mate, eta=eta_c, fast=True, **original_sbx)
+      child = jnp.where(coin < cross_rate, crossed, parent)
+      return mutate_with(v, child, rate=rate, eta=eta_m, fast=True), {"mutation_rate": rate}
+    k_cross, k_do_cross, k_mut = jax.random.split(key, 3)
+    crossed = sbx_crossover(k_cross, parent, mate, eta=eta_c, **original_sbx)
+    child = jnp.where(jax.random.uniform(k_do_cross) < cross_rate, crossed, parent)
     child = polynomial_mutation(k_mut, child, rate=rate, eta=eta_m)
     return child, {"mutation_rate": rate}
 
