@@ -299,3 +299,16 @@ def test_fast_kernel_varies_like_the_reference(variant):
 def test_bad_kernel_is_one_clear_error():
   with pytest.raises(ValueError, match="kernel 'quick'.*reference, fast"):
     direct.make_encoding(height=2, width=2, channels=1, kernel="quick")
+
+
+@pytest.mark.parametrize("variant", direct.VARIANTS)
+def test_fused_generations_draw_jaxs_numbers(monkeypatch, variant):
+  """Inside jitted generations (where XLA fuses the unrolled hash with the operators)
+  the reference kernel's archive is the one jax.random.uniform's draws give."""
+  enc = direct.make_encoding(height=6, width=6, channels=3, variant=variant)
+  _, score_fn = _toy(num_cells=3, shape=(6, 6, 3))
+  ours = _run(jax.random.key(5), enc, score_fn, generations=4, num_cells=3)[0]
+  monkeypatch.setattr(direct, "uniform", lambda k, shape: jax.random.uniform(
+      k, (int(np.prod(shape)),)).reshape(shape))
+  jaxs = _run(jax.random.key(5), enc, score_fn, generations=4, num_cells=3)[0]
+  chex.assert_trees_all_equal(ours, jaxs)
