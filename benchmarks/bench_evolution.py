@@ -17,6 +17,9 @@ classify + archive insert, as one jitted scan, log-odds score) against
     time goes; and one generation's uniform draws (3 per gene), shaped ``[28, 28, 1]``
     per offspring as ``jax.random.uniform`` draws them, and flat as ``direct.uniform``
     does (the same numbers);
+  * the same generation drawing through ``jax.random`` (JAX lowers threefry on CPU as a
+    rolled loop) instead of ``foolingjax.randombits`` (the same hash unrolled, the same
+    numbers);
   * the direct encoding's ``kernel="fast"`` (one threefry hash per gene, cheaper powers:
     the same distributions, other numbers): its whole generation, its variation alone, its
     draws (``direct.packed_uniforms``), and QDax's ``scan_update`` on the fast operators.
@@ -30,12 +33,13 @@ import functools
 import os
 import platform
 import time
+from unittest import mock
 
 import jax
 import jax.numpy as jnp
 
 from benchmarks.timing import interleaved_best_cpu
-from foolingjax import zoo
+from foolingjax import randombits, zoo
 from foolingjax.evolution import direct, map_elites
 
 
@@ -124,6 +128,12 @@ def measure(population: int = 200, generations: int = 25, repeats: int = 5,
                                          batch_size=population, num_generations=generations,
                                          fitness="probability"))
   archive_p = init_p(key, clf.params)
+  # The same generation traced with jax.random's own draws (randombits falls back to them).
+  with mock.patch.object(randombits, "_fusable", lambda key, size: False):
+    run_jax = jax.jit(map_elites.make_run_fn(encoding=encoding, apply_fn=clf.apply_fn,
+                                             batch_size=population,
+                                             num_generations=generations))
+    jax.block_until_ready(run_jax(key, archive, clf.params))     # traced under the patch
   fast = direct.make_encoding(height=28, width=28, channels=1, kernel="fast")
   run_fast = jax.jit(map_elites.make_run_fn(encoding=fast, apply_fn=clf.apply_fn,
                                             batch_size=population, num_generations=generations))
@@ -204,6 +214,7 @@ def measure(population: int = 200, generations: int = 25, repeats: int = 5,
          "generation_probability": lambda: run_p(key, archive_p, clf.params),
          "generation_without_variation": lambda: run_nv(key, archive, clf.params),
          "generation_fast": lambda: run_fast(key, archive, clf.params),
+         "generation_jax_draws": lambda: run_jax(key, archive, clf.params),
          "forward": forwards,
          "single": one_at_a_time,
          **qdax_contenders(clf, encoding, population, generations, key),
@@ -236,6 +247,7 @@ def measure(population: int = 200, generations: int = 25, repeats: int = 5,
           for n in best if n.startswith("part_")},
       "packed_over_flat_draws": best["draws_packed"] / best["draws_flat"],
       "fast_ratio_vs_forward": best["forward"] / best["generation_fast"],
+      "jax_draws_over_generation": best["generation_jax_draws"] / best["generation"],
       "shaped_over_flat_draws": best["draws_shaped"] / best["draws_flat"],
       "generation_evals_per_s": population / t_generation,
       "probability_score_evals_per_s": population * generations / best["generation_probability"],
@@ -266,6 +278,8 @@ def main():
   print(f"ratio generation / forward        {r['ratio_vs_forward']:.2f}  (target >= 0.8)")
   print(f"ratio generation, kernel=fast / forward {r['fast_ratio_vs_forward']:.2f}  "
         "(target >= 0.8; the same distributions, other random numbers)")
+  print(f"ratio generation drawing through jax.random / generation: "
+        f"{r['jax_draws_over_generation']:.2f}x the time (the same numbers)")
   print(f"ratio generation without variation / forward {r['without_variation_ratio_vs_forward']:.2f}"
         "  (the variation's share is the gap to the whole generation)")
   for name, ratio in r["qdax_ratio_vs_forward"].items():

@@ -15,6 +15,10 @@ threefry key under JAX's default ``jax_threefry_partitionable`` layout, and
 falls back to ``jax.random.uniform`` for any other key or layout.
 :func:`words` returns both 32-bit words of each hash, which
 ``jax.random.uniform`` XORs into one.
+
+Keys are still split with ``jax.random.split``: an unrolled split fuses into
+every consumer element and is recomputed for each gene (measured: a
+``kernel="fast"`` generation took twice the time).
 """
 
 from __future__ import annotations

@@ -312,3 +312,4 @@ def test_fused_generations_draw_jaxs_numbers(monkeypatch, variant):
       k, (int(np.prod(shape)),)).reshape(shape))
   jaxs = _run(jax.random.key(5), enc, score_fn, generations=4, num_cells=3)[0]
   chex.assert_trees_all_equal(ours, jaxs)
+
