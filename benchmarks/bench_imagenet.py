@@ -18,11 +18,13 @@ EfficientNet-Lite0 that stands in for it.
 
 ``--generation`` instead times where the CPU-scale ImageNet study's time goes:
 one whole MAP-Elites generation over all 1000 class cells (select, vary,
-render at 224, classify, insert), direct and CPPN encodings, against the bare
-batched forward of as many 224x224 images and against rendering alone, with
-the compile time of each generation's scan; and, for the direct encoding, its
-variation, its archive insert and one uniform draw over all the offspring's
-genes (threefry, JAX's default, and rbg) timed apart.
+render at 224, classify, insert), direct (``kernel="reference"`` and ``"fast"``)
+and CPPN encodings, against the bare batched forward of as many 224x224 images
+and against rendering alone, with the compile time of each generation's scan;
+and, for the direct encoding, its variation (both kernels), its archive insert
+and one uniform draw over all the offspring's genes (``jax.random.uniform``
+with threefry, JAX's default, the same numbers through ``direct.uniform``'s
+unrolled hash, and rbg) timed apart.
 """
 
 from __future__ import annotations
@@ -99,8 +101,9 @@ def measure_generation(population: int = 32, generations: int = 2,
   forward = jax.jit(lambda p, x: jax.nn.softmax(apply_fn(p, x)))
   images = jax.random.uniform(key, (population, *shape))
   fns, compile_s = {}, {}
-  for name in ("direct", "cppn"):
-    encoding = evolution.make_encoding(name, shape)
+  for name in ("direct", "direct_fast", "cppn"):
+    encoding = (evolution.make_encoding("direct", shape, kernel="fast") if name == "direct_fast"
+                else evolution.make_encoding(name, shape))
     init = jax.jit(map_elites.make_init_fn(encoding=encoding, apply_fn=apply_fn,
                                            num_cells=1000, init_size=population))
     run = jax.jit(map_elites.make_run_fn(encoding=encoding, apply_fn=apply_fn,
@@ -112,16 +115,20 @@ def measure_generation(population: int = 32, generations: int = 2,
     genomes = jax.vmap(encoding.init)(jax.random.split(key, population))
     fns[f"generation_{name}"] = functools.partial(compiled, key, archive, params)
     fns[f"render_{name}"] = functools.partial(jax.jit(jax.vmap(encoding.render)), genomes)
-    if name == "direct":   # the direct generation's other parts, timed apart
+    if name.startswith("direct"):   # the direct generation's other parts, timed apart
       vary = jax.jit(lambda k, a, b, vary=encoding.vary: jax.vmap(
           lambda kk, x, y: vary(kk, x, y, 5)[0])(jax.random.split(k, population), a, b))
+      fns[f"vary_{name}"] = functools.partial(vary, key, genomes, genomes[::-1])
+    if name == "direct":
       insert = jax.jit(map_elites.insert)
       scores = jax.random.normal(key, (population, 1000))
-      fns["vary_direct"] = functools.partial(vary, key, genomes, genomes[::-1])
       fns["insert_direct"] = functools.partial(insert, archive, genomes, scores)
       for impl in ("threefry2x32", "rbg"):
         draw = jax.jit(lambda k, shape=genomes.shape: jax.random.uniform(k, shape))
         fns[f"uniform_draw_{impl}"] = functools.partial(draw, jax.random.key(0, impl=impl))
+      # The library's draw: the same numbers as threefry2x32's, the hash unrolled.
+      draw = jax.jit(lambda k, shape=genomes.shape: direct.uniform(k, shape))
+      fns["uniform_draw_randombits"] = functools.partial(draw, jax.random.key(0))
   fns["forward"] = functools.partial(forward, params, images)
   for fn in fns.values():
     jax.block_until_ready(fn())
@@ -140,14 +147,15 @@ def main_generation(population: int, repeats: int) -> None:
         f"s per generation, best of {repeats} round-robin; {r['load']}")
   print(f"bare forward of {r['population']} images       {g['forward'][0]:.3f} / "
         f"{g['forward'][1]:.3f}")
-  for name in ("direct", "cppn"):
+  for name in ("direct", "direct_fast", "cppn"):
     w, c = g[f"generation_{name}"]
     rw, rc = g[f"render_{name}"]
-    print(f"{name:6s} whole generation {w:.3f} / {c:.3f}: ratio forward / generation "
+    print(f"{name:11s} whole generation {w:.3f} / {c:.3f}: ratio forward / generation "
           f"{fwd / w:.2f}; render alone {rw:.3f} / {rc:.3f} ({100 * rw / w:.0f} % of it); "
           f"compile {r['compile_s'][name]:.1f} s")
   w = g["generation_direct"][0]
-  for part in ("vary_direct", "insert_direct", "uniform_draw_threefry2x32", "uniform_draw_rbg"):
+  for part in ("vary_direct", "vary_direct_fast", "insert_direct", "uniform_draw_threefry2x32",
+               "uniform_draw_randombits", "uniform_draw_rbg"):
     pw, pc = g[part]
     print(f"  {part:26s} {pw:.3f} / {pc:.3f} ({100 * pw / w:.0f} % of a direct generation)")
 
