@@ -313,3 +313,29 @@ def test_fused_generations_draw_jaxs_numbers(monkeypatch, variant):
   jaxs = _run(jax.random.key(5), enc, score_fn, generations=4, num_cells=3)[0]
   chex.assert_trees_all_equal(ours, jaxs)
 
+
+
+def test_insert_writes_each_cell_as_the_archive_wide_select_would(key):
+  """insert writes improved cells one by one; the result is the definition's: cell k
+  takes the candidate with the best score for k if that beats the elite (strictly)."""
+  ka, kg, ks, kf = jax.random.split(key, 4)
+  num_cells, batch = 7, 5
+  genomes = {"a": jax.random.uniform(kg, (batch, 3, 2)),
+             "b": jnp.arange(batch * 4, dtype=jnp.int32).reshape(batch, 4)}
+  archive = map_elites.Archive(
+      genomes={"a": jax.random.uniform(ka, (num_cells, 3, 2)),
+               "b": -jnp.ones((num_cells, 4), jnp.int32)},
+      fitness=jax.random.uniform(kf, (num_cells,)),
+      generation=jnp.int32(0), evaluations=jnp.int32(0), fitness_kind="probability")
+  scores = jax.random.uniform(ks, (batch, num_cells)).at[:, 0].set(-1.0)   # cell 0: no win
+  scores = scores.at[:, 1].set(archive.fitness[1])                          # ties keep the elite
+  got = jax.jit(map_elites.insert)(archive, genomes, scores)
+  best = jnp.argmax(scores, axis=0)
+  wins = jnp.max(scores, axis=0) > archive.fitness
+  for name in ("a", "b"):
+    want = jnp.where(wins.reshape((-1,) + (1,) * (genomes[name].ndim - 1)),
+                     genomes[name][best], archive.genomes[name])
+    np.testing.assert_array_equal(got.genomes[name], want)
+  np.testing.assert_array_equal(got.fitness, jnp.where(wins, jnp.max(scores, 0), archive.fitness))
+  assert not bool(wins[0]) and not bool(wins[1]) and bool(jnp.any(wins))
+  assert int(got.evaluations) == batch
