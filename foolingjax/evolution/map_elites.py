@@ -147,7 +147,8 @@ def insert(archive: Archive, genomes: Genome, scores: jax.Array) -> Archive:
   # variation, its random hash) into that select and redid it for every cell,
   # and the select rewrote every cell each generation. The same archive,
   # bit for bit; a 1000-cell ImageNet direct generation of 32 took 0.93 s
-  # instead of 1.77 s (benchmarks/bench_imagenet.py --generation).
+  # instead of 1.77 s (a one-off comparison in one process;
+  # benchmarks/bench_imagenet.py --generation times the generation).
   def write(k, cells):
     def put(cells):
       return jax.tree_util.tree_map(
