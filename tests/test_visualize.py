@@ -424,7 +424,11 @@ def test_tsne_calibrates_perplexity_and_separates_clusters(key):
   result = jax.jit(lambda k, x: vis.tsne(k, x, perplexity=15.0, num_iters=250,
                                         exaggeration_iters=100))(k_embed, points)
   chex.assert_shape(result.embedding, (120, 2))
-  assert float(vis.neighbour_agreement(result.embedding, labels, k=5)) == 1.0
+  # Separated clusters: nearly every point's neighbours share its label (a random
+  # embedding gives about 1/3). Not exactly 1.0: on an AVX-512 machine, compiled at
+  # LLVM level 0 (tests/conftest.py), 5 of the 600 neighbour pairs crossed clusters
+  # (0.992); at XLA's default level none did.
+  assert float(vis.neighbour_agreement(result.embedding, labels, k=5)) >= 0.95
   assert float(result.kl[-1]) < float(result.kl[101])
 
 
