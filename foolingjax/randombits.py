@@ -16,9 +16,9 @@ falls back to ``jax.random.uniform`` for any other key or layout.
 :func:`words` returns both 32-bit words of each hash, which
 ``jax.random.uniform`` XORs into one.
 
-Keys are still split with ``jax.random.split``: an unrolled split fuses into
-every consumer element and is recomputed for each gene (measured: a
-``kernel="fast"`` generation took twice the time).
+Keys are still split with ``jax.random.split``: with an unrolled split a
+``kernel="fast"`` generation took twice the time (measured; XLA probably fused
+the split into every gene that uses its keys).
 """
 
 from __future__ import annotations
