@@ -136,7 +136,7 @@ def prepare_workdir(workdir, config: ml_collections.ConfigDict, *,
                   "--workdir.") from e
   config_path = workdir / "config.json"
   current = json.loads(json.dumps(config.to_dict()))
-  strip = lambda d: {k: v for k, v in canonical_config(d).items() if k not in ignore}
+  strip = lambda d: {k: v for k, v in d.items() if k not in ignore}
   # A directory holding nothing but config.json has no results to protect (a
   # run that stopped on bad input before writing any): a new config takes it.
   only_config = {p.name for p in workdir.iterdir()} == {"config.json"}
@@ -147,15 +147,14 @@ def prepare_workdir(workdir, config: ml_collections.ConfigDict, *,
     except json.JSONDecodeError as e:
       raise WorkdirConflictError(
           f"{config_path} is not valid JSON ({e}). Fix: pass a new --workdir.") from e
-    if strip(previous) != strip(current) and not only_config:
-      was, now = canonical_config(previous), canonical_config(current)
-      changed = sorted(k for k in set(was) | set(now)
-                       if k not in ignore and was.get(k) != now.get(k))
+    was, now = strip(canonical_config(previous)), strip(canonical_config(current))
+    if was != now and not only_config:
+      changed = sorted(k for k in set(was) | set(now) if was.get(k) != now.get(k))
       raise WorkdirConflictError(
           f"{workdir} holds a run with a different config (differs in: "
           f"{', '.join(changed)}). Refusing to overwrite it. Fix: pass a new --workdir, "
           "or the same config to resume.")
-    resuming = strip(previous) == strip(current)
+    resuming = was == now
   write_text(config_path, json.dumps(current, indent=2, sort_keys=True))
   # Every write goes to a temporary and is renamed when complete, so one that
   # exists now was left by a kill: incomplete, and read by nothing.

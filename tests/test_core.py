@@ -141,3 +141,18 @@ def test_progress_bar_draws_only_on_a_terminal():
   bar.close()
   assert quiet.getvalue() == ""
   assert core.duration(3725) == "1h02m" and core.duration(65) == "1m05s"
+
+
+def test_a_key_added_later_at_its_old_behaviour_changes_no_fingerprint_or_resume(tmp_path):
+  old = ml_collections.ConfigDict({"seed": 0, "direct": {"variant": "foolingjax"}})
+  new = ml_collections.ConfigDict({"seed": 0, "direct": {"variant": "foolingjax",
+                                                         "kernel": "reference"}})
+  assert core.fingerprint("x", old) == core.fingerprint("x", new)
+  fast = ml_collections.ConfigDict({"seed": 0, "direct": {"variant": "foolingjax",
+                                                          "kernel": "fast"}})
+  assert core.fingerprint("x", old) != core.fingerprint("x", fast)
+  workdir, _ = core.prepare_workdir(tmp_path / "run", old)    # written before the key
+  (workdir / "results.json").write_text("{}")
+  assert core.prepare_workdir(workdir, new) == (workdir, True)
+  with pytest.raises(core.WorkdirConflictError, match="direct"):
+    core.prepare_workdir(workdir, fast)
