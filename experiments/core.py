@@ -32,6 +32,7 @@ import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
+from experiments.nguyen2015.configs import followups as _followups_config
 from foolingjax import checkpoint, evolution, zoo
 from foolingjax.contract import Classifier, num_classes_of
 from foolingjax.evolution import driver, map_elites
@@ -98,6 +99,8 @@ def names(text: str) -> list[str]:
 # directories and checkpoints still resume.
 ADDED_LATER: dict[tuple[str, ...], Any] = {
     ("direct", "kernel"): "reference",     # foolingjax.evolution.direct.KERNELS
+    # nguyen2015.followups' imagenet_retrain part (a part that is not run by default).
+    ("imagenet_retrain",): _followups_config.IMAGENET_RETRAIN,
 }
 
 

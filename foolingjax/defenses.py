@@ -13,6 +13,9 @@
   :func:`foolingjax.training.fit`, the one training loop.
 * Detection: :func:`layer_features`, :func:`fit_detector`,
   :func:`detector_scores`, :func:`roc_auc`.
+* A fooling class on a frozen net (Nguyen et al. 2015's n+1 retraining, its
+  output layer only): :class:`FoolingClass`, :func:`fit_fooling_class`,
+  :func:`with_fooling_class`, :func:`fooling_class_logit`.
 
 Everything is pure and unjitted except :func:`fit`, which is
 :func:`foolingjax.training.fit` (a Python loop over jitted steps).
@@ -565,3 +568,132 @@ __all__ = [
     "random_placements", "roc_auc", "temperature_loss", "train_patch", "uap_step",
     "universal_perturbation",
 ]
+
+
+# --------------------------------------------------------------------------
+# A fooling class added to a frozen classifier (Nguyen et al. 2015, section 3.5-3.6,
+# with the network's K outputs kept and only the new one trained).
+# --------------------------------------------------------------------------
+
+
+@struct.dataclass
+class FoolingClass:
+  """Output K+1 of a frozen K-class net: an affine function of its standardised logits.
+
+  ``logit_{K+1}(x) = w . (z(x) - mean) / std + b`` where ``z`` are the net's
+  ``K`` logits. The K logits are the net's own, so real-class rankings are
+  unchanged; the new output only takes probability from all of them.
+
+  Attributes:
+    params: ``{"w": [K], "b": []}``.
+    mean: ``[K]`` logit means of the training set.
+    std: ``[K]`` logit standard deviations (floored).
+  """
+
+  params: dict
+  mean: jax.Array
+  std: jax.Array
+
+
+def fooling_class_logit(head: FoolingClass, logits: jax.Array) -> jax.Array:
+  """The fooling output ``[B]`` for base logits ``[B, K]``."""
+  z = (logits.astype(jnp.float32) - head.mean[None, :]) / head.std[None, :]
+  return z @ head.params["w"] + head.params["b"]
+
+
+def fooling_class_margin(head: FoolingClass, logits: jax.Array) -> jax.Array:
+  """``logit_{K+1} - logsumexp(logits)`` ``[B]``: the fooling class's log-odds.
+
+  ``sigmoid`` of it is the fooling class's share of the K+1-way softmax.
+  """
+  return fooling_class_logit(head, logits) - jax.nn.logsumexp(
+      logits.astype(jnp.float32), axis=-1)
+
+
+def fit_fooling_class(fooling_logits: jax.Array, real_logits: jax.Array, *,
+                      steps: int = 1000, learning_rate: float = 1e-2,
+                      weight_decay: float = 1e-3) -> tuple[FoolingClass, jax.Array]:
+  """Trains output K+1 on the frozen net's logits of fooling and real images.
+
+  The loss is the K+1-way cross-entropy with label K+1 for fooling images and,
+  for real images, the frozen net's own softmax as the target (its K outputs
+  cannot change). With the K logits frozen this is exactly logistic regression
+  of :func:`fooling_class_margin` (``softplus(-margin)`` for a fooling image,
+  ``softplus(margin)`` plus a constant for a real one), so it is what
+  fine-tuning the new output alone minimises. The two groups weigh equally
+  whatever their counts; full batch, AdamW, a ``lax.scan`` over ``steps``.
+
+  Args:
+    fooling_logits: ``[N1, K]`` the net's logits of fooling images.
+    real_logits: ``[N0, K]`` its logits of real images.
+    steps: AdamW steps.
+    learning_rate: AdamW step size.
+    weight_decay: AdamW weight decay on ``w`` and ``b``.
+
+  Returns:
+    ``(head, losses [steps])``.
+  """
+  fooling_logits = jnp.asarray(fooling_logits, jnp.float32)
+  real_logits = jnp.asarray(real_logits, jnp.float32)
+  if fooling_logits.ndim != 2 or real_logits.ndim != 2 or (
+      fooling_logits.shape[1] != real_logits.shape[1]):
+    raise ValueError(
+        f"fit_fooling_class: logits must be [N, K] with the same K, got "
+        f"{fooling_logits.shape} and {real_logits.shape}. Fix: pass the classifier's "
+        "logits of the fooling and of the real images.")
+  if fooling_logits.shape[0] == 0 or real_logits.shape[0] == 0:
+    raise ValueError("fit_fooling_class: needs at least one fooling and one real image.")
+  logits = jnp.concatenate([fooling_logits, real_logits])
+  is_fooling = jnp.concatenate([jnp.ones(fooling_logits.shape[0]),
+                                jnp.zeros(real_logits.shape[0])])
+  mean = jnp.mean(logits, 0)
+  std = jnp.maximum(jnp.std(logits, 0), 1e-3)
+  params = {"w": jnp.zeros(logits.shape[1]), "b": jnp.zeros(())}
+  weights = jnp.where(is_fooling > 0, 0.5 / fooling_logits.shape[0],
+                      0.5 / real_logits.shape[0])
+  tx = optax.adamw(learning_rate, weight_decay=weight_decay)
+
+  def loss(params):
+    margin = fooling_class_margin(FoolingClass(params, mean, std), logits)
+    return jnp.sum(weights * optax.sigmoid_binary_cross_entropy(margin, is_fooling))
+
+  def step(carry, _):
+    params, opt_state = carry
+    value, grad = jax.value_and_grad(loss)(params)
+    updates, opt_state = tx.update(grad, opt_state, params)
+    return (optax.apply_updates(params, updates), opt_state), value
+
+  (params, _), values = jax.lax.scan(step, (params, tx.init(params)), None, length=steps)
+  return FoolingClass(params, mean, std), values
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class WithFoolingClass:
+  """``apply_fn(params, x) -> [B, K+1]`` logits: the frozen net's and the fooling output.
+
+  ``params`` is ``{"base": the net's params, "fooling_class": FoolingClass}``
+  (see :func:`with_fooling_class`).
+  """
+
+  base: Callable[[Any, jax.Array], jax.Array]
+  input_shape: tuple | None
+  num_classes: int | None
+  name: str = "with_fooling_class"
+
+  def __call__(self, params, x: jax.Array) -> jax.Array:
+    logits = self.base(params["base"], x).astype(jnp.float32)
+    extra = fooling_class_logit(params["fooling_class"], logits)
+    return jnp.concatenate([logits, extra[:, None]], axis=-1)
+
+
+def with_fooling_class(apply_fn: Callable, params: Any,
+                       head: FoolingClass) -> tuple[WithFoolingClass, dict]:
+  """The K+1-class net ``(apply_fn, params)``: class index K is the fooling class."""
+  k = getattr(apply_fn, "num_classes", None)
+  if k is not None and head.mean.shape != (k,):
+    raise ValueError(f"with_fooling_class: the head was fitted on {head.mean.shape[0]} "
+                     f"logits but the net has {k}. Fix: fit it on this net's logits.")
+  wrapped = WithFoolingClass(base=apply_fn, input_shape=getattr(apply_fn, "input_shape", None),
+                             num_classes=None if k is None else int(k) + 1,
+                             name=f"with_fooling_class({getattr(apply_fn, 'name', 'apply_fn')})")
+  return wrapped, {"base": params, "fooling_class": head}

@@ -175,3 +175,86 @@ def top_k(logits: jax.Array, k: int = 5) -> list[list[tuple[str, float]]]:
   names = class_names()
   order = np.argsort(-probs, axis=-1)[:, :k]
   return [[(names[j], float(p[j])) for j in row] for p, row in zip(probs, order)]
+
+
+# Photos that ship with scikit-image and matplotlib (no download): the only
+# natural images this project has offline. Synthetic images (checkerboard,
+# colour wheel, logos, blobs, phantoms) are left out.
+DEMO_PHOTOS = ("astronaut", "brick", "camera", "chelsea", "clock", "coffee", "coins",
+               "grass", "gravel", "hubble_deep_field", "immunohistochemistry", "moon",
+               "page", "retina", "rocket", "text", "grace_hopper")
+
+
+def demo_photos(names: tuple[str, ...] | list[str] = DEMO_PHOTOS) -> dict[str, np.ndarray]:
+  """``{name: uint8 [H, W, 3]}`` of scikit-image's sample photos and matplotlib's
+  ``grace_hopper`` (grey photos repeated over three channels).
+
+  scikit-image is in the ``imagenet`` extra (``pip install -e '.[imagenet]'``).
+  """
+  unknown = [n for n in names if n not in DEMO_PHOTOS]
+  if unknown:
+    raise ValueError(f"Unknown demo photos {unknown}. Fix: use names from "
+                     f"foolingjax.imagenet.DEMO_PHOTOS: {', '.join(DEMO_PHOTOS)}.")
+  photos = {}
+  for name in names:
+    if name == "grace_hopper":
+      import matplotlib.cbook
+      from PIL import Image
+      with matplotlib.cbook.get_sample_data("grace_hopper.jpg") as f:
+        image = np.asarray(Image.open(f).convert("RGB"))
+    else:
+      try:
+        import skimage.data
+      except ImportError as e:
+        raise ImportError("demo_photos needs scikit-image. Fix: pip install -e "
+                          "'.[imagenet]' (or pip install scikit-image).") from e
+      image = np.asarray(getattr(skimage.data, name)())
+    if image.ndim == 2:
+      image = np.stack([image] * 3, axis=-1)
+    image = image[..., :3]
+    if image.dtype != np.uint8:
+      image = (np.clip(image.astype(np.float32) / image.max(), 0, 1) * 255 + 0.5
+               ).astype(np.uint8)
+    photos[name] = image
+  return photos
+
+
+def random_crops(key: jax.Array, image: jax.Array, num: int, *, size: int = 224,
+                 min_scale: float = 0.35) -> jax.Array:
+  """``num`` random square crops of one photo, mirrored at random, resized to ``size``.
+
+  Each crop's side is ``s * min(H, W)`` with ``s ~ U[min_scale, 1]`` and its
+  corner uniform over the positions that keep it inside the photo; the crop is
+  resampled bilinearly (antialiased) to ``size x size`` and mirrored left-right
+  with probability 1/2. Pure and unjitted.
+
+  Args:
+    key: PRNG key.
+    image: ``[H, W, C]`` float in [0, 1] (or uint8, divided by 255).
+    num: number of crops.
+    size: output side.
+    min_scale: smallest crop side as a share of the shorter side, in (0, 1].
+
+  Returns:
+    float32 ``[num, size, size, C]`` in [0, 1].
+  """
+  if not 0.0 < min_scale <= 1.0:
+    raise ValueError(f"random_crops: min_scale must be in (0, 1], got {min_scale}.")
+  image = jnp.asarray(image)
+  if image.dtype == jnp.uint8:
+    image = image.astype(jnp.float32) / 255.0
+  h, w, c = image.shape
+  k_scale, k_top, k_left, k_flip = jax.random.split(key, 4)
+  side = jax.random.uniform(k_scale, (num,), minval=min_scale, maxval=1.0) * min(h, w)
+  top = jax.random.uniform(k_top, (num,)) * (h - side)
+  left = jax.random.uniform(k_left, (num,)) * (w - side)
+  flip = jax.random.bernoulli(k_flip, 0.5, (num,))
+
+  def crop(side, top, left, flip):
+    scale = size / side
+    out = jax.image.scale_and_translate(
+        image, (size, size, c), (0, 1), jnp.stack([scale, scale]),
+        jnp.stack([-top * scale, -left * scale]), method="linear", antialias=True)
+    return jnp.where(flip, out[:, ::-1], out)
+
+  return jnp.clip(jax.vmap(crop)(side, top, left, flip), 0.0, 1.0)

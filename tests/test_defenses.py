@@ -457,3 +457,62 @@ def test_defend_refuses_bad_classifiers_before_the_workdir(tmp_path):
     defend.run(_tiny_defend_config(uap_transfer="nosuchnet"), tmp_path / "b",
                log=lambda _: None)
   assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+# --------------------------------------------------------------------------
+# A fooling class on a frozen net
+
+
+def _separable_logits(key, n=200, k=5):
+  """Real images: one confident class; fooling images: flat logits (K=5)."""
+  k1, k2, k3 = jax.random.split(key, 3)
+  labels = jax.random.randint(k1, (n,), 0, k)
+  real = 6.0 * jax.nn.one_hot(labels, k) + 0.5 * jax.random.normal(k2, (n, k))
+  fooling = 1.0 + 0.5 * jax.random.normal(k3, (n, k))
+  return fooling, real
+
+
+def test_fooling_class_loss_is_the_k_plus_1_cross_entropy_with_frozen_outputs(key):
+  """The fitted loss is the (K+1)-way cross-entropy (label K+1 for fooling images,
+  the net's own softmax for real ones) minus the frozen net's own cross-entropy."""
+  fooling, real = _separable_logits(key)
+  head, losses = jax.jit(defenses.fit_fooling_class, static_argnames="steps")(
+      fooling, real, steps=3)
+  k = fooling.shape[1]
+  z_f = jnp.concatenate([fooling, defenses.fooling_class_logit(head, fooling)[:, None]], -1)
+  z_r = jnp.concatenate([real, defenses.fooling_class_logit(head, real)[:, None]], -1)
+  ce_fooling = -jax.nn.log_softmax(z_f)[:, k]
+  target = jnp.concatenate([jax.nn.softmax(real), jnp.zeros((len(real), 1))], -1)
+  ce_real = -jnp.sum(target * jax.nn.log_softmax(z_r), -1)
+  ce_real_base = -jnp.sum(jax.nn.softmax(real) * jax.nn.log_softmax(real), -1)
+  expected = 0.5 * jnp.mean(ce_fooling) + 0.5 * jnp.mean(ce_real - ce_real_base)
+  margin = defenses.fooling_class_margin(head, jnp.concatenate([fooling, real]))
+  is_fooling = jnp.concatenate([jnp.ones(len(fooling)), jnp.zeros(len(real))])
+  got = jnp.sum(jnp.where(is_fooling > 0, 0.5 / len(fooling), 0.5 / len(real))
+                * optax.sigmoid_binary_cross_entropy(margin, is_fooling))
+  np.testing.assert_allclose(got, expected, rtol=1e-5)
+  assert losses.shape == (3,)
+
+
+def test_fooling_class_separates_and_keeps_the_real_outputs(key):
+  fooling, real = _separable_logits(key)
+  head, losses = defenses.fit_fooling_class(fooling, real, steps=300, learning_rate=0.05)
+  assert losses[-1] < 0.25 * losses[0]
+  # A net whose logits are its input: the wrapped net adds output K+1, keeps the K.
+  base = lambda params, x: x @ params  # noqa: E731
+  wrapped, params = defenses.with_fooling_class(base, jnp.eye(5), head)
+  out_f, out_r = (jax.jit(wrapped)(params, z) for z in (fooling, real))
+  assert out_f.shape == (len(fooling), 6)
+  np.testing.assert_array_equal(out_r[:, :5], real)
+  assert np.mean(np.argmax(out_f, -1) == 5) > 0.95
+  assert np.mean(np.argmax(out_r, -1) == np.argmax(real, -1)) > 0.95
+
+
+def test_fooling_class_bad_input_is_one_clear_error(fc100):
+  with pytest.raises(ValueError, match="same K.*Fix"):
+    defenses.fit_fooling_class(jnp.zeros((3, 4)), jnp.zeros((3, 5)))
+  with pytest.raises(ValueError, match="at least one fooling"):
+    defenses.fit_fooling_class(jnp.zeros((0, 4)), jnp.zeros((3, 4)))
+  head, _ = defenses.fit_fooling_class(jnp.ones((2, 4)), jnp.zeros((2, 4)), steps=1)
+  with pytest.raises(ValueError, match="fitted on 4 logits but the net has 10.*Fix"):
+    defenses.with_fooling_class(fc100.apply_fn, fc100.params, head)

@@ -570,3 +570,30 @@ def test_grouped_conv_split_equals_xla_groups(key):
       v, w, stride=2, padding=1, groups=2, method=m) for m in ("conv", "split")])(x)
   chex.assert_shape(split, (2, 5, 5, 6))
   np.testing.assert_allclose(split, conv, rtol=1e-5, atol=1e-5)
+
+
+def test_random_crops_stay_inside_and_resample(key):
+  # A horizontal ramp: a crop's mean colour lies within the photo's range, mirroring
+  # reverses the ramp, and the same key gives the same crops.
+  ramp = np.tile(np.linspace(0, 1, 300, dtype=np.float32)[None, :, None], (200, 1, 3))
+  crops = jax.jit(lambda k: imagenet.random_crops(k, ramp, 16, size=32))(key)
+  assert crops.shape == (16, 32, 32, 3) and crops.dtype == jnp.float32
+  assert float(crops.min()) >= 0.0 and float(crops.max()) <= 1.0
+  np.testing.assert_allclose(crops, imagenet.random_crops(key, ramp, 16, size=32), atol=1e-5)
+  slope = np.sign(crops[:, 16, -2, 0] - crops[:, 16, 1, 0])
+  assert set(slope.tolist()) == {-1.0, 1.0}  # both orientations drawn
+  # The whole shorter side: a crop of a constant photo is that constant.
+  flat = imagenet.random_crops(key, np.full((50, 80, 3), 0.25, np.float32), 4, size=20,
+                               min_scale=1.0)
+  np.testing.assert_allclose(flat, 0.25, atol=1e-6)
+  with pytest.raises(ValueError, match="min_scale"):
+    imagenet.random_crops(key, ramp, 2, min_scale=0.0)
+
+
+def test_demo_photos_are_uint8_rgb():
+  pytest.importorskip("skimage")
+  photos = imagenet.demo_photos(("camera", "coffee", "grace_hopper"))
+  assert [p.shape[-1] for p in photos.values()] == [3, 3, 3]
+  assert all(p.dtype == np.uint8 for p in photos.values())
+  with pytest.raises(ValueError, match="Unknown demo photos.*Fix"):
+    imagenet.demo_photos(("nope",))

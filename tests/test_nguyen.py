@@ -452,3 +452,50 @@ def test_gradient_and_ablation_take_the_elites_of_a_fool_run(tmp_path):
     core.load_fool_run(fool_dir)
   with pytest.raises(FileNotFoundError, match="no fool run.*Fix"):
     core.load_fool_run(tmp_path / "nothing")
+
+
+def test_imagenet_retrain_part_on_a_fool_run_resumes_and_keeps_old_fingerprints(tmp_path):
+  """The imagenet_retrain part on a small fool run (LeNet, so it is quick): class n+1
+  from the run's elites, the new output only, evolution against DNN_2 with the run's
+  key; a rerun reads the result; configs from before the part keep their fingerprint."""
+  pytest.importorskip("skimage")
+  from experiments.nguyen2015 import fool
+  from experiments.nguyen2015.configs import fool as fool_config
+  fool_dir = tmp_path / "fool"
+  fool_cfg = fool_config.get_config("smoke")
+  fool_cfg.update(generations=4, log_every=2, checkpoint_every=2)
+  fool_summary = fool.run(fool_cfg, fool_dir)
+  config = nguyen_config.get_config("imagenet_retrain")
+  config.imagenet_retrain.update(fooling_from=str(fool_dir), crops_per_photo=4, steps=100,
+                                 real_photos="camera,coins,grass", heldout_photos="coffee")
+  summary = nguyen_experiment.run(config, tmp_path / "followups")
+  r = summary["imagenet_retrain"]
+  f = r["fooling_class"]
+  assert (f["fooling_images"], f["training_crops"], f["heldout_crops"]) == (10, 12, 4)
+  assert r["num_classes"] == 10 and r["generations"] == 4
+  # DNN_1's row is the fool run's own last generation.
+  assert r["dnn1"]["median"] == pytest.approx(
+      float(np.median(list(fool_summary["best"].values()))), rel=1e-5)
+  # Class n+1 holds the elites as 8-bit images: about the archive's confidences.
+  assert f["dnn1_elites_median_on_dnn1"] == pytest.approx(r["dnn1"]["median"], rel=0.05)
+  # The new output takes probability from the real classes, never gives it.
+  assert f["dnn1_elites_median_on_dnn2"] <= f["dnn1_elites_median_on_dnn1"]
+  assert [g for g, _, _ in r["curve"]] == [0, 2, 4]
+  out = tmp_path / "followups" / "imagenet_retrain"
+  for name in ("curves.png", "dnn2_best.png"):
+    _png(out / name)
+  with np.load(out / "fooling_class.npz") as npz:
+    assert npz["w"].shape == (10,) and npz["losses"].shape == (100,)
+  assert "DNN_2 (+ class 11)" in (tmp_path / "followups" / "tables.md").read_text()
+  again = nguyen_experiment.run(config, tmp_path / "followups")
+  assert again["imagenet_retrain"] == r
+  # A config written before the part existed (no imagenet_retrain section) has the
+  # fingerprint of today's default.
+  old = nguyen_config.get_config("reduced")
+  del old["imagenet_retrain"]
+  assert (core.fingerprint("nguyen2015.followups", old)
+          == core.fingerprint("nguyen2015.followups", nguyen_config.get_config("reduced")))
+  bad = nguyen_config.get_config("imagenet_retrain")
+  bad.imagenet_retrain.heldout_photos = "lena"
+  with pytest.raises(ValueError, match="heldout_photos"):
+    nguyen_experiment.run(bad, tmp_path / "bad")

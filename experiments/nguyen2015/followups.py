@@ -3,7 +3,7 @@
   python -m experiments.nguyen2015.followups --config=experiments/nguyen2015/configs/followups.py:all \
       --workdir=runs/nguyen_all
 
-Four parts, each in its own subdirectory of the work directory, each writing a
+Four parts (and a fifth that takes a fool run), each in its own subdirectory of the work directory, each writing a
 ``result.json`` (rerunning the command skips finished parts and resumes
 unfinished ones from their checkpoints):
 
@@ -16,6 +16,12 @@ unfinished ones from their checkpoints):
   accuracy against the iteration.
 * ``ablation/``: repetition ablation on CPPN elites (``ablation.png``,
   ``ablation_examples.png``).
+* ``imagenet_retrain/`` (only when named in ``parts``): the n+1 retraining on a
+  finished fool run's net, its output layer only: output K+1 is trained on the
+  run's elites against crops of the offline demo photos, the K outputs stay
+  frozen, then MAP-Elites runs against that DNN_2 with the run's encoding,
+  population, fitness and key (``curves.png`` beside the run's own curve,
+  ``dnn2_best.png``, ``fooling_class.npz``).
 
 TensorBoard scalars land in ``tensorboard/``, one event file per part:
 ``gradient/median_confidence`` (and ``gradient/original/median_confidence``)
@@ -34,6 +40,7 @@ from __future__ import annotations
 
 import functools
 import json
+import pathlib
 import time
 
 import jax
@@ -42,17 +49,18 @@ import numpy as np
 
 from experiments import core, tensorboard
 from experiments.nguyen2015.configs import followups as followups_config
-from foolingjax import data, evolution, images, motifs, training, transfer, zoo
+from foolingjax import (data, defenses, evolution, imagenet, images, motifs, training,
+                        transfer, zoo)
 from foolingjax.attacks import fooling
 from foolingjax.contract import num_classes_of
-from foolingjax.evolution import driver
+from foolingjax.evolution import driver, map_elites
 
 PARTS = followups_config.PARTS
 NUM_REAL = 10  # MNIST digits; the retrain loop's fooling class is index 10
 
 
 def parts_of(config) -> list[str]:
-  return core.parse_parts(config.parts, PARTS)
+  return core.parse_parts(config.parts, followups_config.ALL_PARTS)
 
 
 def validate(config) -> list[str]:
@@ -77,6 +85,22 @@ def validate(config) -> list[str]:
        f"gradient.mean_image must be one of {MEAN_IMAGES}, got {config.gradient.mean_image!r}"),
       (config.gradient.starts_per_class >= 1, "gradient.starts_per_class must be >= 1"),
       (config.ablation.batch_size >= 0, "ablation.batch_size must be >= 0 (0: all at once)"),
+      (config.imagenet_retrain.crops_per_photo >= 1 and config.imagenet_retrain.steps >= 1
+       and config.imagenet_retrain.batch_size >= 1 and config.imagenet_retrain.generations >= 0,
+       "imagenet_retrain.crops_per_photo, .steps and .batch_size must be >= 1, "
+       ".generations >= 0 (0: the fool run's)"),
+      (0.0 < config.imagenet_retrain.min_scale <= 1.0,
+       "imagenet_retrain.min_scale must be in (0, 1]"),
+      (0.0 <= config.imagenet_retrain.holdout_share < 1.0,
+       "imagenet_retrain.holdout_share must be in [0, 1)"),
+      (all(n in imagenet.DEMO_PHOTOS for n in core.names(config.imagenet_retrain.real_photos)
+           + core.names(config.imagenet_retrain.heldout_photos))
+       and core.names(config.imagenet_retrain.real_photos),
+       f"imagenet_retrain.real_photos (not empty) and .heldout_photos must name photos of "
+       f"{', '.join(imagenet.DEMO_PHOTOS)}"),
+      ("imagenet_retrain" not in parts or bool(core.names(config.imagenet_retrain.fooling_from)),
+       "imagenet_retrain.fooling_from must name the work directory of a finished "
+       "nguyen2015.fool run (e.g. runs/imagenet_study/cppn)"),
       (all(enc in evolution.ENCODINGS for enc in
            core.names(config.transfer.encodings) + [r.encoding, config.ablation.encoding]),
        f"encodings must be among {evolution.ENCODINGS}"),
@@ -97,7 +121,7 @@ def run(config, workdir) -> dict:
   summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
   sources = Sources(config, workdir)  # one cache (and one compile) for all parts
   runners = {"gradient": run_gradient, "transfer": run_transfer, "retrain": run_retrain,
-             "ablation": run_ablation}
+             "ablation": run_ablation, "imagenet_retrain": run_imagenet_retrain}
   summary.update(core.run_parts(
       workdir, parts, {p: (lambda p=p: runners[p](config, workdir, sources))
                        for p in parts}))
@@ -189,7 +213,36 @@ def markdown_tables(summary: dict) -> str:
                   f"{core.pct(a['share_repeats_drop_more'])} of the images (median paired "
                   f"difference {core.pct(a['median_drop_difference'], 2)})"
                   if a.get("share_repeats_drop_more") is not None else "") + "."), ""]
+  if "imagenet_retrain" in summary:
+    out += _imagenet_retrain_tables(summary["imagenet_retrain"])
   return "\n".join(out)
+
+
+def _imagenet_retrain_tables(r: dict) -> list[str]:
+  f = r["fooling_class"]
+  g = r["generations"]
+  rows = [[f"DNN_1 ({r['classifier']}, {r['num_classes']} outputs)", "88.1 %",
+           core.confidence(r["dnn1"]["median"])],
+          [f"DNN_2 (+ class {r['num_classes'] + 1})", "11.7 %", core.confidence(r["dnn2"]["median"])]]
+  out = [core.markdown_table(
+      [f"MAP-Elites against ({r['encoding']}, {r['population']} x {g})", "paper: median",
+       "median best confidence", "classes >= 99 %", "classes >= 99.99 %", "classes >= 50 %"],
+      [row + [str(r[k]["classes_99"]), str(r[k]["classes_9999"]), str(r[k]["classes_50"])]
+       for row, k in zip(rows, ("dnn1", "dnn2"))]), ""]
+  out += [(f"Class {r['num_classes'] + 1}: {f['fooling_images']} elites of {', '.join(r['source_runs'])} "
+           f"against {f['training_crops']} crops of {len(f['training_photos'])} photos. "
+           f"Fooling images classified as it: {core.pct(f['fooling_classified_as_fooling'])} "
+           f"(held-out {core.pct(f['heldout_fooling_classified_as_fooling'])} of "
+           f"{f['heldout_fooling_images']} under a fit without them); training crops: "
+           f"{core.pct(f['training_crops_classified_as_fooling'])}; {f['heldout_crops']} crops "
+           f"of held-out photos: {core.pct(f['heldout_crops_classified_as_fooling'])} "
+           f"(top-1 kept for {core.pct(f['heldout_crops_top1_kept'])}). DNN_1's elites: "
+           f"median {core.confidence(f['dnn1_elites_median_on_dnn1'])} on DNN_1, "
+           f"{core.confidence(f['dnn1_elites_median_on_dnn2'])} on DNN_2. DNN_2's elites on "
+           f"DNN_1: median {core.confidence(r['dnn2_elites_on_dnn1']['median'])}, "
+           f"{r['dnn2_elites_on_dnn1']['classes_99']} classes >= 99 %; their median class-1001 "
+           f"share on DNN_2 {core.confidence(r['dnn2_elites_median_fooling_share'])}."), ""]
+  return out
 
 
 def _gradient_tables(g: dict) -> list[str]:
@@ -1074,6 +1127,217 @@ def _plot_ablation(path, conf, steps, control=None):
     ax2.hist(conf[:, 0] - conf[:, -1], bins=20)
   ax2.set(xlabel="confidence drop (all repeats removed)", ylabel="images",
           title=f"{len(conf)} images with repeats")
+  fig.tight_layout()
+  core.save_figure(fig, path, dpi=90)
+
+
+
+# --------------------------------------------------------------------------
+# 5. The n+1 retraining on ImageNet, output layer only
+
+
+def _batched_logits(apply_fn, params, imgs, batch: int) -> np.ndarray:
+  """``apply_fn``'s logits of float images ``[N, H, W, C]``, ``batch`` at a time
+  (``lax.map``: one compiled call)."""
+  fn = jax.jit(lambda p, xs: jax.lax.map(lambda x: apply_fn(p, x[None])[0], xs,
+                                         batch_size=batch))
+  return np.asarray(fn(params, jnp.asarray(imgs, jnp.float32)))
+
+
+def _photo_crops(names: list[str], key, num: int, shape, min_scale: float) -> np.ndarray:
+  """``num`` random crops of each named demo photo: uint8 ``[len(names) * num, *shape]``
+  (grey, the mean of R, G and B, for a one-channel ``shape``)."""
+  photos = imagenet.demo_photos(names)
+  crops = np.concatenate([np.asarray(imagenet.random_crops(
+      jax.random.fold_in(key, core.stream_id(name)), photos[name], num, size=shape[0],
+      min_scale=min_scale)) for name in names])
+  if shape[-1] == 1:
+    crops = crops.mean(-1, keepdims=True)
+  return images.to_uint8(crops)
+
+
+def run_imagenet_retrain(config, workdir, sources: Sources) -> dict:
+  """DNN_2 = the fool run's net with a 1001st output trained on its elites; then
+  MAP-Elites against DNN_2 with the run's settings and key (one factor changed)."""
+  del sources
+  c = config.imagenet_retrain
+  out = workdir / "imagenet_retrain"
+  out.mkdir(parents=True, exist_ok=True)
+  t0, c0 = time.perf_counter(), time.process_time()
+  runs = [core.load_fool_run(d) for d in core.names(c.fooling_from)]
+  src = runs[0]
+  for d, run in zip(core.names(c.fooling_from), runs):
+    if (run.config.classifier, run.config.ten_crop) != (src.config.classifier,
+                                                        src.config.ten_crop):
+      raise ValueError(
+          f"imagenet_retrain.fooling_from: {d} evolved against {run.config.classifier!r} "
+          f"(ten_crop={run.config.ten_crop}), the first run against "
+          f"{src.config.classifier!r} (ten_crop={src.config.ten_crop}). Fix: give runs of "
+          "one classifier and fitness.")
+  base = src.classifier
+  shape = core.input_shape_of(base.apply_fn)
+  k = src.evolver.num_cells
+  key = core.rng(config.seed, "imagenet_retrain")
+
+  # Class 1001: every elite of the given runs (distinct images, one per filled cell).
+  fooling, fooling_targets = [], []
+  for run in runs:
+    rendered, _, cells = run.elites()
+    fooling.append(images.to_uint8(rendered))
+    fooling_targets.append(cells)
+  fooling = np.concatenate(fooling)
+  fooling_targets = np.concatenate(fooling_targets)
+  train_names = core.names(c.real_photos)
+  held_names = core.names(c.heldout_photos)
+  real = _photo_crops(train_names, jax.random.fold_in(key, 0), c.crops_per_photo, shape,
+                      c.min_scale)
+  held = _photo_crops(held_names, jax.random.fold_in(key, 1), c.crops_per_photo, shape,
+                      c.min_scale)
+
+  def logits_of(u8):
+    return _batched_logits(base.apply_fn, base.params, u8.astype(np.float32) / 255.0,
+                           c.batch_size)
+
+  print(f"[imagenet_retrain] logits of {len(fooling)} fooling images, {len(real)} training "
+        f"crops of {len(train_names)} photos and {len(held)} held-out crops")
+  z_fool, z_real, z_held = logits_of(fooling), logits_of(real), logits_of(held)
+  fit = jax.jit(functools.partial(defenses.fit_fooling_class, steps=c.steps,
+                                  learning_rate=c.learning_rate,
+                                  weight_decay=c.weight_decay))
+  head, losses = fit(jnp.asarray(z_fool), jnp.asarray(z_real))
+  # A second fit that leaves holdout_share of the fooling images out, to measure
+  # how well the new output recognises fooling images it was not trained on.
+  order = np.asarray(jax.random.permutation(jax.random.fold_in(key, 2), len(z_fool)))
+  n_out = int(round(c.holdout_share * len(z_fool)))
+  cv_head, _ = fit(jnp.asarray(z_fool[order[n_out:]]), jnp.asarray(z_real))
+
+  def fooling_share(h, z):  # the K+1-way softmax's mass on the fooling class
+    return np.asarray(jax.nn.sigmoid(defenses.fooling_class_margin(h, jnp.asarray(z))))
+
+  def predicted_fooling(h, z):
+    return np.asarray(defenses.fooling_class_logit(h, jnp.asarray(z))) > z.max(-1)
+
+  def k1_probs(h, z):  # [N, K+1]
+    zz = np.concatenate([z, np.asarray(defenses.fooling_class_logit(h, jnp.asarray(z)))[:, None]], -1)
+    return np.asarray(jax.nn.softmax(jnp.asarray(zz), -1))
+
+  idx = np.arange(len(fooling_targets))
+  before = np.asarray(jax.nn.softmax(jnp.asarray(z_fool), -1))[idx, fooling_targets]
+  after = k1_probs(head, z_fool)[idx, fooling_targets]
+  held_top1 = np.argmax(z_held, -1)
+  head_stats = {
+      "fooling_images": int(len(fooling)), "training_crops": int(len(real)),
+      "heldout_crops": int(len(held)), "training_photos": train_names,
+      "heldout_photos": held_names,
+      "loss_first_last": [float(losses[0]), float(losses[-1])],
+      "fooling_classified_as_fooling": float(np.mean(predicted_fooling(head, z_fool))),
+      "training_crops_classified_as_fooling": float(np.mean(predicted_fooling(head, z_real))),
+      "heldout_crops_classified_as_fooling": float(np.mean(predicted_fooling(head, z_held))),
+      "heldout_crops_classified_as_fooling_per_photo": {
+          name: float(np.mean(predicted_fooling(head, z_held[i * c.crops_per_photo:
+                                                           (i + 1) * c.crops_per_photo])))
+          for i, name in enumerate(held_names)},
+      "heldout_crops_top1_kept": float(np.mean(np.argmax(k1_probs(head, z_held), -1)
+                                               == held_top1)),
+      "heldout_crops_median_fooling_share": float(np.median(fooling_share(head, z_held))),
+      "heldout_fooling_images": n_out,
+      "heldout_fooling_classified_as_fooling": float(np.mean(predicted_fooling(
+          cv_head, z_fool[order[:n_out]]))) if n_out else None,
+      "heldout_fooling_crops_as_fooling_cv": float(np.mean(predicted_fooling(
+          cv_head, z_held))),
+      "dnn1_elites_median_on_dnn1": float(np.median(before)),
+      "dnn1_elites_median_on_dnn2": float(np.median(after)),
+      "dnn1_elites_top1_fooling_on_dnn2": float(np.mean(np.argmax(k1_probs(head, z_fool), -1)
+                                                        == k)),
+  }
+  np.savez(out / "fooling_class.npz", w=np.asarray(head.params["w"]),
+           b=np.asarray(head.params["b"]), mean=np.asarray(head.mean),
+           std=np.asarray(head.std), losses=np.asarray(losses))
+  print("[imagenet_retrain] fooling class: " + ", ".join(
+      f"{k_}={v:.4g}" for k_, v in head_stats.items() if isinstance(v, float)))
+
+  # MAP-Elites against DNN_2: the run's encoding, population, fitness and key;
+  # the real classes are the cells, scored under DNN_2's K+1-way softmax.
+  dnn2_fn, dnn2_params = defenses.with_fooling_class(base.apply_fn, base.params, head)
+
+  def real_classes(apply_fn, params, fitness=src.config.fitness):
+    if fitness == "log_odds":
+      return lambda x: map_elites.log_odds(apply_fn(params, x))[:, :k]
+    return lambda x: jax.nn.softmax(apply_fn(params, x), axis=-1)[:, :k]
+
+  evolver = driver.Evolver(encoding=src.evolver.encoding, apply_fn=dnn2_fn, num_cells=k,
+                           population=src.config.population, fitness=src.config.fitness,
+                           score_transform=real_classes)
+  generations = c.generations or src.config.generations
+  t1, c1 = time.perf_counter(), time.process_time()
+  archive, history = evolver.evolve(
+      jax.random.key(src.config.seed), dnn2_params, generations=generations,
+      directory=out / "evolve", checkpoint_every=src.config.checkpoint_every,
+      log_every=src.config.log_every, log_prefix="[imagenet_retrain DNN_2] ",
+      fingerprint=core.fingerprint("nguyen2015.followups", config, ignore=("parts",)))
+  evolve_seconds, evolve_cpu = time.perf_counter() - t1, time.process_time() - c1
+  best2 = np.asarray(map_elites.to_probability(archive.fitness, src.config.fitness))
+  src_history = {m["generation"]: m for m in core.read_jsonl(
+      pathlib.Path(c.fooling_from.split(",")[0].strip()) / "metrics.jsonl")}
+  if generations not in src_history:
+    raise ValueError(f"{core.names(c.fooling_from)[0]} has no metrics for generation "
+                     f"{generations}. Fix: set imagenet_retrain.generations to at most the "
+                     "run's generations.")
+  best1 = np.asarray(src_history[generations]["best"])
+  # The DNN_2 elites scored by DNN_1 (K-way softmax) and DNN_2's fooling share.
+  elites2, _, cells2 = evolver.elites(archive)
+  z2 = _batched_logits(base.apply_fn, base.params, elites2, c.batch_size)
+  on_dnn1 = np.asarray(jax.nn.softmax(jnp.asarray(z2), -1))[np.arange(k), cells2]
+
+  def counts(p):
+    return {"median": float(np.median(p)), "classes_99": int(np.sum(p >= 0.99)),
+            "classes_9999": int(np.sum(p >= 0.9999)), "classes_50": int(np.sum(p >= 0.5))}
+
+  curve = [[g, float(np.median(src_history[g]["best"])), float(np.median(m["best"]))]
+           for m in history for g in [m["generation"]]
+           if (g % src.config.log_every == 0 or g == generations) and g in src_history]
+  result = {
+      "paper": {"dnn1_median": 0.881, "dnn2_median": 0.117},
+      "source_runs": core.names(c.fooling_from), "classifier": src.config.classifier,
+      "num_classes": int(k),
+      "encoding": src.config.encoding, "population": src.config.population,
+      "generations": generations, "fitness": src.config.fitness,
+      "fooling_class": head_stats,
+      "dnn1": counts(best1), "dnn2": counts(best2),
+      "dnn2_elites_on_dnn1": counts(on_dnn1),
+      "dnn2_elites_median_fooling_share": float(np.median(fooling_share(head, z2))),
+      "curve": curve, "evolve_seconds": evolve_seconds, "evolve_cpu_seconds": evolve_cpu,
+      "seconds": time.perf_counter() - t0, "cpu_seconds": time.process_time() - c0,
+  }
+  print(f"[imagenet_retrain] median best confidence at generation {generations}: DNN_1 "
+        f"{result['dnn1']['median']:.4f}, DNN_2 {result['dnn2']['median']:.4f} (paper: "
+        "88.1 % -> 11.7 %)")
+  core.write_tensorboard(workdir, [{"generation": g, "imagenet_retrain/dnn1_median": a,
+                                    "imagenet_retrain/dnn2_median": b} for g, a, b in curve],
+                         step="generation", name="imagenet_retrain")
+  _plot_imagenet_retrain(out / "curves.png", curve, best1, best2)
+  labels = core.class_labels(k)
+  order2 = np.argsort(-best2, kind="stable")[:20]
+  images.save_grid(out / "dnn2_best.png", elites2[order2],
+                   titles=[f"{_short_label(labels[i])}\n{images.format_confidence(float(best2[i]))}"
+                           for i in order2], ncols=10,
+                   title="Best elites evolved against DNN_2 (1001 outputs)")
+  return result
+
+
+def _plot_imagenet_retrain(path, curve, best1, best2):
+  plt = core.pyplot()
+  fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.4))
+  curve = np.asarray(curve)
+  ax1.plot(curve[:, 0], 100 * curve[:, 1], label="DNN_1 (1000 outputs)")
+  ax1.plot(curve[:, 0], 100 * curve[:, 2], label="DNN_2 (+ fooling class)")
+  ax1.set(xlabel="generation", ylabel="median best confidence (%)",
+          title="Evolution against each net")
+  ax1.legend(fontsize=8)
+  ax2.plot(100 * np.sort(best1)[::-1], label="DNN_1")
+  ax2.plot(100 * np.sort(best2)[::-1], label="DNN_2")
+  ax2.set(xlabel="class (sorted)", ylabel="best confidence (%)", title="Per class, at the end")
+  ax2.legend(fontsize=8)
   fig.tight_layout()
   core.save_figure(fig, path, dpi=90)
 
