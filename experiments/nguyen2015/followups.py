@@ -1243,7 +1243,7 @@ def run_imagenet_retrain(config, workdir, sources: Sources) -> dict:
       "heldout_fooling_images": n_out,
       "heldout_fooling_classified_as_fooling": float(np.mean(predicted_fooling(
           cv_head, z_fool[order[:n_out]]))) if n_out else None,
-      "heldout_fooling_crops_as_fooling_cv": float(np.mean(predicted_fooling(
+      "heldout_crops_classified_as_fooling_by_cv_fit": float(np.mean(predicted_fooling(
           cv_head, z_held))),
       "dnn1_elites_median_on_dnn1": float(np.median(before)),
       "dnn1_elites_median_on_dnn2": float(np.median(after)),
