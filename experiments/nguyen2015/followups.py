@@ -3,9 +3,9 @@
   python -m experiments.nguyen2015.followups --config=experiments/nguyen2015/configs/followups.py:all \
       --workdir=runs/nguyen_all
 
-Four parts (and a fifth that takes a fool run), each in its own subdirectory of the work directory, each writing a
-``result.json`` (rerunning the command skips finished parts and resumes
-unfinished ones from their checkpoints):
+Four parts (and a fifth that takes a fool run), each in its own subdirectory
+of the work directory, each writing a ``result.json`` (rerunning the command
+skips finished parts and resumes unfinished ones from their checkpoints):
 
 * ``gradient/``: gradient-ascent fooling images for every class
   (``gradient_vs_evolved.png`` puts them next to the evolved elites).
@@ -219,17 +219,17 @@ def markdown_tables(summary: dict) -> str:
 
 
 def _imagenet_retrain_tables(r: dict) -> list[str]:
-  f = r["fooling_class"]
-  g = r["generations"]
-  rows = [[f"DNN_1 ({r['classifier']}, {r['num_classes']} outputs)", "88.1 %",
+  f, g, k = r["fooling_class"], r["generations"], r["num_classes"]
+  rows = [[f"DNN_1 ({r['classifier']}, {k} outputs)", "88.1 %",
            core.confidence(r["dnn1"]["median"])],
-          [f"DNN_2 (+ class {r['num_classes'] + 1})", "11.7 %", core.confidence(r["dnn2"]["median"])]]
+          [f"DNN_2 (+ class {k + 1})", "11.7 %", core.confidence(r["dnn2"]["median"])]]
   out = [core.markdown_table(
       [f"MAP-Elites against ({r['encoding']}, {r['population']} x {g})", "paper: median",
        "median best confidence", "classes >= 99 %", "classes >= 99.99 %", "classes >= 50 %"],
-      [row + [str(r[k]["classes_99"]), str(r[k]["classes_9999"]), str(r[k]["classes_50"])]
-       for row, k in zip(rows, ("dnn1", "dnn2"))]), ""]
-  out += [(f"Class {r['num_classes'] + 1}: {f['fooling_images']} elites of {', '.join(r['source_runs'])} "
+      [row + [str(r[n]["classes_99"]), str(r[n]["classes_9999"]), str(r[n]["classes_50"])]
+       for row, n in zip(rows, ("dnn1", "dnn2"))]), ""]
+  on1 = r["dnn2_elites_on_dnn1"]
+  out += [(f"Class {k + 1}: {f['fooling_images']} elites of {', '.join(r['source_runs'])} "
            f"against {f['training_crops']} crops of {len(f['training_photos'])} photos. "
            f"Fooling images classified as it: {core.pct(f['fooling_classified_as_fooling'])} "
            f"(held-out {core.pct(f['heldout_fooling_classified_as_fooling'])} of "
@@ -239,9 +239,9 @@ def _imagenet_retrain_tables(r: dict) -> list[str]:
            f"(top-1 kept for {core.pct(f['heldout_crops_top1_kept'])}). DNN_1's elites: "
            f"median {core.confidence(f['dnn1_elites_median_on_dnn1'])} on DNN_1, "
            f"{core.confidence(f['dnn1_elites_median_on_dnn2'])} on DNN_2. DNN_2's elites on "
-           f"DNN_1: median {core.confidence(r['dnn2_elites_on_dnn1']['median'])}, "
-           f"{r['dnn2_elites_on_dnn1']['classes_99']} classes >= 99 %; their median class-1001 "
-           f"share on DNN_2 {core.confidence(r['dnn2_elites_median_fooling_share'])}."), ""]
+           f"DNN_1: median {core.confidence(on1['median'])}, {on1['classes_99']} classes "
+           f">= 99 %; their median class-{k + 1} share on DNN_2 "
+           f"{core.confidence(r['dnn2_elites_median_fooling_share'])}."), ""]
   return out
 
 
@@ -1218,7 +1218,8 @@ def run_imagenet_retrain(config, workdir, sources: Sources) -> dict:
     return np.asarray(defenses.fooling_class_logit(h, jnp.asarray(z))) > z.max(-1)
 
   def k1_probs(h, z):  # [N, K+1]
-    zz = np.concatenate([z, np.asarray(defenses.fooling_class_logit(h, jnp.asarray(z)))[:, None]], -1)
+    extra = np.asarray(defenses.fooling_class_logit(h, jnp.asarray(z)))
+    zz = np.concatenate([z, extra[:, None]], -1)
     return np.asarray(jax.nn.softmax(jnp.asarray(zz), -1))
 
   idx = np.arange(len(fooling_targets))
@@ -1315,21 +1316,22 @@ def run_imagenet_retrain(config, workdir, sources: Sources) -> dict:
   core.write_tensorboard(workdir, [{"generation": g, "imagenet_retrain/dnn1_median": a,
                                     "imagenet_retrain/dnn2_median": b} for g, a, b in curve],
                          step="generation", name="imagenet_retrain")
-  _plot_imagenet_retrain(out / "curves.png", curve, best1, best2)
+  _plot_imagenet_retrain(out / "curves.png", curve, best1, best2, k)
   labels = core.class_labels(k)
   order2 = np.argsort(-best2, kind="stable")[:20]
   images.save_grid(out / "dnn2_best.png", elites2[order2],
-                   titles=[f"{_short_label(labels[i])}\n{images.format_confidence(float(best2[i]))}"
-                           for i in order2], ncols=10,
-                   title="Best elites evolved against DNN_2 (1001 outputs)")
+                   titles=[f"{_short_label(labels[i])}\n"
+                           f"{images.format_confidence(float(best2[i]))}" for i in order2],
+                   ncols=10,
+                   title=f"Best elites evolved against DNN_2 ({k + 1} outputs)")
   return result
 
 
-def _plot_imagenet_retrain(path, curve, best1, best2):
+def _plot_imagenet_retrain(path, curve, best1, best2, num_classes: int):
   plt = core.pyplot()
   fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.4))
   curve = np.asarray(curve)
-  ax1.plot(curve[:, 0], 100 * curve[:, 1], label="DNN_1 (1000 outputs)")
+  ax1.plot(curve[:, 0], 100 * curve[:, 1], label=f"DNN_1 ({num_classes} outputs)")
   ax1.plot(curve[:, 0], 100 * curve[:, 2], label="DNN_2 (+ fooling class)")
   ax1.set(xlabel="generation", ylabel="median best confidence (%)",
           title="Evolution against each net")
