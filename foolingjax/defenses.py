@@ -523,13 +523,25 @@ def fit_detector(key: jax.Array, clean: jax.Array, adversarial: jax.Array, *,
             "b1": jnp.zeros(hidden),
             "w2": jax.random.normal(k2, (hidden,)) * jnp.sqrt(1.0 / hidden),
             "b2": jnp.zeros(())}
-  # Weigh the classes equally whatever their counts.
-  weights = jnp.where(is_adv > 0, 0.5 / adversarial.shape[0], 0.5 / clean.shape[0])
+  params, values = _fit_balanced_logistic(
+      lambda params: detector_scores(Detector(params, mean, std), features), params, is_adv,
+      num_positive=adversarial.shape[0], num_negative=clean.shape[0], steps=steps,
+      learning_rate=learning_rate, weight_decay=weight_decay)
+  return Detector(params, mean, std), values
+
+
+def _fit_balanced_logistic(scores_fn, params, is_positive: jax.Array, *, num_positive: int,
+                           num_negative: int, steps: int, learning_rate: float,
+                           weight_decay: float):
+  """Logistic regression of ``scores_fn(params) [N]`` on ``is_positive [N]``, the two
+  classes weighed equally whatever their counts: full batch, AdamW, a ``lax.scan``.
+  Returns ``(params, losses [steps])``."""
+  weights = jnp.where(is_positive > 0, 0.5 / num_positive, 0.5 / num_negative)
   tx = optax.adamw(learning_rate, weight_decay=weight_decay)
 
   def loss(params):
-    scores = detector_scores(Detector(params, mean, std), features)
-    return jnp.sum(weights * optax.sigmoid_binary_cross_entropy(scores, is_adv))
+    return jnp.sum(weights * optax.sigmoid_binary_cross_entropy(scores_fn(params),
+                                                                is_positive))
 
   def step(carry, _):
     params, opt_state = carry
@@ -538,7 +550,7 @@ def fit_detector(key: jax.Array, clean: jax.Array, adversarial: jax.Array, *,
     return (optax.apply_updates(params, updates), opt_state), value
 
   (params, _), values = jax.lax.scan(step, (params, tx.init(params)), None, length=steps)
-  return Detector(params, mean, std), values
+  return params, values
 
 
 def roc_auc(scores: jax.Array, is_positive: jax.Array) -> jax.Array:
@@ -649,21 +661,10 @@ def fit_fooling_class(fooling_logits: jax.Array, real_logits: jax.Array, *,
   mean = jnp.mean(logits, 0)
   std = jnp.maximum(jnp.std(logits, 0), 1e-3)
   params = {"w": jnp.zeros(logits.shape[1]), "b": jnp.zeros(())}
-  weights = jnp.where(is_fooling > 0, 0.5 / fooling_logits.shape[0],
-                      0.5 / real_logits.shape[0])
-  tx = optax.adamw(learning_rate, weight_decay=weight_decay)
-
-  def loss(params):
-    margin = fooling_class_margin(FoolingClass(params, mean, std), logits)
-    return jnp.sum(weights * optax.sigmoid_binary_cross_entropy(margin, is_fooling))
-
-  def step(carry, _):
-    params, opt_state = carry
-    value, grad = jax.value_and_grad(loss)(params)
-    updates, opt_state = tx.update(grad, opt_state, params)
-    return (optax.apply_updates(params, updates), opt_state), value
-
-  (params, _), values = jax.lax.scan(step, (params, tx.init(params)), None, length=steps)
+  params, values = _fit_balanced_logistic(
+      lambda params: fooling_class_margin(FoolingClass(params, mean, std), logits), params,
+      is_fooling, num_positive=fooling_logits.shape[0], num_negative=real_logits.shape[0],
+      steps=steps, learning_rate=learning_rate, weight_decay=weight_decay)
   return FoolingClass(params, mean, std), values
 
 
