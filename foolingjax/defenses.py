@@ -15,7 +15,8 @@
   :func:`detector_scores`, :func:`roc_auc`.
 * A fooling class on a frozen net (Nguyen et al. 2015's n+1 retraining, its
   output layer only): :class:`FoolingClass`, :func:`fit_fooling_class`,
-  :func:`with_fooling_class`, :func:`fooling_class_logit`.
+  :func:`with_fooling_class`, :func:`fooling_class_logit`,
+  :func:`append_fooling_class`, :func:`fooling_class_margin`.
 
 Everything is pure and unjitted except :func:`fit`, which is
 :func:`foolingjax.training.fit` (a Python loop over jitted steps).
@@ -583,7 +584,7 @@ __all__ = [
 
 
 # --------------------------------------------------------------------------
-# A fooling class added to a frozen classifier (Nguyen et al. 2015, section 3.5-3.6,
+# A fooling class added to a frozen classifier (Nguyen et al. 2015's n+1 retraining,
 # with the network's K outputs kept and only the new one trained).
 # --------------------------------------------------------------------------
 
@@ -611,6 +612,12 @@ def fooling_class_logit(head: FoolingClass, logits: jax.Array) -> jax.Array:
   """The fooling output ``[B]`` for base logits ``[B, K]``."""
   z = (logits.astype(jnp.float32) - head.mean[None, :]) / head.std[None, :]
   return z @ head.params["w"] + head.params["b"]
+
+
+def append_fooling_class(head: FoolingClass, logits: jax.Array) -> jax.Array:
+  """The K+1 logits ``[B, K+1]``: the net's ``[B, K]`` and the fooling output last."""
+  logits = logits.astype(jnp.float32)
+  return jnp.concatenate([logits, fooling_class_logit(head, logits)[:, None]], axis=-1)
 
 
 def fooling_class_margin(head: FoolingClass, logits: jax.Array) -> jax.Array:
@@ -682,9 +689,7 @@ class WithFoolingClass:
   name: str = "with_fooling_class"
 
   def __call__(self, params, x: jax.Array) -> jax.Array:
-    logits = self.base(params["base"], x).astype(jnp.float32)
-    extra = fooling_class_logit(params["fooling_class"], logits)
-    return jnp.concatenate([logits, extra[:, None]], axis=-1)
+    return append_fooling_class(params["fooling_class"], self.base(params["base"], x))
 
 
 def with_fooling_class(apply_fn: Callable, params: Any,

@@ -492,6 +492,14 @@ def test_fooling_class_loss_is_the_k_plus_1_cross_entropy_with_frozen_outputs(ke
                 * optax.sigmoid_binary_cross_entropy(margin, is_fooling))
   np.testing.assert_allclose(got, expected, rtol=1e-5)
   assert losses.shape == (3,)
+  # The loss fit_fooling_class minimises is that cross-entropy: its first value is the
+  # cross-entropy of the starting head (w = 0, b = 0: output K+1 is 0 everywhere).
+  z_f0 = jnp.concatenate([fooling, jnp.zeros((len(fooling), 1))], -1)
+  z_r0 = jnp.concatenate([real, jnp.zeros((len(real), 1))], -1)
+  expected0 = (0.5 * jnp.mean(-jax.nn.log_softmax(z_f0)[:, k])
+               + 0.5 * jnp.mean(-jnp.sum(target * jax.nn.log_softmax(z_r0), -1) - ce_real_base))
+  np.testing.assert_allclose(losses[0], expected0, rtol=1e-5)
+  np.testing.assert_array_equal(defenses.append_fooling_class(head, real), z_r)
 
 
 def test_fooling_class_separates_and_keeps_the_real_outputs(key):

@@ -573,13 +573,17 @@ def test_grouped_conv_split_equals_xla_groups(key):
 
 
 def test_random_crops_stay_inside_and_resample(key):
-  # A horizontal ramp: a crop's mean colour lies within the photo's range, mirroring
-  # reverses the ramp, and the same key gives the same crops.
+  # A horizontal ramp: values stay in [0, 1], a crop spans between min_scale and all
+  # of the shorter side, mirroring reverses the ramp, and the same key gives the
+  # same crops.
   ramp = np.tile(np.linspace(0, 1, 300, dtype=np.float32)[None, :, None], (200, 1, 3))
   crops = jax.jit(lambda k: imagenet.random_crops(k, ramp, 16, size=32))(key)
   assert crops.shape == (16, 32, 32, 3) and crops.dtype == jnp.float32
   assert float(crops.min()) >= 0.0 and float(crops.max()) <= 1.0
   np.testing.assert_allclose(crops, imagenet.random_crops(key, ramp, 16, size=32), atol=1e-5)
+  # A crop's side is 70-200 of the ramp's 300 columns (min_scale 0.35 of 200 rows).
+  span = np.abs(crops[:, 16, -1, 0] - crops[:, 16, 0, 0])
+  assert np.all(span > 0.9 * 70 / 299) and np.all(span < 200 / 299), span
   slope = np.sign(crops[:, 16, -2, 0] - crops[:, 16, 1, 0])
   assert set(slope.tolist()) == {-1.0, 1.0}  # both orientations drawn
   # The whole shorter side: a crop of a constant photo is that constant.

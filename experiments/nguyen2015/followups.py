@@ -1136,12 +1136,12 @@ def _plot_ablation(path, conf, steps, control=None):
 # 5. The n+1 retraining on ImageNet, output layer only
 
 
-def _batched_logits(apply_fn, params, imgs, batch: int) -> np.ndarray:
-  """``apply_fn``'s logits of float images ``[N, H, W, C]``, ``batch`` at a time
-  (``lax.map``: one compiled call)."""
+def _batched_logits_fn(apply_fn, batch: int):
+  """``logits(params, images [N, H, W, C]) -> np [N, K]``, ``batch`` images at a time
+  (``lax.map``), jitted once: calls with the same N reuse the compilation."""
   fn = jax.jit(lambda p, xs: jax.lax.map(lambda x: apply_fn(p, x[None])[0], xs,
                                          batch_size=batch))
-  return np.asarray(fn(params, jnp.asarray(imgs, jnp.float32)))
+  return lambda params, imgs: np.asarray(fn(params, jnp.asarray(imgs, jnp.float32)))
 
 
 def _photo_crops(names: list[str], key, num: int, shape, min_scale: float) -> np.ndarray:
@@ -1177,6 +1177,14 @@ def run_imagenet_retrain(config, workdir, sources: Sources) -> dict:
   base = src.classifier
   shape = core.input_shape_of(base.apply_fn)
   k = src.evolver.num_cells
+  generations = c.generations or src.config.generations
+  # DNN_1's row is the first run's own metrics at that generation: check before evolving.
+  src_history = {m["generation"]: m for m in core.read_jsonl(
+      pathlib.Path(core.names(c.fooling_from)[0]) / "metrics.jsonl")}
+  if generations not in src_history:
+    raise ValueError(f"{core.names(c.fooling_from)[0]} has no metrics for generation "
+                     f"{generations}. Fix: set imagenet_retrain.generations to at most the "
+                     "run's generations.")
   key = core.rng(config.seed, "imagenet_retrain")
 
   # Class 1001: every elite of the given runs (distinct images, one per filled cell).
@@ -1194,9 +1202,10 @@ def run_imagenet_retrain(config, workdir, sources: Sources) -> dict:
   held = _photo_crops(held_names, jax.random.fold_in(key, 1), c.crops_per_photo, shape,
                       c.min_scale)
 
+  batched_logits = _batched_logits_fn(base.apply_fn, c.batch_size)
+
   def logits_of(u8):
-    return _batched_logits(base.apply_fn, base.params, u8.astype(np.float32) / 255.0,
-                           c.batch_size)
+    return batched_logits(base.params, u8.astype(np.float32) / 255.0)
 
   print(f"[imagenet_retrain] logits of {len(fooling)} fooling images, {len(real)} training "
         f"crops of {len(train_names)} photos and {len(held)} held-out crops")
@@ -1211,16 +1220,14 @@ def run_imagenet_retrain(config, workdir, sources: Sources) -> dict:
   n_out = int(round(c.holdout_share * len(z_fool)))
   cv_head, _ = fit(jnp.asarray(z_fool[order[n_out:]]), jnp.asarray(z_real))
 
-  def fooling_share(h, z):  # the K+1-way softmax's mass on the fooling class
-    return np.asarray(jax.nn.sigmoid(defenses.fooling_class_margin(h, jnp.asarray(z))))
+  def k1_probs(h, z):  # DNN_2's softmax [N, K+1]
+    return np.asarray(jax.nn.softmax(defenses.append_fooling_class(h, jnp.asarray(z)), -1))
+
+  def fooling_share(h, z):  # its mass on the fooling class
+    return k1_probs(h, z)[:, k]
 
   def predicted_fooling(h, z):
-    return np.asarray(defenses.fooling_class_logit(h, jnp.asarray(z))) > z.max(-1)
-
-  def k1_probs(h, z):  # [N, K+1]
-    extra = np.asarray(defenses.fooling_class_logit(h, jnp.asarray(z)))
-    zz = np.concatenate([z, extra[:, None]], -1)
-    return np.asarray(jax.nn.softmax(jnp.asarray(zz), -1))
+    return np.argmax(k1_probs(h, z), -1) == k
 
   idx = np.arange(len(fooling_targets))
   before = np.asarray(jax.nn.softmax(jnp.asarray(z_fool), -1))[idx, fooling_targets]
@@ -1269,7 +1276,6 @@ def run_imagenet_retrain(config, workdir, sources: Sources) -> dict:
   evolver = driver.Evolver(encoding=src.evolver.encoding, apply_fn=dnn2_fn, num_cells=k,
                            population=src.config.population, fitness=src.config.fitness,
                            score_transform=real_classes)
-  generations = c.generations or src.config.generations
   t1, c1 = time.perf_counter(), time.process_time()
   archive, history = evolver.evolve(
       jax.random.key(src.config.seed), dnn2_params, generations=generations,
@@ -1278,16 +1284,10 @@ def run_imagenet_retrain(config, workdir, sources: Sources) -> dict:
       fingerprint=core.fingerprint("nguyen2015.followups", config, ignore=("parts",)))
   evolve_seconds, evolve_cpu = time.perf_counter() - t1, time.process_time() - c1
   best2 = np.asarray(map_elites.to_probability(archive.fitness, src.config.fitness))
-  src_history = {m["generation"]: m for m in core.read_jsonl(
-      pathlib.Path(c.fooling_from.split(",")[0].strip()) / "metrics.jsonl")}
-  if generations not in src_history:
-    raise ValueError(f"{core.names(c.fooling_from)[0]} has no metrics for generation "
-                     f"{generations}. Fix: set imagenet_retrain.generations to at most the "
-                     "run's generations.")
   best1 = np.asarray(src_history[generations]["best"])
   # The DNN_2 elites scored by DNN_1 (K-way softmax) and DNN_2's fooling share.
   elites2, _, cells2 = evolver.elites(archive)
-  z2 = _batched_logits(base.apply_fn, base.params, elites2, c.batch_size)
+  z2 = batched_logits(base.params, elites2)
   on_dnn1 = np.asarray(jax.nn.softmax(jnp.asarray(z2), -1))[np.arange(k), cells2]
 
   def counts(p):
